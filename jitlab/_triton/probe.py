@@ -1,0 +1,100 @@
+"""Capability probes for Triton's launch internals.
+
+Each probe answers one question about the installed Triton and names the upstream change it
+exists for, so a reader knows when it can go. Probes never parse the version as a float
+(dejavu's `major + minor/10` turns 3.10 into 4.0); they look for the thing itself. Each is
+cached: they run once, when the first kernel is decorated.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+
+@functools.cache
+def triton_version() -> str:
+    import triton
+
+    return getattr(triton, "__version__", "unknown")
+
+
+@functools.cache
+def has_device_caches() -> bool:
+    """triton-lang/triton 3.3 replaced `JITFunction.cache` + `binder` by per-device
+    `device_caches[device] = (..., binder)`; 3.5 inserted a kernel-key cache in the middle of that
+    tuple (so we only ever use its last element, the binder)."""
+    from triton.runtime.jit import JITFunction
+
+    return "device_caches" in JITFunction.__init__.__code__.co_names
+
+
+@functools.cache
+def binder_returns_specialization() -> bool:
+    """3.3+ binders return `(bound_args, specialization, options)`; 3.2 returned five values
+    with only non-constexpr values for the launcher (triton-lang/triton#5187 era). We support the former."""
+    from triton.runtime import jit
+
+    src = inspect.getsource(jit.create_function_from_signature)
+    return "return params, specialization, options" in src
+
+
+@functools.cache
+def hook_source() -> str:
+    """Where launch hooks live:
+    - "knobs-chain": 3.5+ `knobs.runtime.launch_enter_hook` is a HookChain, empty by default
+      (triton-lang/triton#7866); an empty chain still costs a LazyDict + 2 calls per launch in Triton.
+    - "knobs": 3.4 `knobs.runtime.launch_enter_hook`, Optional, None by default (triton-lang/triton#6467).
+    - "compiled-kernel": 3.2/3.3 class attributes on `CompiledKernel`.
+    """
+    try:
+        from triton import knobs
+
+        hook = knobs.runtime.launch_enter_hook
+        if hasattr(knobs, "HookChain") and isinstance(hook, knobs.HookChain):
+            return "knobs-chain"
+        return "knobs"
+    except (ImportError, AttributeError):
+        return "compiled-kernel"
+
+
+@functools.cache
+def launcher_takes_all_bound_args() -> bool:
+    """From 3.3 on, `CompiledKernel.run(gx, gy, gz, stream, function, packed_metadata,
+    launch_metadata, enter, exit, *args)` takes *all* bound arguments in parameter order,
+    constexprs included (the launcher skips them). 3.2 wanted non-constexpr values only."""
+    return binder_returns_specialization()
+
+
+@functools.cache
+def interpreter_active() -> bool:
+    from triton import knobs
+
+    return bool(knobs.runtime.interpret)
+
+
+@functools.cache
+def active_backend() -> str | None:
+    """"cuda", "hip", or None when no GPU driver is active (CPU-only machines, interpreter)."""
+    try:
+        from triton.runtime.driver import driver
+
+        return driver.active.get_current_target().backend
+    except Exception:  # noqa: BLE001 - "0 active drivers" on CPU-only machines
+        return None
+
+
+def unsupported_reason() -> str | None:
+    """Why the fast path cannot be used here (None when it can)."""
+    if not has_device_caches() or not binder_returns_specialization():
+        return f"triton {triton_version()} predates the 3.3 launcher contract"
+    if interpreter_active():
+        return "TRITON_INTERPRET=1 (kernels run in Triton's interpreter)"
+    backend = active_backend()
+    if backend is None:
+        return "no active GPU driver"
+    # ROCm: Triton's HIP launcher takes the same call shape as CUDA's; untested here (no AMD GPU),
+    # so it stays one probe away: allow "hip" here once it has been checked on hardware.
+    if backend != "cuda":
+        return f"backend {backend!r} is not checked yet"
+    return None

@@ -1,0 +1,64 @@
+"""`@jitcache` and `@jitcache(...)`: the user-facing decorator."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Callable, overload
+
+from . import settings
+from .policy import SAFE, Policy
+from .scope import CacheLock
+
+log = logging.getLogger(__name__)
+_KILL_WARNED = False
+
+
+@overload
+def jitcache(fn: Any) -> Any: ...
+@overload
+def jitcache(*, policy: Policy | None = None, check_keys: list[str] | None = None,
+             check_specialization: list[str] | None = None, assume_const: list[str] | None = None,
+             cache_launch_grid: bool | None = None, cache_lock: CacheLock | None = None,
+             verify: int | None = None) -> Callable[[Any], Any]: ...
+
+
+def jitcache(fn: Any = None, *, policy: Policy | None = None, check_keys: Any = None,
+             check_specialization: Any = None, assume_const: Any = None, cache_lock: CacheLock | None = None,
+             cache_launch_grid: bool | None = None, verify: int | None = None) -> Any:
+    """Put jitlab's launch cache over a Triton kernel (`@jitcache` goes above `@triton.jit`,
+    `@triton.autotune` or `@triton.heuristics`).
+
+    With no argument the key covers everything Triton specializes on. Each argument relaxes one check
+    by name (see `jitlab.Policy` for when each is unsafe); `policy=` passes them as one object.
+    """
+    overrides = {k: v for k, v in dict(check_keys=check_keys, check_specialization=check_specialization,
+                                       assume_const=assume_const, cache_launch_grid=cache_launch_grid,
+                                       verify=verify).items() if v is not None}
+    if cache_lock is not None and not isinstance(cache_lock, CacheLock):
+        raise ValueError(f"cache_lock must be a jitlab.CacheLock or None, got {type(cache_lock).__name__}")
+
+    def decorate(kernel: Any) -> Any:
+        # The kill switch comes before anything else, probes included (dejavu asserted first).
+        if settings.SETTINGS.disable:
+            global _KILL_WARNED
+            if not _KILL_WARNED:
+                _KILL_WARNED = True
+                warnings.warn("JITLAB_DISABLE=1: jitcache returns kernels unwrapped", RuntimeWarning, stacklevel=3)
+            return kernel
+        name = getattr(kernel, "__name__", type(kernel).__name__)
+        try:
+            pol = (policy or SAFE).replace(**overrides) if overrides else (policy or SAFE)
+            if cache_lock is not None and not pol.static:
+                pol = pol.replace(static=True)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"jitcache({name}): {e}") from None
+        from .cache import JitCache
+
+        return JitCache(kernel, pol, cache_lock)
+
+    if fn is not None:
+        if isinstance(fn, Policy):
+            raise ValueError("use jitcache(policy=...) to pass a Policy")
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,86 @@
+"""jitlab's cache key: the specialization classes Triton compiles on, as cheap Python values.
+
+For each runtime argument Triton specializes on (notes: triton-launch.md section 3.3):
+- int: its range class (i32 / i64 / u64) and, unless `do_not_specialize`, whether it is == 1
+  (compiled in as a constexpr) or a multiple of 16 (divisibility hint, unless
+  `do_not_specialize_on_alignment`);
+- tensor: dtype and whether `data_ptr()` is 16-byte aligned (unless do_not_specialize_on_alignment);
+- None: a constexpr None; bool and float: their type.
+Our key may be finer than Triton's (that only costs an extra entry), never coarser; the CPU tests
+check this against Triton's own binder. The generated hot-path code (guard.py) inlines the common
+cases of `spec`; this module is the reference and the slow path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+U64_MAX = 2**64 - 1
+
+# int class codes: range * 3 + {0: plain, 1: == 1, 2: multiple of 16}
+_RANGE_NAMES = ("i32", "i64", "u64")
+_CLASS_NAMES = ("", "==1", "%16==0")
+
+
+class Unsupported(TypeError):
+    """An argument jitlab does not key (tuples, tensor descriptors, ...): the launch falls back to Triton."""
+
+
+def int_class(v: int, specialize: bool, align: bool) -> int:
+    if I32_MIN <= v <= I32_MAX:
+        r = 0
+    elif 0 <= v - 2**63 <= U64_MAX - 2**63:
+        r = 2
+    elif I64_MIN <= v <= I64_MAX:
+        r = 1
+    else:
+        raise Unsupported(f"integer {v} does not fit in 64 bits")
+    if not specialize:
+        return r * 3
+    if v == 1:
+        return r * 3 + 1
+    if align and v % 16 == 0:
+        return r * 3 + 2
+    return r * 3
+
+
+def spec(v: Any, specialize: bool = True, align: bool = True) -> Any:
+    """The key item of one runtime argument (the generic, slow form)."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is bool:
+        return "u1"
+    if t is int:
+        return int_class(v, specialize, align)
+    if t is float:
+        return "fp32"
+    if hasattr(v, "data_ptr") and hasattr(v, "dtype"):
+        return (v.dtype, (not v.data_ptr() & 15) if align else True)
+    raise Unsupported(f"{t.__name__} arguments are not keyed by jitlab")
+
+
+def constexpr_item(v: Any) -> Any:
+    """Key item of a constexpr value: the value, with its type where == would conflate types
+    (1 == True == 1.0 hash alike but compile differently)."""
+    t = type(v)
+    if t is int or t is str or v is None:
+        return v
+    hash(v)  # unhashable constexprs fall back to Triton (TypeError)
+    return (t, v)
+
+
+def describe(item: Any) -> str:
+    """Human-readable key item, for LockedMiss and verify messages."""
+    if item is None:
+        return "None"
+    if isinstance(item, int) and not isinstance(item, bool):
+        r, c = divmod(item, 3)
+        return f"{_RANGE_NAMES[r]}{' ' + _CLASS_NAMES[c] if c else ''}"
+    if isinstance(item, tuple) and len(item) == 2 and hasattr(item[0], "is_floating_point"):
+        return f"tensor {item[0]}{'' if item[1] else ' misaligned'}"
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type):
+        return f"{item[1]!r}"
+    return repr(item)

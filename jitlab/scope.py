@@ -1,0 +1,88 @@
+"""Scopes and cache locks: where prepared entries are visible, and when misses may still compile.
+
+vLLM's reviewers asked that caches be scoped to the model (PR #16606); dejavu's lock was
+process-global. Here every entry lives in the scope that was current when it was prepared, so
+one process can serve two models with different head counts through the same kernel, each
+with relaxed keys that are only valid for its own model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import weakref
+from typing import Iterator
+
+
+class CacheLock:
+    """Static mode's switch: after `lock()`, a miss raises `jitlab.LockedMiss` instead of compiling.
+    A plain state flag (reads are atomic under the GIL; it is only read on misses)."""
+
+    def __init__(self, name: str = "lock"):
+        self.name = name
+        self.is_locked = False
+
+    def lock(self) -> None:
+        self.is_locked = True
+
+    def unlock(self) -> None:
+        self.is_locked = False
+
+    def __repr__(self) -> str:
+        return f"CacheLock({self.name!r}, locked={self.is_locked})"
+
+
+class Scope:
+    """A named cache scope. Entries prepared while it is current are only visible while it is current.
+
+    `scope.cache_lock` locks every jitcache kernel inside this scope (static or not)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.cache_lock = CacheLock(f"scope:{name}")
+        self._kernels: "weakref.WeakSet" = weakref.WeakSet()
+
+    def lock(self) -> None:
+        self.cache_lock.lock()
+
+    def unlock(self) -> None:
+        self.cache_lock.unlock()
+
+    def clear(self) -> None:
+        """Drop every entry (and counters) prepared in this scope, and unlock it."""
+        for k in list(self._kernels):
+            k._drop_scope(self)
+        self.cache_lock.unlock()
+
+    def __repr__(self) -> str:
+        return f"Scope({self.name!r})"
+
+
+GLOBAL = Scope("global")
+_CURRENT: contextvars.ContextVar[Scope] = contextvars.ContextVar("jitlab_scope", default=GLOBAL)
+_REGISTRY: dict[str, Scope] = {"global": GLOBAL}
+_REGISTRY_LOCK = threading.Lock()
+
+current = _CURRENT.get  # the hot path calls this
+
+
+def get_scope(name: str) -> Scope:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"scope name must be a non-empty str, got {name!r}")
+    with _REGISTRY_LOCK:
+        s = _REGISTRY.get(name)
+        if s is None:
+            s = _REGISTRY[name] = Scope(name)
+        return s
+
+
+@contextlib.contextmanager
+def scope(name: str) -> Iterator[Scope]:
+    """`with jitlab.scope("llama-8b") as s:` makes `s` current in this thread/task."""
+    s = get_scope(name)
+    token = _CURRENT.set(s)
+    try:
+        yield s
+    finally:
+        _CURRENT.reset(token)

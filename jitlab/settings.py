@@ -1,0 +1,73 @@
+"""Every JITLAB_* environment variable, read in this one module, once (at import).
+
+Settings are process-wide and set by the user; per-kernel trade-offs are `Policy` objects.
+Standard OTEL_* variables are not read here: they mean what they mean everywhere and the
+OpenTelemetry SDK reads them (see jitlab.telemetry.export).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    if v is None or v.strip() == "":
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {v!r}") from None
+
+
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    v = os.environ.get(name, "").strip().lower() or default
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: JITLAB_DISABLE=1: the kill switch. `jitcache` returns the Triton kernel unwrapped, before any probe runs.
+    disable: bool = field(default_factory=lambda: _env_bool("JITLAB_DISABLE"))
+    #: JITLAB_VERIFY=N: re-derive Triton's full key on every Nth hit of every kernel (0 = off).
+    verify: int = field(default_factory=lambda: _env_int("JITLAB_VERIFY", 0))
+    #: JITLAB_TRACE=off|summary|sampled|full: launch recording level for experiments and Run().
+    trace: str = field(default_factory=lambda: _env_choice("JITLAB_TRACE", "off", ("off", "summary", "sampled", "full")))
+    #: JITLAB_TRACE_SAMPLE=N: with trace=sampled, keep every Nth hit (misses/fallbacks always kept).
+    trace_sample: int = field(default_factory=lambda: _env_int("JITLAB_TRACE_SAMPLE", 100))
+    #: JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to traces/<experiment>-<run_id>.jsonl).
+    trace_file: str | None = field(default_factory=lambda: os.environ.get("JITLAB_TRACE_FILE") or None)
+    #: JITLAB_RECORDER_CAPACITY=N: launch records kept in memory before drops are counted.
+    recorder_capacity: int = field(default_factory=lambda: _env_int("JITLAB_RECORDER_CAPACITY", 2_000_000))
+    #: JITLAB_LAUNCHER=auto|triton|native: which launcher a prepared entry uses (native = jitlab's C launcher when it builds).
+    launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto", ("auto", "triton", "native")))
+    #: JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG ("+jitlab" for all).
+    logs: str = field(default_factory=lambda: os.environ.get("JITLAB_LOGS", ""))
+
+
+SETTINGS = Settings()
+
+
+def reload() -> Settings:
+    """Re-read the environment (tests only: production code reads SETTINGS once)."""
+    global SETTINGS
+    SETTINGS = Settings()
+    return SETTINGS
+
+
+def configure_logging() -> None:
+    import logging
+
+    for spec in filter(None, (s.strip() for s in SETTINGS.logs.split(","))):
+        if spec.startswith("+"):
+            logging.getLogger(spec[1:]).setLevel(logging.DEBUG)

@@ -1,0 +1,278 @@
+"""Where spans go: always an OTLP JSON-lines file; also OTLP (gRPC or HTTP/protobuf) when the
+standard environment names a collector.
+
+Environment (the standard OpenTelemetry variables, read when a `Run` finishes):
+
+* `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as-is) or `OTEL_EXPORTER_OTLP_ENDPOINT` (HTTP
+  appends `/v1/traces`): when either is set, spans are also sent over OTLP. Unset: file only.
+* `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or
+  `http/protobuf`. **Default `grpc`**, the Python SDK's convention (its auto-configuration maps
+  `OTEL_TRACES_EXPORTER=otlp` to the gRPC exporter when no protocol is set). Jaeger listens for
+  gRPC on 4317 and HTTP on 4318. `http/json` is not offered by the Python SDK: it falls back to
+  `http/protobuf` with a warning (`jitlab-replay` posts OTLP/JSON files).
+* `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` / `OTEL_EXPORTER_OTLP_TIMEOUT`: seconds (as the Python
+  SDK reads them). Unset: jitlab uses a short `DEFAULT_TIMEOUT_S` (3 s) instead of the SDK's
+  10 s, so a collector that is down costs a run a few seconds at most.
+* `OTEL_TRACES_EXPORTER=none`: no OTLP export even with an endpoint set (the file is still written).
+* Headers, compression, certificates, `OTEL_EXPORTER_OTLP_INSECURE`: read by the SDK exporters.
+
+Failures never propagate: the first failed batch of a target logs ONE warning (once per
+process and endpoint) and disables that target for the rest of the run; the file is written
+regardless. Spans are exported synchronously in batches of `BATCH_SIZE`, after the timed regions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+log = logging.getLogger("jitlab.telemetry")
+
+DEFAULT_TIMEOUT_S = 3.0
+BATCH_SIZE = 2048  # spans per export call (one JSON line per call in the file; < 4 MiB over gRPC)
+PROTOCOLS = ("grpc", "http/protobuf")
+
+_warned: set = set()  # (kind, where) pairs already warned about in this process
+
+
+@dataclass
+class OtlpConfig:
+    protocol: str  # "grpc" | "http/protobuf"
+    endpoint: str  # what the exporter is given (HTTP: the full .../v1/traces URL)
+    timeout_s: float | None  # None: the exporter reads the OTEL_* timeout itself
+
+
+def otlp_config(environ=None) -> OtlpConfig | None:
+    """The OTLP target the standard environment asks for, or None (file only)."""
+    env = os.environ if environ is None else environ
+    traces_ep = (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or "").strip()
+    base_ep = (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
+    if not (traces_ep or base_ep):
+        return None
+    if (env.get("OTEL_TRACES_EXPORTER") or "").strip().lower() == "none":
+        return None
+    proto = (
+        (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+        .strip()
+        .lower()
+    )
+    if proto not in PROTOCOLS:
+        _warn_once(
+            ("protocol", proto),
+            "OTLP protocol %r is not supported by the Python SDK exporters; using http/protobuf",
+            proto,
+        )
+        proto = "http/protobuf"
+    if proto == "grpc":
+        endpoint = traces_ep or base_ep
+    else:
+        endpoint = traces_ep or base_ep.rstrip("/") + "/v1/traces"
+    has_timeout = env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    return OtlpConfig(proto, endpoint, None if has_timeout else DEFAULT_TIMEOUT_S)
+
+
+def make_otlp_exporter(
+    endpoint: str | None = None, protocol: str = "grpc", timeout_s: float | None = DEFAULT_TIMEOUT_S
+) -> SpanExporter:
+    """An SDK OTLP span exporter. `endpoint`: for gRPC `http://host:4317`; for HTTP either the
+    base `http://host:4318` or the full `.../v1/traces` URL. None: the exporter reads the env."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_s)
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        if endpoint and not endpoint.rstrip("/").endswith("/v1/traces"):
+            from urllib.parse import urlparse
+
+            if urlparse(endpoint).path in ("", "/"):
+                endpoint = endpoint.rstrip("/") + "/v1/traces"
+        return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_s)
+    raise ValueError(f"OTLP protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def make_file_exporter(path: str | os.PathLike) -> SpanExporter:
+    """The official OTLP JSON-lines file exporter (appends one `{"resourceSpans": ...}` line per
+    export call; Jaeger UI >= 1.60 opens such files, `jitlab-replay` sends them to a collector)."""
+    from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return FileSpanExporter(p)
+
+
+def _warn_once(key, msg, *args) -> None:
+    if key in _warned:
+        log.debug(msg, *args)
+        return
+    _warned.add(key)
+    log.warning(msg, *args)
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        try:
+            if record.levelno >= logging.WARNING:
+                self.messages.append(record.getMessage())
+        except Exception:
+            pass
+
+
+# The SDK OTLP exporters log every retry and failure; while jitlab exports, their messages are
+# captured (and summarized in jitlab's single warning) instead of flooding the console.
+_NOISY = ("opentelemetry.exporter.otlp.proto", "opentelemetry.exporter.otlp.common", "opentelemetry.exporter.http")
+
+
+@contextmanager
+def _captured_logs():
+    cap = _Capture()
+    saved = []
+    for name in _NOISY:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.propagate, list(lg.handlers)))
+        lg.handlers = [cap]
+        lg.propagate = False
+    try:
+        yield cap
+    finally:
+        for lg, prop, handlers in saved:
+            lg.handlers = handlers
+            lg.propagate = prop
+
+
+@dataclass
+class Target:
+    """One destination: the file or an OTLP collector."""
+
+    kind: str  # "file" | "grpc" | "http/protobuf" | "custom"
+    where: str  # path or endpoint
+    exporter: SpanExporter
+    sent: int = 0
+    unsent: int = 0
+    failed: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {
+            "kind": self.kind,
+            "where": self.where,
+            "sent": self.sent,
+            "unsent": self.unsent,
+            "ok": not self.failed,
+            "error": self.error,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class SpanSink:
+    """Exports span lists to every target in batches, warning once and disabling a target on its
+    first failure, never raising."""
+
+    targets: list[Target] = field(default_factory=list)
+    batch_size: int = BATCH_SIZE
+
+    @classmethod
+    def standard(
+        cls, trace_file: str | os.PathLike | None, extra: Sequence[SpanExporter] = (), otlp: bool | None = None
+    ) -> "SpanSink":
+        """File target (when `trace_file` is given), OTLP from the environment (when `otlp` is
+        None; True/False forces it on/off), then any `extra` exporters (tests, custom sinks)."""
+        sink = cls()
+        if trace_file is not None:
+            try:
+                sink.targets.append(Target("file", str(trace_file), make_file_exporter(trace_file)))
+            except Exception as e:  # unwritable path: warn, keep going (the run must not fail here)
+                _warn_once(("file", str(trace_file)), "jitlab: cannot open trace file %s: %s", trace_file, e)
+        cfg = otlp_config()
+        if otlp is not False and cfg is not None:
+            try:
+                exp = make_otlp_exporter(cfg.endpoint, cfg.protocol, cfg.timeout_s)
+                sink.targets.append(Target(cfg.protocol, cfg.endpoint, exp))
+            except Exception as e:
+                _warn_once(
+                    (cfg.protocol, cfg.endpoint),
+                    "jitlab: cannot set up OTLP %s exporter for %s (%s); spans go to the trace file only",
+                    cfg.protocol,
+                    cfg.endpoint,
+                    e,
+                )
+        for exp in extra:
+            sink.targets.append(Target("custom", type(exp).__name__, exp))
+        return sink
+
+    def export(self, spans: Sequence[ReadableSpan]) -> None:
+        if not spans:
+            return
+        for t in self.targets:
+            if t.failed:
+                t.unsent += len(spans)
+                continue
+            t0 = time.perf_counter()
+            try:
+                self._export_target(t, spans)
+            finally:
+                t.seconds += time.perf_counter() - t0
+
+    def _export_target(self, t: Target, spans: Sequence[ReadableSpan]) -> None:
+        n = len(spans)
+        for i in range(0, n, self.batch_size):
+            batch = spans[i : i + self.batch_size]
+            err = None
+            if t.kind in PROTOCOLS:
+                with _captured_logs() as cap:
+                    try:
+                        ok = t.exporter.export(batch) == SpanExportResult.SUCCESS
+                    except Exception as e:  # pragma: no cover - the SDK catches its own errors
+                        ok, err = False, f"{type(e).__name__}: {e}"
+                if not ok and err is None:
+                    err = cap.messages[-1] if cap.messages else "export failed"
+            else:
+                try:
+                    ok = t.exporter.export(batch) == SpanExportResult.SUCCESS
+                except Exception as e:
+                    ok, err = False, f"{type(e).__name__}: {e}"
+                if not ok and err is None:
+                    err = "export failed (see the log above)"
+            if ok:
+                t.sent += len(batch)
+                continue
+            t.failed, t.error = True, err
+            t.unsent += n - i
+            if t.kind == "file":
+                _warn_once(("file", t.where), "jitlab: writing trace file %s failed: %s", t.where, err)
+            else:
+                _warn_once(
+                    (t.kind, t.where),
+                    "jitlab: OTLP export (%s) to %s failed, not sending more spans there this run "
+                    "(launches are unaffected; the trace file is still written): %s",
+                    t.kind,
+                    t.where,
+                    err,
+                )
+            return
+
+    def shutdown(self) -> None:
+        for t in self.targets:
+            try:
+                with _captured_logs():
+                    t.exporter.shutdown()
+            except Exception:
+                pass
+
+    def summary(self) -> list[dict]:
+        return [t.summary() for t in self.targets]

@@ -1,0 +1,147 @@
+"""Load OTLP JSON-lines trace files into a pandas DataFrame (one row per span), for notebooks.
+
+Each line is parsed by `google.protobuf.json_format` into
+`opentelemetry.proto.trace.v1.trace_pb2.TracesData`. One difference between OTLP/JSON and the
+plain protobuf JSON mapping is handled first, as the OTLP spec prescribes: trace and span IDs
+are hex strings in OTLP/JSON, base64 in protobuf JSON (`otlp_json_to_proto_dict`).
+"""
+
+from __future__ import annotations
+
+import base64
+import glob as _glob
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from google.protobuf import json_format
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+_ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+BASE_COLUMNS = [
+    "trace_id", "span_id", "parent_id", "name", "kind", "start_ns", "end_ns", "duration_ns", "service",
+    "status_code", "status_message", "scope", "file", "line",
+]
+
+
+def _hex_to_b64(v):
+    if isinstance(v, str) and v:
+        try:
+            return base64.b64encode(bytes.fromhex(v)).decode("ascii")
+        except ValueError:
+            return v  # already base64 (a protobuf-JSON file): leave it
+    return v
+
+
+def otlp_json_to_proto_dict(obj):
+    """Copy of an OTLP/JSON document with hex trace/span IDs turned into the base64 the protobuf
+    JSON mapping expects (spans and links)."""
+    if isinstance(obj, dict):
+        return {k: (_hex_to_b64(v) if k in _ID_KEYS else otlp_json_to_proto_dict(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [otlp_json_to_proto_dict(x) for x in obj]
+    return obj
+
+
+def parse_line(line: str | bytes) -> trace_pb2.TracesData:
+    """One OTLP JSON line -> `TracesData` (raises `json_format.ParseError`/`ValueError` if invalid)."""
+    msg = trace_pb2.TracesData()
+    json_format.ParseDict(otlp_json_to_proto_dict(json.loads(line)), msg)
+    return msg
+
+
+def iter_traces_data(path: str | os.PathLike) -> Iterator[tuple[int, trace_pb2.TracesData]]:
+    """(line number, TracesData) for each non-empty line of one file."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                yield n, parse_line(line)
+
+
+def any_value(v):
+    """`AnyValue` -> Python (str/bool/int/float/bytes/list/dict/None)."""
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, which)
+
+
+def _expand(paths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(c in s for c in "*?["):
+            out.extend(Path(x) for x in sorted(_glob.glob(s, recursive=True)))
+        elif Path(s).is_dir():
+            out.extend(sorted(Path(s).glob("*.jsonl")))
+        else:
+            out.append(Path(s))
+    return out
+
+
+def iter_spans(paths) -> Iterator[dict]:
+    """One dict per span (the rows of `load_traces`)."""
+    for path in _expand(paths):
+        for n, data in iter_traces_data(path):
+            for rs in data.resource_spans:
+                res = {kv.key: any_value(kv.value) for kv in rs.resource.attributes}
+                service = res.get("service.name")
+                res_cols = {f"resource.{k}": v for k, v in res.items()}
+                for ss in rs.scope_spans:
+                    scope = ss.scope.name
+                    for sp in ss.spans:
+                        row = {
+                            "trace_id": sp.trace_id.hex(),
+                            "span_id": sp.span_id.hex(),
+                            "parent_id": sp.parent_span_id.hex() or None,
+                            "name": sp.name,
+                            "kind": sp.kind,
+                            "start_ns": int(sp.start_time_unix_nano),
+                            "end_ns": int(sp.end_time_unix_nano),
+                            "duration_ns": int(sp.end_time_unix_nano) - int(sp.start_time_unix_nano),
+                            "service": service,
+                            "status_code": sp.status.code,
+                            "status_message": sp.status.message or None,
+                            "scope": scope,
+                            "file": str(path),
+                            "line": n,
+                        }
+                        for kv in sp.attributes:
+                            row[kv.key] = any_value(kv.value)
+                        row.update(res_cols)
+                        yield row
+
+
+def load_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]):
+    """Trace files (paths, globs such as "traces/*.jsonl", or directories) -> DataFrame, one row
+    per span: trace_id, span_id, parent_id (hex; None for roots), name, kind, start_ns, end_ns,
+    duration_ns (int64 unix ns), service, status_code, status_message, scope, file, line, then
+    every span attribute as its own column (e.g. "jitlab.launch.duration_ns", nullable Int64 when
+    integral) and every resource attribute as "resource.<key>"."""
+    import pandas as pd
+
+    rows = list(iter_spans(paths))
+    if not rows:
+        return pd.DataFrame(columns=BASE_COLUMNS)
+    df = pd.DataFrame.from_records(rows)
+    for c in ("start_ns", "end_ns", "duration_ns", "line", "kind", "status_code"):
+        df[c] = df[c].astype("int64")
+    # integer attributes missing on some spans: keep them integral (ns values exceed float precision)
+    for c in df.columns:
+        if c in BASE_COLUMNS:
+            continue
+        col = df[c]
+        vals = col.dropna()
+        if len(vals) and len(vals) < len(col) and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            df[c] = col.astype("Int64")
+    return df
+
+
+read_traces = load_traces

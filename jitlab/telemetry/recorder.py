@@ -1,0 +1,203 @@
+"""Per-launch records kept as plain integers: the only telemetry module the hot path touches.
+
+The jitcache's hit path does `rec = recorder.ACTIVE.recorder` and, when it is not None, asks
+`rec.wants_hit()` (the sampling check), takes `perf_counter_ns()` timestamps and calls
+`rec.record(...)`, which appends one tuple. Misses, locked misses, fallbacks and pass-through
+launches are recorded without asking `wants_hit()`. Everything else (spans, files, exporters)
+happens later, outside any timed region, in `jitlab.telemetry.spans` / `session` / `export`.
+
+This module imports nothing from OpenTelemetry (nor does anything it imports).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
+HIT, MISS, LOCKED_MISS, FALLBACK, PASSTHROUGH = 0, 1, 2, 3, 4
+OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough")
+
+LEVELS = ("off", "summary", "sampled", "full")
+
+# Field order of the tuples in `Recorder.records` (and of `Record`).
+FIELDS = (
+    "kernel", "scope", "policy", "outcome", "key", "t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason",
+)
+
+_get_ident = threading.get_ident
+
+
+@dataclass
+class Record:
+    """One launch, as the hot path saw it (ns from perf_counter_ns)."""
+
+    kernel: int  # interned string id
+    scope: int  # interned string id
+    policy: int  # interned string id
+    outcome: int  # HIT, MISS, ...
+    key: int  # small per-kernel key id (entry index), -1 if none
+    t_enter: int
+    t_args: int  # arguments bound/updated
+    t_exit: int  # launcher returned
+    compile_ns: int
+    thread: int  # threading.get_ident() of the launching thread
+    reason: int  # interned fallback reason id, -1 if none
+
+    @property
+    def arg_update_ns(self) -> int:
+        return self.t_args - self.t_enter
+
+    @property
+    def launch_ns(self) -> int:
+        return self.t_exit - self.t_args
+
+
+class Recorder:
+    """Bounded buffer of launch records.
+
+    Hits are sampled: `full` keeps every hit, `sampled` every `sample_every`-th, `summary` none
+    (misses, locked misses, fallbacks and pass-through launches are always kept: the hot path
+    records them without asking `wants_hit()`).
+
+    When the buffer holds `capacity` records, the next `record()` either hands the full buffer to
+    `on_full(list_of_tuples)` (called once per full buffer, on the launching thread, under a lock;
+    the buffer is swapped for an empty one first) or, without `on_full`, counts the record in
+    `dropped`. Nothing is lost silently.
+    """
+
+    def __init__(
+        self,
+        level: str = "full",
+        capacity: int = 1_000_000,
+        sample_every: int = 1,
+        on_full: Callable[[list], None] | None = None,
+    ):
+        if level not in LEVELS:
+            raise ValueError(f"trace level must be one of {LEVELS}, got {level!r}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.level = level
+        self.capacity = capacity
+        # summary keeps no hits; sampled keeps every Nth; full keeps all.
+        self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
+        self.on_full = on_full
+        self.records: list[tuple] = []
+        self.dropped = 0  # records refused because the buffer was full and there is no on_full
+        self.seen = 0  # hits offered to wants_hit() (sampled or not)
+        self.flushes = 0  # times on_full was called
+        self.flush_ns = 0  # time spent inside on_full (it runs on the hot path: report it)
+        self.taken = 0  # records handed out by drain()/on_full so far
+        self._tick = 0
+        self._strings: dict[str, int] = {}
+        self._names: list[str] = []
+        self._lock = threading.Lock()
+        # perf_counter_ns -> unix ns, captured once so spans can be placed on the wall clock.
+        self.clock_offset_ns = time.time_ns() - time.perf_counter_ns()
+
+    # -- strings (not on the hot path: intern once, at decoration/first launch) ------------------
+    def intern(self, s: str) -> int:
+        with self._lock:
+            i = self._strings.get(s)
+            if i is None:
+                i = self._strings[s] = len(self._names)
+                self._names.append(s)
+            return i
+
+    def string(self, i: int) -> str:
+        """The string interned as `i` ("" for -1 or an unknown id)."""
+        if 0 <= i < len(self._names):
+            return self._names[i]
+        return ""
+
+    @property
+    def strings(self) -> list[str]:
+        """All interned strings, indexed by id (a copy)."""
+        return list(self._names)
+
+    # -- hot path ---------------------------------------------------------------------------------
+    def wants_hit(self) -> bool:
+        """Called before timing a hit: False means this hit is not sampled (no timestamps taken)."""
+        self.seen += 1
+        n = self.sample_every
+        if n == 1:
+            return True
+        if n == 0:
+            return False
+        self._tick += 1
+        if self._tick >= n:
+            self._tick = 0
+            return True
+        return False
+
+    def record(self, kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns=0, reason=-1):
+        recs = self.records
+        if len(recs) >= self.capacity:
+            if self.on_full is None:
+                self.dropped += 1
+                return
+            self._flush_full()
+            recs = self.records
+        recs.append((kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, _get_ident(), reason))
+
+    # -- slow path --------------------------------------------------------------------------------
+    def _flush_full(self) -> None:
+        with self._lock:
+            if len(self.records) < self.capacity:  # another thread flushed meanwhile
+                return
+            t0 = time.perf_counter_ns()
+            out, self.records = self.records, []
+            self.taken += len(out)
+            self.flushes += 1
+            try:
+                self.on_full(out)  # type: ignore[misc]
+            except Exception:  # a broken sink must never break a launch; count what it lost
+                self.dropped += len(out)
+            self.flush_ns += time.perf_counter_ns() - t0
+
+    def drain_raw(self) -> list[tuple]:
+        """Take every buffered record as tuples (field order `FIELDS`); the buffer is emptied."""
+        with self._lock:
+            out, self.records = self.records, []
+            self.taken += len(out)
+        return out
+
+    def drain(self) -> list[Record]:
+        """Take every buffered record as `Record`s; the buffer is emptied."""
+        return [Record(*r) for r in self.drain_raw()]
+
+    @property
+    def recorded(self) -> int:
+        """Records accepted so far (handed out + still buffered); excludes `dropped`."""
+        return self.taken + len(self.records)
+
+    def stats(self) -> dict:
+        return {
+            "level": self.level,
+            "sample_every": self.sample_every,
+            "capacity": self.capacity,
+            "hits_seen": self.seen,
+            "recorded": self.recorded,
+            "dropped": self.dropped,
+            "flushes": self.flushes,
+            "flush_ns": self.flush_ns,
+        }
+
+
+@dataclass
+class _Active:
+    recorder: Recorder | None = None
+    listeners: list = field(default_factory=list)
+
+
+# The one switch the hot path reads.
+ACTIVE = _Active()
+
+
+def activate(rec: Recorder | None) -> Recorder | None:
+    """Make `rec` the recorder the jitcache writes to (None, or a recorder at level "off", turns
+    recording off); returns the previous one so callers can restore it."""
+    prev, ACTIVE.recorder = ACTIVE.recorder, (rec if rec is not None and rec.level != "off" else None)
+    return prev

@@ -1,0 +1,414 @@
+"""Runs, trials and steps: the structure experiments give their launches, and where spans are made.
+
+    from jitlab import telemetry
+    with telemetry.Run(experiment="launch_overhead", level="full") as run:
+        for policy in policies:
+            with run.trial(f"policy={policy}", {"jitlab.policy": policy, "n": n}) as trial:
+                ... timed launches (the jitcache records into run.recorder) ...
+                trial.set(median_ns=med, p10_ns=p10, p90_ns=p90)
+    print(run.summary)
+
+Inside the with-block nothing touches OpenTelemetry except a full recorder's flush (see
+`on_full`): trials and steps only take `perf_counter_ns()` timestamps. When the run ends
+(normally, by an exception, by Ctrl-C, or at interpreter exit) the records are drained, spans are
+built with explicit times (`jitlab.telemetry.spans`) and exported in batches
+(`jitlab.telemetry.export`): always to the OTLP JSON-lines trace file, and to an OTLP collector
+when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..provenance import provenance as _provenance
+from . import recorder as _rec
+from .export import BATCH_SIZE, SpanSink
+from .spans import RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider, make_resource
+
+log = logging.getLogger("jitlab.telemetry")
+
+ENV_LEVEL = "JITLAB_TRACE"  # off | summary | sampled | full
+ENV_SAMPLE = "JITLAB_TRACE_SAMPLE"  # N for "sampled": every Nth hit
+ENV_FILE = "JITLAB_TRACE_FILE"  # trace file path ({experiment} and {run_id} are substituted)
+DEFAULT_LEVEL = "full"
+DEFAULT_SAMPLE_EVERY = 100
+DEFAULT_TRACE_DIR = "traces"
+
+_perf_ns = time.perf_counter_ns
+_get_ident = threading.get_ident
+
+
+def new_run_id() -> str:
+    """UTC timestamp plus a short random suffix, e.g. `20261129T101500Z-3fa9c1`."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def resolve_level(level: str | None) -> str:
+    lv = level if level is not None else (os.environ.get(ENV_LEVEL) or DEFAULT_LEVEL)
+    lv = lv.strip().lower()
+    if lv not in _rec.LEVELS:
+        raise ValueError(f"trace level must be one of {_rec.LEVELS}, got {lv!r}")
+    return lv
+
+
+def resolve_sample_every(sample_every: int | None) -> int:
+    if sample_every is not None:
+        return max(1, int(sample_every))
+    env = os.environ.get(ENV_SAMPLE)
+    return max(1, int(env)) if env else DEFAULT_SAMPLE_EVERY
+
+
+def resolve_trace_file(trace_file, experiment: str, run_id: str) -> Path | None:
+    """Explicit argument, else `JITLAB_TRACE_FILE`, else `traces/<experiment>-<run_id>.jsonl`.
+    `trace_file=False` writes no file."""
+    if trace_file is False:
+        return None
+    if trace_file is None:
+        trace_file = os.environ.get(ENV_FILE) or os.path.join(DEFAULT_TRACE_DIR, "{experiment}-{run_id}.jsonl")
+    s = str(trace_file)
+    if "{" in s:
+        s = s.replace("{experiment}", experiment).replace("{run_id}", run_id)
+    return Path(s)
+
+
+class _FrameHandle:
+    """A trial or step: a context manager around a frame (timestamps only while it is open)."""
+
+    kind = "frame"
+
+    def __init__(self, run: "Run", name: str, attributes: dict | None, parent: Frame | None):
+        self._run = run
+        self._name = name
+        self._attributes = dict(attributes or {})
+        self._parent = parent
+        self.frame: Frame | None = None
+
+    # attributes ------------------------------------------------------------------------------
+    def set(self, mapping: dict | None = None, /, **attrs: Any) -> "_FrameHandle":
+        """Add attributes (aggregates such as median/p10/p90), written when the span ends.
+        Keys with dots go in `mapping` ({"jitlab.x": 1}); values: str/bool/int/float/sequences,
+        numpy scalars welcome; None is left out."""
+        target = self.frame.attributes if self.frame is not None else self._attributes
+        if mapping:
+            target.update(mapping)
+        target.update(attrs)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def attributes(self) -> dict:
+        return self.frame.attributes if self.frame is not None else self._attributes
+
+    @property
+    def duration_ns(self) -> int | None:
+        f = self.frame
+        if f is None:
+            return None
+        return (f.t1 if f.t1 is not None else _perf_ns()) - f.t0
+
+    # lifecycle -------------------------------------------------------------------------------
+    def __enter__(self):
+        self.frame = self._run._open_frame(self.kind, self._name, self._attributes, self._parent)
+        return self
+
+    def __exit__(self, et, ev, tb):
+        self._run._close_frame(self.frame, et, ev)
+        return False
+
+    start = __enter__
+
+    def end(self) -> None:
+        self.__exit__(None, None, None)
+
+
+class Step(_FrameHandle):
+    """A span under a trial (or the run), e.g. one model step in the end-to-end experiment."""
+
+    kind = "step"
+
+
+class Trial(_FrameHandle):
+    """One measured configuration; its span carries the trial's attributes and aggregates."""
+
+    kind = "trial"
+
+    def step(self, name: str, attributes: dict | None = None) -> Step:
+        """A step span under this trial (use as a context manager)."""
+        return Step(self._run, name, attributes, self.frame)
+
+
+class Run:
+    """One experiment run: recorder, root span, trials and steps, export at the end.
+
+    Args:
+      experiment: experiment name (`jitlab.experiment`; part of the default trace file name).
+      level: "off" | "summary" | "sampled" | "full"; None reads `JITLAB_TRACE` (default "full").
+        off: no recorder (launches untraced), but run/trial/step spans are still written;
+        summary: no hit records, only misses/locked misses/fallbacks/pass-throughs + trial aggregates;
+        sampled: every `sample_every`-th hit plus all non-hits; full: every launch.
+      sample_every: N for "sampled"; None reads `JITLAB_TRACE_SAMPLE` (default 100).
+      trace_file: OTLP JSON-lines path; None reads `JITLAB_TRACE_FILE`, else
+        `traces/<experiment>-<run_id>.jsonl`; False writes no file. Appended to if it exists.
+      run_id: defaults to `new_run_id()`.
+      attributes: extra run-span attributes.
+      capacity: recorder buffer size (records).
+      on_full: "flush" (default): a full buffer is turned into spans and exported on the spot
+        (the launch that filled it pays for that; `jitlab.recorder.flush_ns` says how much) ;
+        "drop": further records are counted in `jitlab.recorder.dropped` instead.
+      exporters: extra `SpanExporter`s (tests, custom sinks), fed the same batches as the file.
+      otlp: None: OTLP export iff the OTEL_EXPORTER_OTLP_* environment names a collector;
+        False: never.
+    """
+
+    def __init__(
+        self,
+        experiment: str,
+        level: str | None = None,
+        sample_every: int | None = None,
+        trace_file: str | os.PathLike | None | bool = None,
+        run_id: str | None = None,
+        attributes: dict | None = None,
+        *,
+        capacity: int = 1_000_000,
+        on_full: str = "flush",
+        exporters: Sequence = (),
+        otlp: bool | None = None,
+        batch_size: int = BATCH_SIZE,
+    ):
+        if on_full not in ("flush", "drop"):
+            raise ValueError(f"on_full must be 'flush' or 'drop', got {on_full!r}")
+        self.experiment = str(experiment)
+        self.level = resolve_level(level)
+        self.sample_every = resolve_sample_every(sample_every) if self.level == "sampled" else (
+            1 if self.level == "full" else 0
+        )
+        self.run_id = run_id or new_run_id()
+        self.trace_file = resolve_trace_file(trace_file, self.experiment, self.run_id)
+        self.attributes = dict(attributes or {})
+        self.capacity = capacity
+        self.on_full = on_full
+        self._extra_exporters = list(exporters)
+        self._otlp = otlp
+        self._batch_size = batch_size
+        self.recorder: _rec.Recorder | None = None
+        self.summary: dict | None = None
+        self.provenance: dict = {}
+        self._frames: list[Frame] = []
+        self._stacks: dict[int, list[Frame]] = {}
+        self._lock = threading.RLock()
+        self._root: Frame | None = None
+        self._entered = False
+        self._closed = False
+        self._interrupted = False
+        self._prev = None
+
+    # -- structure --------------------------------------------------------------------------------
+    def trial(self, name: str, attributes: dict | None = None) -> Trial:
+        """A trial span (use as a context manager) under the innermost open frame of this thread."""
+        return Trial(self, name, attributes, None)
+
+    def step(self, name: str, attributes: dict | None = None) -> Step:
+        """A step span under the innermost open trial/step of this thread (else the run)."""
+        return Step(self, name, attributes, None)
+
+    def set(self, mapping: dict | None = None, /, **attrs: Any) -> "Run":
+        """Add run-span attributes (written at the end)."""
+        target = self._root.attributes if self._root is not None else self.attributes
+        if mapping:
+            target.update(mapping)
+        target.update(attrs)
+        return self
+
+    def _open_frame(self, kind: str, name: str, attributes: dict, parent: Frame | None) -> Frame:
+        if not self._entered or self._closed:
+            raise RuntimeError(f"{kind} {name!r} opened outside its Run's with-block")
+        th = _get_ident()
+        stack = self._stacks.setdefault(th, [])
+        if parent is None:
+            parent = stack[-1] if stack else self._root
+        f = Frame(kind=kind, name=name, t0=0, thread=th, parent=parent, attributes=dict(attributes))
+        rec = self.recorder
+        if rec is not None:
+            f.stats0 = (rec.seen, rec.recorded, rec.dropped)
+        stack.append(f)
+        with self._lock:
+            self._frames.append(f)
+        f.t0 = _perf_ns()
+        return f
+
+    def _close_frame(self, f: Frame | None, et=None, ev=None) -> None:
+        t1 = _perf_ns()
+        if f is None or f.t1 is not None:
+            return
+        f.t1 = t1
+        if et is not None:
+            f.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
+            f.attributes["jitlab.interrupted"] = issubclass(et, KeyboardInterrupt)
+        rec = self.recorder
+        s0 = f.stats0
+        if rec is not None and s0 is not None:
+            f.attributes["jitlab.trace.hits_seen"] = rec.seen - s0[0]
+            f.attributes["jitlab.trace.records"] = rec.recorded - s0[1]
+            f.attributes["jitlab.recorder.dropped"] = rec.dropped - s0[2]
+        stack = self._stacks.get(f.thread)
+        if stack:
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] is f:
+                    del stack[i]
+                    break
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> "Run":
+        if self._entered:
+            raise RuntimeError("a Run can be entered once")
+        self._entered = True
+        self.provenance = _provenance()
+        resource = make_resource(self.provenance)
+        self._provider, self._collector = collecting_provider(resource)
+        tracer = self._provider.get_tracer(SCOPE_NAME, _jitlab_version(self.provenance))
+        self._sink = SpanSink.standard(self.trace_file, self._extra_exporters, self._otlp)
+        self._sink.batch_size = self._batch_size
+        if self.level != "off":
+            self.recorder = _rec.Recorder(
+                self.level,
+                capacity=self.capacity,
+                sample_every=max(1, self.sample_every),
+                on_full=self._on_full if self.on_full == "flush" else None,
+            )
+            offset = self.recorder.clock_offset_ns
+        else:
+            offset = time.time_ns() - time.perf_counter_ns()
+        self.clock_offset_ns = offset
+        self._builder = SpanBuilder(tracer, offset, self.recorder.string if self.recorder else (lambda i: ""))
+        attrs = {
+            "jitlab.experiment": self.experiment,
+            "jitlab.run.id": self.run_id,
+            "jitlab.trace.level": self.level,
+            "jitlab.trace.sample_every": self.sample_every,
+            "jitlab.trace.file": str(self.trace_file) if self.trace_file else "",
+        }
+        attrs.update({f"jitlab.provenance.{k}": v for k, v in self.provenance.items()})
+        attrs.update(self.attributes)
+        self._root = Frame(kind="run", name=RUN_SPAN, t0=0, thread=_get_ident(), attributes=attrs)
+        self._frames.append(self._root)
+        self._stacks[self._root.thread] = []
+        atexit.register(self._atexit)
+        self._prev = _rec.activate(self.recorder)
+        self._root.t0 = _perf_ns()
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None and self._root is not None:
+            self._root.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
+            self._interrupted = issubclass(et, KeyboardInterrupt)
+        self.close()
+        return False
+
+    def _atexit(self) -> None:
+        if not self._closed:
+            if self._root is not None and self._root.error is None:
+                self._root.error = "run not closed before interpreter exit"
+            self.close()
+
+    def _on_full(self, chunk: list) -> None:
+        """Recorder full: turn the chunk into spans and export them now (see `on_full`)."""
+        with self._lock:
+            frames = list(self._frames)
+            self._builder.add_launches(chunk, frames, self._root)
+            self._sink.export(self._collector.take())
+
+    def close(self) -> dict:
+        """End the run: restore the previous recorder, end open frames, drain, build spans,
+        export, close the exporters. Idempotent; returns (and stores in `.summary`) a summary."""
+        if self._closed:
+            return self.summary or {}
+        if not self._entered:
+            raise RuntimeError("Run.close() before the run was entered")
+        t_end = _perf_ns()
+        self._closed = True
+        rec = self.recorder
+        if _rec.ACTIVE.recorder is rec or rec is None:
+            _rec.activate(self._prev)
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        t_exp = time.perf_counter()
+        records = rec.drain_raw() if rec is not None else []
+        with self._lock:
+            root = self._root
+            assert root is not None
+            root.t1 = t_end
+            for f in self._frames:
+                if f is not root and f.t1 is None:  # never closed (e.g. interpreter exit)
+                    f.t1 = t_end
+                    f.error = f.error or "not closed before the run ended"
+            if records:
+                self._builder.add_launches(records, self._frames, root)
+            stats = rec.stats() if rec is not None else {}
+            root.attributes.update(
+                {
+                    "jitlab.recorder.dropped": stats.get("dropped", 0),
+                    "jitlab.recorder.records": stats.get("recorded", 0),
+                    "jitlab.recorder.hits_seen": stats.get("hits_seen", 0),
+                    "jitlab.recorder.flushes": stats.get("flushes", 0),
+                    "jitlab.recorder.flush_ns": stats.get("flush_ns", 0),
+                    "jitlab.run.interrupted": self._interrupted,
+                    "jitlab.trace.launch_spans": self._builder.launch_spans,
+                }
+            )
+            # children before parents: reversed creation order ends steps, then trials, then the run
+            for f in reversed(self._frames):
+                self._builder.end_frame(f, t_end)
+            spans = self._collector.take()
+            self._sink.export(spans)
+            self._sink.shutdown()
+            try:
+                self._provider.shutdown()
+            except Exception:
+                pass
+        exported = sum(1 for _ in self._frames) + self._builder.launch_spans
+        self.summary = {
+            "experiment": self.experiment,
+            "run_id": self.run_id,
+            "level": self.level,
+            "sample_every": self.sample_every,
+            "trace_file": str(self.trace_file) if self.trace_file else None,
+            "spans": exported,
+            "launch_spans": self._builder.launch_spans,
+            "frames": len(self._frames),
+            "records": stats.get("recorded", 0),
+            "hits_seen": stats.get("hits_seen", 0),
+            "dropped": stats.get("dropped", 0),
+            "flushes": stats.get("flushes", 0),
+            "flush_ns": stats.get("flush_ns", 0),
+            "interrupted": self._interrupted,
+            "export_s": round(time.perf_counter() - t_exp, 4),
+            "targets": self._sink.summary(),
+        }
+        if self.summary["dropped"]:
+            log.warning(
+                "jitlab: recorder dropped %d launch records in run %s (capacity %d, on_full=%s)",
+                self.summary["dropped"],
+                self.run_id,
+                self.capacity,
+                self.on_full,
+            )
+        return self.summary
+
+
+def _jitlab_version(prov: dict) -> str:
+    v = prov.get("jitlab")
+    return str(v) if v else "unknown"
+

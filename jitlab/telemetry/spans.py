@@ -1,0 +1,286 @@
+"""Turn recorder records plus run/trial/step structure into OpenTelemetry spans, after the fact.
+
+Every span gets EXPLICIT start and end times: the hot path and the run/trial/step frames use
+`time.perf_counter_ns()`, and `clock_offset_ns` (captured once, `time.time_ns() -
+time.perf_counter_ns()`) places them on the Unix-epoch clock spans use. A launch span becomes a
+child of the innermost trial/step frame of its own thread that was open when it started; a
+launch from a thread with no open frame goes under the innermost frame of the run's thread open
+at that time, else under the run span.
+
+Spans are created through a normal SDK `Tracer` (so IDs, resource and scope are the SDK's), but
+nothing is exported here: `collecting_provider()` returns a provider whose only processor keeps
+finished spans in a list, which `jitlab.telemetry.export` sends in batches.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import Status, StatusCode
+
+from . import recorder as _rec
+
+LAUNCH_SPAN = "jitlab.launch"
+RUN_SPAN = "jitlab.run"
+SCOPE_NAME = "jitlab.telemetry"
+DEFAULT_SERVICE_NAME = "jitlab"
+
+# Launch span attributes (the README's table documents each).
+A_KERNEL = "jitlab.kernel"
+A_SCOPE = "jitlab.scope"
+A_POLICY = "jitlab.policy"
+A_RESULT = "jitlab.cache.result"
+A_KEY = "jitlab.cache.key"
+A_ARGS_NS = "jitlab.arg_update.duration_ns"
+A_LAUNCH_NS = "jitlab.launch.duration_ns"
+A_COMPILE_NS = "jitlab.compile.duration_ns"
+A_REASON = "jitlab.fallback.reason"
+A_THREAD = "thread.id"
+# Frame span attributes.
+A_KIND = "jitlab.span.kind"  # "run" | "trial" | "step"
+
+# provenance() key -> resource attribute.
+PROVENANCE_RESOURCE = {
+    "gpu": "jitlab.gpu.name",
+    "gpu_count": "jitlab.gpu.count",
+    "driver": "jitlab.gpu.driver_version",
+    "cuda_available": "jitlab.cuda.available",
+    "cuda_runtime": "jitlab.cuda.runtime_version",
+    "torch": "jitlab.torch.version",
+    "triton": "jitlab.triton.version",
+    "python": "process.runtime.version",
+    "jitlab": "service.version",
+    "jitlab_commit": "jitlab.git.commit",
+    "hostname": "host.name",
+}
+
+_OUTCOMES = _rec.OUTCOME_NAMES
+_INF = float("inf")
+
+
+def attribute_value(v: Any):
+    """Coerce `v` to an OpenTelemetry attribute value (str/bool/int/float or a homogeneous
+    tuple of them); None means "leave the attribute out". numpy scalars become Python numbers."""
+    if v is None:
+        return None
+    if isinstance(v, (str, bool, int, float)):
+        return v
+    item = getattr(v, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(v, "ndim", 0) == 0:
+        try:
+            return attribute_value(item())
+        except Exception:
+            return str(v)
+    if isinstance(v, (list, tuple)) or (hasattr(v, "tolist") and getattr(v, "ndim", 1) == 1):
+        seq = v.tolist() if hasattr(v, "tolist") else list(v)
+        seq = [attribute_value(x) for x in seq]
+        seq = [x for x in seq if x is not None]
+        kinds = {type(x) for x in seq}
+        if len(kinds) <= 1 and not (kinds & {list, tuple}):
+            return tuple(seq)
+        if kinds <= {int, float}:
+            return tuple(float(x) for x in seq)
+        return tuple(str(x) for x in seq)
+    return str(v)
+
+
+def clean_attributes(d: dict | None) -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        v = attribute_value(v)
+        if v is not None:
+            out[str(k)] = v
+    return out
+
+
+def make_resource(prov: dict | None = None, extra: dict | None = None) -> Resource:
+    """The SDK resource (honouring OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME) plus provenance.
+    `service.name` is "jitlab" unless the environment names one."""
+    attrs = {}
+    for k, name in PROVENANCE_RESOURCE.items():
+        if prov and k in prov:
+            v = attribute_value(prov[k])
+            if v is not None:
+                attrs[name] = v
+    attrs.update(clean_attributes(extra))
+    res = Resource.create(attrs)
+    env_named = bool(os.environ.get("OTEL_SERVICE_NAME")) or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    if not env_named:
+        res = res.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return res
+
+
+class CollectingProcessor(SpanProcessor):
+    """Keeps every finished span in `spans` (export happens later, in batches, by the caller)."""
+
+    def __init__(self):
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+    def take(self) -> list[ReadableSpan]:
+        out, self.spans = self.spans, []
+        return out
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def collecting_provider(resource: Resource) -> tuple[TracerProvider, CollectingProcessor]:
+    """A private TracerProvider (never the global one) that samples everything (jitlab's own
+    levels decide what is recorded) and collects finished spans in memory."""
+    provider = TracerProvider(resource=resource, sampler=ALWAYS_ON, shutdown_on_exit=False)
+    collector = CollectingProcessor()
+    provider.add_span_processor(collector)
+    return provider, collector
+
+
+@dataclass(eq=False)
+class Frame:
+    """A run, trial or step interval, in perf_counter_ns, on the thread that opened it."""
+
+    kind: str  # "run" | "trial" | "step"
+    name: str  # span name
+    t0: int
+    thread: int
+    parent: "Frame | None" = None
+    t1: int | None = None  # None while open
+    attributes: dict = field(default_factory=dict)
+    error: str | None = None  # status description when the frame ended by an exception
+    span: Any = None  # the OTel span once materialized
+    ctx: Any = None  # an OTel context holding `span` (parent for children)
+    stats0: tuple | None = None  # recorder counters when the frame opened
+    ended: bool = False
+
+    def contains(self, t: int) -> bool:
+        return self.t0 <= t and (self.t1 is None or t < self.t1)
+
+
+class _Timeline:
+    """Innermost open frame at a time, for the frames of one thread (half-open [t0, t1))."""
+
+    def __init__(self, frames: Sequence[Frame]):
+        events = []
+        for f in frames:
+            events.append((f.t0, 1, id(f), f))
+            events.append((f.t1 if f.t1 is not None else _INF, 0, id(f), f))
+        events.sort(key=lambda e: (e[0], e[1]))  # ends before starts at equal times
+        self.times: list = []
+        self.owner: list = []
+        active: list[Frame] = []
+        for t, is_start, _, f in events:
+            if is_start:
+                active.append(f)
+            else:
+                try:
+                    active.remove(f)
+                except ValueError:
+                    pass
+            cur = max(active, key=lambda a: a.t0) if active else None
+            if self.times and self.times[-1] == t:
+                self.owner[-1] = cur
+            else:
+                self.times.append(t)
+                self.owner.append(cur)
+
+    def at(self, t: int) -> Frame | None:
+        i = bisect.bisect_right(self.times, t) - 1
+        return self.owner[i] if i >= 0 else None
+
+
+class SpanBuilder:
+    """Creates spans with explicit times from frames and launch records.
+
+    `string(i)` maps interned ids back to names (`Recorder.string`)."""
+
+    def __init__(self, tracer: trace_api.Tracer, clock_offset_ns: int, string: Callable[[int], str] = lambda i: ""):
+        self.tracer = tracer
+        self.offset = clock_offset_ns
+        self.string = string
+        self.launch_spans = 0
+
+    # -- frames -----------------------------------------------------------------------------------
+    def frame_span(self, f: Frame):
+        """The frame's span, started (with its explicit start time) on first use."""
+        if f.span is None:
+            ctx = None
+            if f.parent is not None:
+                ctx = trace_api.set_span_in_context(self.frame_span(f.parent))
+            attrs = {A_KIND: f.kind}
+            f.span = self.tracer.start_span(f.name, context=ctx, attributes=attrs, start_time=f.t0 + self.offset)
+            f.ctx = trace_api.set_span_in_context(f.span)
+        return f.span
+
+    def end_frame(self, f: Frame, t1: int | None = None) -> None:
+        """Set the frame's final attributes and end its span at its explicit end time."""
+        if f.ended:
+            return
+        span = self.frame_span(f)
+        if f.t1 is None:
+            f.t1 = t1 if t1 is not None else f.t0
+        span.set_attributes(clean_attributes(f.attributes))
+        if f.error:
+            span.set_status(Status(StatusCode.ERROR, f.error))
+        span.end(end_time=max(f.t1, f.t0) + self.offset)
+        f.ended = True
+
+    # -- launches ---------------------------------------------------------------------------------
+    def launch_attributes(self, r: tuple) -> dict:
+        kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, thread, reason = r
+        s = self.string
+        a = {
+            A_KERNEL: s(kernel),
+            A_SCOPE: s(scope),
+            A_POLICY: s(policy),
+            A_RESULT: _OUTCOMES[outcome] if 0 <= outcome < len(_OUTCOMES) else str(outcome),
+            A_ARGS_NS: int(t_args - t_enter),
+            A_LAUNCH_NS: int(t_exit - t_args),
+            A_THREAD: int(thread),
+        }
+        if key is not None and key >= 0:
+            a[A_KEY] = int(key)
+        if compile_ns or outcome in (_rec.MISS, _rec.LOCKED_MISS):
+            a[A_COMPILE_NS] = int(compile_ns)
+        if reason is not None and reason >= 0:
+            a[A_REASON] = s(reason)
+        return a
+
+    def add_launches(self, records: Iterable[tuple], frames: Sequence[Frame], root: Frame) -> int:
+        """One `jitlab.launch` span per record, parented by time and thread (module docstring).
+        Frames that are still open get their span started now and ended later by `end_frame`."""
+        by_thread: dict[int, list[Frame]] = {}
+        for f in frames:
+            if f is not root:
+                by_thread.setdefault(f.thread, []).append(f)
+        timelines = {th: _Timeline(fs) for th, fs in by_thread.items()}
+        home = timelines.get(root.thread)
+        offset, start_span = self.offset, self.tracer.start_span
+        ctx_of: dict[int, Any] = {}
+        n = 0
+        for r in records:
+            t_enter, t_exit, thread = r[5], r[7], r[9]
+            tl = timelines.get(thread)
+            parent = tl.at(t_enter) if tl is not None else None
+            if parent is None and home is not None and thread != root.thread:
+                parent = home.at(t_enter)
+            if parent is None:
+                parent = root
+            ctx = ctx_of.get(id(parent))
+            if ctx is None:
+                self.frame_span(parent)
+                ctx = ctx_of[id(parent)] = parent.ctx
+            span = start_span(LAUNCH_SPAN, context=ctx, attributes=self.launch_attributes(r), start_time=t_enter + offset)
+            span.end(end_time=max(t_exit, t_enter) + offset)
+            n += 1
+        self.launch_spans += n
+        return n

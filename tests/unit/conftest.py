@@ -1,0 +1,69 @@
+"""CPU test fixtures. `fake_adapter` stands in for the GPU parts of jitlab._triton (loading a
+binary, the launcher) while keeping Triton's real binder/specialization rules, so the cache
+logic is checked against what Triton itself would pick, without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from jitlab._triton import adapter as adapter_mod
+
+
+class FakeKernel:
+    def __init__(self, key: str, log: list):
+        self.key, self.log = key, log
+        self.name = "fake"
+
+    def launch_metadata(self, grid, stream, *args):
+        return {"name": self.name, "grid": grid, "stream": stream, "key": self.key}
+
+
+class FakeAdapter(adapter_mod.Adapter):
+    """Real Triton specialization (offline CUDA sm90 binder), fake binary and launcher."""
+
+    def __init__(self):
+        super().__init__()
+        self.device = 0
+        self.get_device = lambda: self.device
+        self.get_stream = lambda d: 1000 + d
+        self.compiles: list[str] = []
+        self.launches: list[dict] = []
+        self._binders: dict = {}
+
+    def binder(self, jit_fn, device):
+        b = self._binders.get(id(jit_fn))
+        if b is None:
+            b = self._binders[id(jit_fn)] = adapter_mod.offline_binder(jit_fn)
+        return b
+
+    def triton_key(self, jit_fn, args, kwargs) -> str:
+        spec, options = self.specialization(jit_fn, self.device, args, kwargs)
+        return f"dev{self.device}:{spec}{sorted(options.items())}"
+
+    def compile(self, fn, grid, args, kwargs):
+        key = self.triton_key(fn, args, kwargs)
+        self.compiles.append(key)
+        launches = self.launches
+
+        def run(g0, g1, g2, stream, function, packed, md, enter, exit, *vals):
+            if enter is not None:
+                enter(md)
+            launches.append({"key": key, "grid": (g0, g1, g2), "stream": stream, "vals": vals, "md": md})
+            if exit is not None:
+                exit(md)
+
+        return adapter_mod.Compiled(kernel=FakeKernel(key, launches), run=run, function=1234,
+                                    packed_metadata=(4, 1, 0), name=fn.__name__)
+
+    @staticmethod
+    def launch_metadata(compiled, grid, stream, values):
+        return compiled.kernel.launch_metadata(grid, stream, *values)
+
+
+@pytest.fixture
+def fake_adapter(monkeypatch):
+    fake = FakeAdapter()
+    monkeypatch.setattr(adapter_mod, "_ADAPTER", fake)
+    monkeypatch.setattr(adapter_mod, "_REASON", None)
+    yield fake
+    adapter_mod.reset()
