@@ -114,7 +114,7 @@ class JitCache:
         runtime = [p.name for p in params if not p.constexpr]
         self.policy.validate(self.name, constexprs, runtime)  # bad input raises even when passing through
         self._params = params
-        ad, reason = _adapter_mod.adapter()
+        ad, reason = _adapter_mod.get_adapter()
         if ad is None:
             self._disable(reason)
             return
@@ -124,8 +124,8 @@ class JitCache:
         checked_rt = set(runtime if pol.check_specialization is None else pol.check_specialization)
         checked_rt -= set(pol.assume_const)
         try:
-            self._bind, self._as_dict, self._layout = make_binder(self.name, params, checked_rt, checked_cx,
-                                                                  ad.get_device)
+            device = ad.device_constant if ad.device_constant is not None else ad.get_device
+            self._bind, self._as_dict, self._layout = make_binder(self.name, params, checked_rt, checked_cx, device)
         except keys.Unsupported as e:
             self._disable(f"unsupported signature: {e}")
             return

@@ -68,8 +68,9 @@ def _constexpr_item(p: Param) -> str:
 
 
 def make_binder(name: str, params: list[Param], checked_runtime: set[str], checked_constexpr: set[str],
-                device: Callable[[], int]) -> tuple[Callable, Callable, KeyLayout]:
-    """Return (bind, as_dict, layout) for this kernel and policy."""
+                device: Callable[[], int] | int) -> tuple[Callable, Callable, KeyLayout]:
+    """Return (bind, as_dict, layout) for this kernel and policy. `device` is the current-device
+    getter, or a constant when only one device is visible."""
     import torch
 
     sig, ns = _signature_source(params)
@@ -83,7 +84,7 @@ def make_binder(name: str, params: list[Param], checked_runtime: set[str], check
             layout.append((p.name, "runtime"))
     items.append("tuple(options.items()) if options else ()")
     layout.append(("<options>", "options"))
-    items.append("_device()")
+    items.append(str(device) if isinstance(device, int) else "_device()")
     layout.append(("<device>", "device"))
     values = ", ".join(p.name for p in params)
     src = (

@@ -68,8 +68,12 @@ def launcher_takes_all_bound_args() -> bool:
 
 @functools.cache
 def interpreter_active() -> bool:
-    from triton import knobs
+    try:
+        from triton import knobs
+    except ImportError:  # 3.3: no knobs module yet (triton-lang/triton#6641 added it in 3.4)
+        import os
 
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
     return bool(knobs.runtime.interpret)
 
 

@@ -1,6 +1,6 @@
 """Run a `@triton.jit` kernel under Triton's CPU interpreter (for tests on machines without a GPU).
 
-Two traps make "just set TRITON_INTERPRET=1" insufficient once Triton has been imported:
+Three traps make "just set TRITON_INTERPRET=1" insufficient once Triton has been imported:
 
 1. `triton.jit` reads `TRITON_INTERPRET` when it *decorates* a function, not when it launches it. A
    kernel decorated at import time on a GPU-less machine is a compiled `JITFunction` that cannot
@@ -10,11 +10,21 @@ Two traps make "just set TRITON_INTERPRET=1" insufficient once Triton has been i
    and parts of `triton.language` itself (`tl.sum`, `tl.max`, `tl.zeros`, `tl.cdiv`, `tl.sigmoid`,
    ...; see `nested_jit_names()`). Called from interpreted code they raise "Cannot call @triton.jit'd
    outside of the scope of a kernel". So the launcher returned here routes `JITFunction.__call__` to an
-   interpreted copy of the callee, for the duration of each interpreted launch only.
+   interpreted copy of the callee, for the duration of each interpreted launch only, and undoes the
+   `triton.language` patching each nested call does (Triton's own nested-call path leaves it in place,
+   which breaks any later real compile in the process).
 3. With numpy >= 2.4, Triton 3.6's interpreter cannot use a runtime scalar as a Python int (for
    example `for j in range(start, n)` with tensor bounds): its `tensor.__index__` calls `int()` on a
    shape-(1,) array, which numpy 2.4 turned into a TypeError (triton-lang/triton#9171, fixed on
    Triton main by squeezing). The launcher installs the same fix for the launch's duration.
+
+Not fixed here (Triton 3.6 interpreter limits; test in fp32/fp16, or with exactly representable data):
+- `tl.dot` on bf16 operands returns garbage (it multiplies the raw bit patterns); fp16/fp32 are right;
+- a bf16 tensor combined with a Python scalar (`x_bf16 + 1`) fails: no `get_bf16` constant builder;
+- fp32 -> fp8e4m3 casts round wrongly where rounding carries into the exponent (1.96 -> 1.0).
+
+Do not `monkeypatch.setenv("TRITON_INTERPRET", "1")` around code that may import a kernel module for
+the first time: its kernels would be InterpretedFunctions for the rest of the process.
 
 Usage (CPU tensors; launch options such as `num_warps` are accepted and ignored):
 
@@ -65,11 +75,22 @@ def _jit_interpreted(fn: Any) -> Any:
 
 
 def _nested_call(self, *args, **kwargs):
-    """Replacement for `JITFunction.__call__` during an interpreted launch."""
+    """Replacement for `JITFunction.__call__` during an interpreted launch.
+
+    `InterpretedFunction.__call__` would patch `triton.language` for the callee's module and never
+    undo it (harmless when everything is interpreted, fatal for later real compiles in the same
+    process: `tl.core` builtins stay bound to the interpreter builder). So patch and restore here.
+    """
+    from triton.runtime import interpreter
+
     ifn = _NESTED.get(self.fn)
     if ifn is None:
         ifn = _NESTED[self.fn] = _jit_interpreted(self.fn)
-    return ifn(*args, **kwargs)
+    scope = interpreter._patch_lang(self.fn)
+    try:
+        return ifn.rewrite()(*args, **kwargs)
+    finally:
+        scope.restore()
 
 
 def _index_fixed(patch_lang_tensor):

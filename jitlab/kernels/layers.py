@@ -10,11 +10,31 @@ row tile for SiLU-and-mul, whose rows are long).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import triton
 import triton.language as tl
 
 from jitlab.kernels.case import Case
+
+
+@dataclass
+class InPlaceCase(Case):
+    """A case whose kernel reads and rewrites some outputs in place (RoPE's q/k, the fused residual).
+    Poisoning those would destroy the kernel's input, so `poison()` resets them to their pristine
+    values instead (an element the kernel fails to write then keeps its input value, which differs
+    from the reference) and poisons the other outputs as usual."""
+
+    originals: list = field(default_factory=list)  # (tensor, pristine copy) pairs
+
+    def poison(self) -> None:
+        in_place = {id(t) for t, _ in self.originals}
+        for t in self.outputs:
+            if id(t) not in in_place:
+                t.fill_(float("nan") if t.is_floating_point() else -1)
+        for t, pristine in self.originals:
+            t.copy_(pristine)
 
 
 def _default_dtype(device) -> torch.dtype:
@@ -72,7 +92,8 @@ def _rms_norm_launch(x, w, eps, out, residual):
     kwargs = dict(
         x_ptr=x, weight_ptr=w, out_ptr=out, residual_ptr=residual,
         x_row_stride=x.stride(0), out_row_stride=out.stride(0),
-        residual_row_stride=residual.stride(0) if residual is not None else 0,
+        # without a residual pass x's stride (unused), so the argument is the same in both variants
+        residual_row_stride=(x if residual is None else residual).stride(0),
         N=n, eps=float(eps), BLOCK_N=block, HAS_RESIDUAL=residual is not None, num_warps=_warps(block),
     )
     return grid, kwargs
@@ -104,15 +125,15 @@ def make_rms_norm_case(device, dtype=None, num_tokens: int = 16, hidden: int = 4
         return list(r) if residual else [r]
 
     strides = ("x_row_stride", "out_row_stride", "residual_row_stride")
-    return Case(
+    return InPlaceCase(
         name="rms_norm", kernel=rms_norm_kernel, grid=grid, args=(), kwargs=kwargs,
-        # the residual is updated in place: a re-launch on the same case must start from res0 again
         outputs=[out, res] if residual else [out],
         reference=expected,
-        strides=strides, scales=("eps",), fixed_per_model=strides + ("N", "eps") + (() if residual else ("residual_ptr",)),
+        # a Llama step launches this kernel with and without a residual (HAS_RESIDUAL, residual_ptr vary)
+        strides=strides, scales=("eps",), fixed_per_model=strides + ("N", "eps"),
         varying_constexprs=("HAS_RESIDUAL",),
         atol=2e-2 if dtype.itemsize <= 2 else 1e-4, rtol=2e-2 if dtype.itemsize <= 2 else 1e-4,
-        extra={"restore": (lambda: res.copy_(res0)) if residual else None},
+        originals=[(res, res0)] if residual else [],
     )
 
 
@@ -215,21 +236,23 @@ def make_rope_case(device, dtype=None, num_tokens: int = 16, num_q_heads: int = 
     dtype = dtype or _default_dtype(device)
     gen = torch.Generator().manual_seed(seed)
     qkv = torch.randn(num_tokens, (num_q_heads + 2 * num_kv_heads) * head_size, generator=gen).to(dtype).to(device)
-    q = qkv[:, : num_q_heads * head_size].view(num_tokens, num_q_heads, head_size)
-    k = qkv[:, num_q_heads * head_size: (num_q_heads + num_kv_heads) * head_size].view(num_tokens, num_kv_heads, head_size)
+    q_end, k_end = num_q_heads * head_size, (num_q_heads + num_kv_heads) * head_size
+    q = qkv[:, :q_end].view(num_tokens, num_q_heads, head_size)
+    k = qkv[:, q_end:k_end].view(num_tokens, num_kv_heads, head_size)
     positions = torch.randint(0, max_position, (num_tokens,), generator=gen).to(device)
     cos_sin = rope_cos_sin_cache(max_position, rot_dim or head_size, device=device)
     q0, k0 = q.clone(), k.clone()
     grid, kwargs = _rope_launch(q, k, positions, cos_sin)
 
     strides = ("q_token_stride", "q_head_stride", "k_token_stride", "k_head_stride", "cos_sin_stride")
-    return Case(
+    return InPlaceCase(
         name="rope", kernel=rope_neox_kernel, grid=grid, args=(), kwargs=kwargs,
-        outputs=[q, k],  # in place: `extra["restore"]()` puts the inputs back before a re-launch
+        outputs=[q, k],  # rotated in place; poison() restores the unrotated inputs
         reference=lambda: list(rope_reference(q0, k0, positions, cos_sin)),
+        # one cos/sin table is shared by all layers
         strides=strides, fixed_per_model=strides + ("cos_sin_ptr",),
         atol=2e-2 if dtype.itemsize <= 2 else 1e-4, rtol=2e-2 if dtype.itemsize <= 2 else 1e-4,
-        extra={"restore": lambda: (q.copy_(q0), k.copy_(k0))},
+        originals=[(q, q0), (k, k0)],
     )
 
 

@@ -23,7 +23,7 @@ def reference(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_case(device, dtype=torch.float32, n: int = 4096, block: int = 1024) -> Case:
-    x = torch.randn(n, device=device, dtype=dtype, generator=_gen(device))
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(dtype).to(device)
     out = torch.empty_like(x)
     return Case(
         name="tiny",
@@ -35,7 +35,3 @@ def make_case(device, dtype=torch.float32, n: int = 4096, block: int = 1024) -> 
         reference=lambda: [reference(x)],
         varying_ints=("n",),
     )
-
-
-def _gen(device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(0)

@@ -34,7 +34,6 @@ NUM_SEGMENTS = 16  # vLLM's NUM_PAR_SOFTMAX_SEGMENTS
 MIN_LAUNCH_GRID_SIZE_2D = 128  # vLLM: seq_threshold_3D = MIN_LAUNCH_GRID_SIZE_2D // num_kv_heads
 FP8_MIN = -448.0
 FP8_MAX = 448.0
-_LOG2E = 1.4426950408889634
 
 
 @triton.jit
@@ -140,8 +139,8 @@ def kernel_unified_attention(
     kv_head_idx = tl.program_id(1)
 
     # The sequence owning this q-block: the last seq with start_q_block <= q_block_global_idx, where
-    # seq i's q-blocks start at query_start_len[i] // BLOCK_Q + i (binary search; written inline so the
-    # kernel has no nested @triton.jit helper and re-wraps cleanly for the interpreter).
+    # seq i's q-blocks start at query_start_len[i] // BLOCK_Q + i. Binary search, written inline
+    # (no helper @triton.jit of ours, so re-wrapping the kernel for the interpreter is simpler).
     lo = 0
     hi = num_seqs
     while lo < hi:
@@ -151,9 +150,8 @@ def kernel_unified_attention(
         else:
             hi = mid
     seq_idx = lo - 1
-    q_block_start_idx = tl.load(query_start_len_ptr + seq_idx) // BLOCK_Q + seq_idx
-    q_block_local_idx = q_block_global_idx - q_block_start_idx
     q_start = tl.load(query_start_len_ptr + seq_idx)
+    q_block_local_idx = q_block_global_idx - (q_start // BLOCK_Q + seq_idx)
     q_len = tl.load(query_start_len_ptr + seq_idx + 1) - q_start
     if q_block_local_idx * BLOCK_Q >= q_len:
         return  # the grid is an upper bound; this program has no queries
@@ -196,7 +194,7 @@ def kernel_unified_attention(
         tile_lo = tl.maximum(tile_lo, segm_idx * tiles_per_segment)
         tile_hi = tl.minimum(tile_hi, (segm_idx + 1) * tiles_per_segment)
 
-    # Online softmax state, scores in log2 units.
+    # Online softmax state; scores are kept in log2 units (x * log2(e) = x * 1.4426950408889634).
     if USE_SINKS:
         if IS_3D:
             first = segm_idx == 0
@@ -342,7 +340,7 @@ def _unit_scale(device) -> torch.Tensor:
 
 
 def tile_sizes(element_size: int) -> tuple[int, int]:
-    """(2D/prefill, 3D/decode) TILE_SIZE as vLLM picks them: 32/16 for 2-byte dtypes, else 32/32."""
+    """(2D/prefill, 3D/decode) TILE_SIZE as vLLM picks them from q's element size: 32/16, or 32/32 for fp8."""
     return 32, (16 if element_size >= 2 else 32)
 
 
@@ -449,10 +447,10 @@ def unified_attention(q, kv_cache, out, query_start_len, seq_lens, block_tables,
         segm_buffers=segm_buffers, softcap=softcap, sliding_window=sliding_window, sinks=sinks,
         alibi_slopes=alibi_slopes, causal=causal, k_scale=k_scale, v_scale=v_scale,
         num_warps=num_warps)
-    attn = kernels["attn"] if kernels else kernel_unified_attention
+    attn = kernels.get("attn", kernel_unified_attention) if kernels else kernel_unified_attention
     attn[grid](**kw)
     if red is not None:
-        reduce = kernels["reduce"] if kernels else reduce_segments
+        reduce = kernels.get("reduce", reduce_segments) if kernels else reduce_segments
         reduce[red[0]](**red[1])
     return out
 

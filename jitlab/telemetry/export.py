@@ -240,7 +240,10 @@ class SpanSink:
                     except Exception as e:  # pragma: no cover - the SDK catches its own errors
                         ok, err = False, f"{type(e).__name__}: {e}"
                 if not ok and err is None:
-                    err = cap.messages[-1] if cap.messages else "export failed"
+                    msgs = cap.messages
+                    err = msgs[-1] if msgs else "export failed"
+                    if len(msgs) > 1 and msgs[0] != msgs[-1]:
+                        err = f"{err} (first: {msgs[0]})"
             else:
                 try:
                     ok = t.exporter.export(batch) == SpanExportResult.SUCCESS

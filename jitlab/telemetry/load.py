@@ -34,14 +34,21 @@ def _hex_to_b64(v):
     return v
 
 
-def otlp_json_to_proto_dict(obj):
-    """Copy of an OTLP/JSON document with hex trace/span IDs turned into the base64 the protobuf
-    JSON mapping expects (spans and links)."""
-    if isinstance(obj, dict):
-        return {k: (_hex_to_b64(v) if k in _ID_KEYS else otlp_json_to_proto_dict(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [otlp_json_to_proto_dict(x) for x in obj]
-    return obj
+def otlp_json_to_proto_dict(doc: dict) -> dict:
+    """An OTLP/JSON traces document (`TracesData` / `ExportTraceServiceRequest` shape) with the
+    hex trace/span IDs of its spans and links turned, in place, into the base64 that the protobuf
+    JSON mapping expects. Returns `doc`."""
+    for rs in doc.get("resourceSpans") or ():
+        for ss in rs.get("scopeSpans") or ():
+            for sp in ss.get("spans") or ():
+                for k in _ID_KEYS:
+                    if k in sp:
+                        sp[k] = _hex_to_b64(sp[k])
+                for link in sp.get("links") or ():
+                    for k in _ID_KEYS:
+                        if k in link:
+                            link[k] = _hex_to_b64(link[k])
+    return doc
 
 
 def parse_line(line: str | bytes) -> trace_pb2.TracesData:
@@ -127,21 +134,27 @@ def load_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     integral) and every resource attribute as "resource.<key>"."""
     import pandas as pd
 
-    rows = list(iter_spans(paths))
-    if not rows:
-        return pd.DataFrame(columns=BASE_COLUMNS)
-    df = pd.DataFrame.from_records(rows)
-    for c in ("start_ns", "end_ns", "duration_ns", "line", "kind", "status_code"):
-        df[c] = df[c].astype("int64")
-    # integer attributes missing on some spans: keep them integral (ns values exceed float precision)
-    for c in df.columns:
-        if c in BASE_COLUMNS:
-            continue
-        col = df[c]
-        vals = col.dropna()
-        if len(vals) and len(vals) < len(col) and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-            df[c] = col.astype("Int64")
-    return df
+    cols: dict[str, list] = {c: [] for c in BASE_COLUMNS}
+    n = 0
+    for row in iter_spans(paths):
+        for k, v in row.items():
+            col = cols.get(k)
+            if col is None:
+                col = cols[k] = [None] * n
+            col.append(v)
+        n += 1
+        for col in cols.values():
+            if len(col) < n:
+                col.append(None)
+    data = {}
+    for k, vals in cols.items():
+        present = [v for v in vals if v is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            data[k] = pd.array(vals, dtype="int64" if len(present) == n else "Int64")
+        else:
+            data[k] = vals
+    order = [c for c in cols if not c.startswith("resource.")] + [c for c in cols if c.startswith("resource.")]
+    return pd.DataFrame(data, columns=order)
 
 
 read_traces = load_traces

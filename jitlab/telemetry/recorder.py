@@ -34,9 +34,9 @@ _get_ident = threading.get_ident
 class Record:
     """One launch, as the hot path saw it (ns from perf_counter_ns)."""
 
-    kernel: int  # interned string id
-    scope: int  # interned string id
-    policy: int  # interned string id
+    kernel: int | str  # interned string id (or the name itself)
+    scope: int | str  # interned string id (or the name itself)
+    policy: int | str  # interned string id (or the name itself)
     outcome: int  # HIT, MISS, ...
     key: int  # small per-kernel key id (entry index), -1 if none
     t_enter: int
@@ -44,7 +44,7 @@ class Record:
     t_exit: int  # launcher returned
     compile_ns: int
     thread: int  # threading.get_ident() of the launching thread
-    reason: int  # interned fallback reason id, -1 if none
+    reason: int | str  # interned fallback reason id (or the reason itself), -1 if none
 
     @property
     def arg_update_ns(self) -> int:
@@ -106,9 +106,12 @@ class Recorder:
                 self._names.append(s)
             return i
 
-    def string(self, i: int) -> str:
-        """The string interned as `i` ("" for -1 or an unknown id)."""
-        if 0 <= i < len(self._names):
+    def string(self, i) -> str:
+        """The string interned as `i` ("" for -1/None or an unknown id). A str is returned as is:
+        `record()` accepts names directly as well as interned ids."""
+        if isinstance(i, str):
+            return i
+        if i is not None and 0 <= i < len(self._names):
             return self._names[i]
         return ""
 

@@ -35,10 +35,8 @@ from .spans import RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider
 
 log = logging.getLogger("jitlab.telemetry")
 
-ENV_LEVEL = "JITLAB_TRACE"  # off | summary | sampled | full
-ENV_SAMPLE = "JITLAB_TRACE_SAMPLE"  # N for "sampled": every Nth hit
-ENV_FILE = "JITLAB_TRACE_FILE"  # trace file path ({experiment} and {run_id} are substituted)
-DEFAULT_LEVEL = "full"
+# Environment defaults come from jitlab.settings: JITLAB_TRACE (level, default "off"),
+# JITLAB_TRACE_SAMPLE (N, default 100), JITLAB_TRACE_FILE, JITLAB_RECORDER_CAPACITY (2,000,000).
 DEFAULT_SAMPLE_EVERY = 100
 DEFAULT_TRACE_DIR = "traces"
 
@@ -51,28 +49,42 @@ def new_run_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def _settings():
+    from .. import settings  # the one module that reads JITLAB_* (at import; settings.reload() re-reads)
+
+    return settings.SETTINGS
+
+
 def resolve_level(level: str | None) -> str:
-    lv = level if level is not None else (os.environ.get(ENV_LEVEL) or DEFAULT_LEVEL)
-    lv = lv.strip().lower()
+    """Explicit level, else `JITLAB_TRACE` (via jitlab.settings; default "off")."""
+    lv = level if level is not None else _settings().trace
+    lv = (lv or "off").strip().lower()
     if lv not in _rec.LEVELS:
         raise ValueError(f"trace level must be one of {_rec.LEVELS}, got {lv!r}")
     return lv
 
 
 def resolve_sample_every(sample_every: int | None) -> int:
+    """Explicit N, else `JITLAB_TRACE_SAMPLE` (default 100)."""
     if sample_every is not None:
         return max(1, int(sample_every))
-    env = os.environ.get(ENV_SAMPLE)
-    return max(1, int(env)) if env else DEFAULT_SAMPLE_EVERY
+    return max(1, int(_settings().trace_sample or DEFAULT_SAMPLE_EVERY))
+
+
+def resolve_capacity(capacity: int | None) -> int:
+    """Explicit capacity, else `JITLAB_RECORDER_CAPACITY` (default 2,000,000)."""
+    if capacity is not None:
+        return max(1, int(capacity))
+    return max(1, int(_settings().recorder_capacity))
 
 
 def resolve_trace_file(trace_file, experiment: str, run_id: str) -> Path | None:
-    """Explicit argument, else `JITLAB_TRACE_FILE`, else `traces/<experiment>-<run_id>.jsonl`.
-    `trace_file=False` writes no file."""
+    """Explicit argument, else `JITLAB_TRACE_FILE`, else `traces/<experiment>-<run_id>.jsonl`
+    ("{experiment}" and "{run_id}" in either are substituted). `trace_file=False`: no file."""
     if trace_file is False:
         return None
-    if trace_file is None:
-        trace_file = os.environ.get(ENV_FILE) or os.path.join(DEFAULT_TRACE_DIR, "{experiment}-{run_id}.jsonl")
+    if trace_file is None or trace_file is True:
+        trace_file = _settings().trace_file or os.path.join(DEFAULT_TRACE_DIR, "{experiment}-{run_id}.jsonl")
     s = str(trace_file)
     if "{" in s:
         s = s.replace("{experiment}", experiment).replace("{run_id}", run_id)
@@ -153,7 +165,7 @@ class Run:
 
     Args:
       experiment: experiment name (`jitlab.experiment`; part of the default trace file name).
-      level: "off" | "summary" | "sampled" | "full"; None reads `JITLAB_TRACE` (default "full").
+      level: "off" | "summary" | "sampled" | "full"; None reads `JITLAB_TRACE` (default "off").
         off: no recorder (launches untraced), but run/trial/step spans are still written;
         summary: no hit records, only misses/locked misses/fallbacks/pass-throughs + trial aggregates;
         sampled: every `sample_every`-th hit plus all non-hits; full: every launch.
@@ -162,7 +174,7 @@ class Run:
         `traces/<experiment>-<run_id>.jsonl`; False writes no file. Appended to if it exists.
       run_id: defaults to `new_run_id()`.
       attributes: extra run-span attributes.
-      capacity: recorder buffer size (records).
+      capacity: recorder buffer size (records); None reads `JITLAB_RECORDER_CAPACITY` (2,000,000).
       on_full: "flush" (default): a full buffer is turned into spans and exported on the spot
         (the launch that filled it pays for that; `jitlab.recorder.flush_ns` says how much) ;
         "drop": further records are counted in `jitlab.recorder.dropped` instead.
@@ -180,7 +192,7 @@ class Run:
         run_id: str | None = None,
         attributes: dict | None = None,
         *,
-        capacity: int = 1_000_000,
+        capacity: int | None = None,
         on_full: str = "flush",
         exporters: Sequence = (),
         otlp: bool | None = None,
@@ -196,7 +208,7 @@ class Run:
         self.run_id = run_id or new_run_id()
         self.trace_file = resolve_trace_file(trace_file, self.experiment, self.run_id)
         self.attributes = dict(attributes or {})
-        self.capacity = capacity
+        self.capacity = resolve_capacity(capacity)
         self.on_full = on_full
         self._extra_exporters = list(exporters)
         self._otlp = otlp
@@ -304,9 +316,18 @@ class Run:
         self._frames.append(self._root)
         self._stacks[self._root.thread] = []
         atexit.register(self._atexit)
-        self._prev = _rec.activate(self.recorder)
         self._root.t0 = _perf_ns()
+        self._builder.frame_span(self._root)  # started now (explicit time) so trace_id is known
+        self._prev = _rec.activate(self.recorder)
         return self
+
+    @property
+    def trace_id(self) -> str | None:
+        """The run's trace id (32 hex digits, as Jaeger shows it) once the run is entered."""
+        root = self._root
+        if root is None or root.span is None:
+            return None
+        return format(root.span.get_span_context().trace_id, "032x")
 
     def __exit__(self, et, ev, tb):
         if et is not None and self._root is not None:
@@ -325,8 +346,11 @@ class Run:
         """Recorder full: turn the chunk into spans and export them now (see `on_full`)."""
         with self._lock:
             frames = list(self._frames)
-            self._builder.add_launches(chunk, frames, self._root)
-            self._sink.export(self._collector.take())
+            self._builder.add_launches(chunk, frames, self._root, self._export_collected, self._batch_size)
+            self._export_collected()
+
+    def _export_collected(self) -> None:
+        self._sink.export(self._collector.take())
 
     def close(self) -> dict:
         """End the run: restore the previous recorder, end open frames, drain, build spans,
@@ -338,7 +362,7 @@ class Run:
         t_end = _perf_ns()
         self._closed = True
         rec = self.recorder
-        if _rec.ACTIVE.recorder is rec or rec is None:
+        if _rec.ACTIVE.recorder is rec:  # (None at level "off") restore what was active before
             _rec.activate(self._prev)
         try:
             atexit.unregister(self._atexit)
@@ -355,7 +379,8 @@ class Run:
                     f.t1 = t_end
                     f.error = f.error or "not closed before the run ended"
             if records:
-                self._builder.add_launches(records, self._frames, root)
+                self._builder.add_launches(records, self._frames, root, self._export_collected, self._batch_size)
+                del records
             stats = rec.stats() if rec is not None else {}
             root.attributes.update(
                 {
@@ -371,8 +396,7 @@ class Run:
             # children before parents: reversed creation order ends steps, then trials, then the run
             for f in reversed(self._frames):
                 self._builder.end_frame(f, t_end)
-            spans = self._collector.take()
-            self._sink.export(spans)
+            self._export_collected()
             self._sink.shutdown()
             try:
                 self._provider.shutdown()
@@ -382,6 +406,7 @@ class Run:
         self.summary = {
             "experiment": self.experiment,
             "run_id": self.run_id,
+            "trace_id": self.trace_id,
             "level": self.level,
             "sample_every": self.sample_every,
             "trace_file": str(self.trace_file) if self.trace_file else None,

@@ -15,7 +15,6 @@ finished spans in a list, which `jitlab.telemetry.export` sends in batches.
 from __future__ import annotations
 
 import bisect
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -111,10 +110,9 @@ def make_resource(prov: dict | None = None, extra: dict | None = None) -> Resour
                 attrs[name] = v
     attrs.update(clean_attributes(extra))
     res = Resource.create(attrs)
-    env_named = bool(os.environ.get("OTEL_SERVICE_NAME")) or "service.name=" in os.environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    if not env_named:
+    # Resource.create falls back to "unknown_service:<exe>" when neither OTEL_SERVICE_NAME nor
+    # OTEL_RESOURCE_ATTRIBUTES names the service: that is where jitlab's default goes.
+    if str(res.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         res = res.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
     return res
 
@@ -166,6 +164,13 @@ class Frame:
         return self.t0 <= t and (self.t1 is None or t < self.t1)
 
 
+def _plain_string(i) -> str:
+    """Names recorded as str pass through; ints without an intern table become their digits."""
+    if isinstance(i, str):
+        return i
+    return "" if i is None or i == -1 else str(i)
+
+
 class _Timeline:
     """Innermost open frame at a time, for the frames of one thread (half-open [t0, t1))."""
 
@@ -203,10 +208,10 @@ class SpanBuilder:
 
     `string(i)` maps interned ids back to names (`Recorder.string`)."""
 
-    def __init__(self, tracer: trace_api.Tracer, clock_offset_ns: int, string: Callable[[int], str] = lambda i: ""):
+    def __init__(self, tracer: trace_api.Tracer, clock_offset_ns: int, string: Callable[[Any], str] | None = None):
         self.tracer = tracer
         self.offset = clock_offset_ns
-        self.string = string
+        self.string = string or _plain_string
         self.launch_spans = 0
 
     # -- frames -----------------------------------------------------------------------------------
@@ -251,13 +256,21 @@ class SpanBuilder:
             a[A_KEY] = int(key)
         if compile_ns or outcome in (_rec.MISS, _rec.LOCKED_MISS):
             a[A_COMPILE_NS] = int(compile_ns)
-        if reason is not None and reason >= 0:
+        if isinstance(reason, str) or (reason is not None and reason >= 0):
             a[A_REASON] = s(reason)
         return a
 
-    def add_launches(self, records: Iterable[tuple], frames: Sequence[Frame], root: Frame) -> int:
+    def add_launches(
+        self,
+        records: Iterable[tuple],
+        frames: Sequence[Frame],
+        root: Frame,
+        on_batch: Callable[[], None] | None = None,
+        batch: int = 8192,
+    ) -> int:
         """One `jitlab.launch` span per record, parented by time and thread (module docstring).
-        Frames that are still open get their span started now and ended later by `end_frame`."""
+        Frames that are still open get their span started now and ended later by `end_frame`.
+        `on_batch()` is called after every `batch` spans (to export and free them as we go)."""
         by_thread: dict[int, list[Frame]] = {}
         for f in frames:
             if f is not root:
@@ -282,5 +295,7 @@ class SpanBuilder:
             span = start_span(LAUNCH_SPAN, context=ctx, attributes=self.launch_attributes(r), start_time=t_enter + offset)
             span.end(end_time=max(t_exit, t_enter) + offset)
             n += 1
+            if on_batch is not None and n % batch == 0:
+                on_batch()
         self.launch_spans += n
         return n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import random
@@ -194,18 +195,41 @@ def test_device_is_part_of_the_key(fake_adapter):
     assert fake_adapter.launches[-1]["stream"] == 1001 and launched_key(fake_adapter).startswith("dev1")
 
 
-def test_hooks_are_read_per_launch_and_see_metadata(fake_adapter):
-    from triton import knobs
+@contextlib.contextmanager
+def enter_hook(fn):
+    """Attach a launch-enter hook the way this Triton version expects (see probe.hook_source)."""
+    from jitlab._triton import probe
 
+    src = probe.hook_source()
+    if src == "knobs-chain":
+        from triton import knobs
+
+        knobs.runtime.launch_enter_hook.add(fn)
+        try:
+            yield
+        finally:
+            knobs.runtime.launch_enter_hook.remove(fn)
+        return
+    if src == "knobs":
+        from triton import knobs as holder
+
+        holder = holder.runtime
+    else:
+        from triton.compiler.compiler import CompiledKernel as holder
+    holder.launch_enter_hook = fn
+    try:
+        yield
+    finally:
+        holder.launch_enter_hook = None
+
+
+def test_hooks_are_read_per_launch_and_see_metadata(fake_adapter):
     k = jitcache(add_one)
     x, y = t(), t()
     k[(2,)](x, y, 64)
     seen = []
-    knobs.runtime.launch_enter_hook.add(seen.append)
-    try:
+    with enter_hook(seen.append):
         k[(2,)](x, y, 64)  # a hook attached after the entry was prepared is still called
-    finally:
-        knobs.runtime.launch_enter_hook.remove(seen.append)
     k[(2,)](x, y, 64)
     assert len(seen) == 1 and seen[0]["grid"] == (2,) and seen[0]["stream"] == 1000
     assert fake_adapter.launches[-1]["md"] is None

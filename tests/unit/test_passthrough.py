@@ -37,7 +37,7 @@ def test_kill_switch_returns_the_kernel_before_any_probe(monkeypatch):
     monkeypatch.setenv("JITLAB_DISABLE", "1")
     settings.reload()
     try:
-        monkeypatch.setattr(adapter_mod, "adapter", lambda: pytest.fail("probed despite JITLAB_DISABLE"))
+        monkeypatch.setattr(adapter_mod, "get_adapter", lambda: pytest.fail("probed despite JITLAB_DISABLE"))
         with pytest.warns(RuntimeWarning, match="JITLAB_DISABLE"):
             assert jitcache(check_keys=["nope"])(add_one) is add_one
     finally:

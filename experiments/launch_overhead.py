@@ -1,0 +1,75 @@
+"""Launch overhead: host µs per launch of real workload kernels, stock Triton vs jitlab policies vs the floors.
+
+    python -m experiments.launch_overhead            # default run (H200: < 5 min)
+    python -m experiments.launch_overhead --quick    # < 1 min
+    python -m experiments.launch_overhead --policies experiments/launch_overhead.toml
+
+Without a CUDA GPU it runs a clearly labelled CPU demonstration (Triton's interpreter, jitlab in
+pass-through) so the whole flow is visible: progress, summary table, trace file. Real numbers need
+a CUDA GPU. The run is recorded as traces/launch_overhead-<run_id>.jsonl (OTLP JSON lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+# Defaults (a --quick run overrides launches/repeats/workloads).
+WORKLOADS = ("tiny", "paged_attention_2d", "unified_attention_2d", "unified_attention_3d", "cache_write")
+QUICK_WORKLOADS = ("tiny", "paged_attention_2d", "unified_attention_2d")
+LAUNCHES = 400  # per repeat; stays under the GPU's launch-queue depth while the GPU is held busy
+REPEATS = 9  # repeats per trial (median, p10, p90 over repeats)
+WARMUP = 100
+TRACE_LEVELS = ("summary", "sampled", "full")  # tracing-overhead variants (jitcache:safe at each level)
+GRAPH_LAUNCHES = 64  # stock launches captured per CUDA graph
+POLICIES = "experiments/launch_overhead.toml"
+
+
+@dataclass
+class Args:
+    quick: bool
+    policies: str
+    workloads: tuple[str, ...]
+    trace: str
+    trace_file: str | None
+
+
+def parse() -> Args:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer workloads and launches (< 1 min on the H200)")
+    p.add_argument("--policies", default=POLICIES, help="TOML file of [[policy]] tables (the sweep)")
+    p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument("--trace", default="sampled", choices=("off", "summary", "sampled", "full"),
+                   help="level of the run's own trace (timed loops always run with recording off, "
+                        "except the trace=<level> variants)")
+    p.add_argument("--trace-file", default=None, help="default traces/launch_overhead-<run_id>.jsonl")
+    a = p.parse_args()
+    names = tuple(a.workloads.split(",")) if a.workloads else (QUICK_WORKLOADS if a.quick else WORKLOADS)
+    bad = [n for n in names if n not in WORKLOADS]
+    if bad:
+        p.error(f"unknown workload(s) {bad}; choose from {WORKLOADS}")
+    return Args(a.quick, a.policies, names, a.trace, a.trace_file)
+
+
+def main() -> None:
+    args = parse()
+    from jitlab.bench import launch_variants, runner
+
+    cuda = launch_variants.cuda_available()
+    cfg = runner.Config(launches=LAUNCHES // (2 if args.quick else 1), repeats=5 if args.quick else REPEATS,
+                        warmup=WARMUP, trace=args.trace, trace_file=args.trace_file, cuda=cuda)
+    if not cuda:
+        cfg = launch_variants.cpu_demo_config(cfg)
+    sweep = launch_variants.load_policies(args.policies)
+    runner.run_sweep(
+        "launch_overhead",
+        launch_variants.workloads(args.workloads, cuda),
+        lambda case: launch_variants.variants(case, sweep, cuda, trace_levels=TRACE_LEVELS,
+                                              graph_launches=GRAPH_LAUNCHES),
+        cfg,
+        attributes={"jitlab.quick": args.quick, "jitlab.policies_file": args.policies},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""jitlab's native launcher: a small C `cuLaunchKernel` caller for the jitcache hit path.
+
+Triton 3.6's generated launcher costs ~9 us for 26 arguments on an H200 (PyArg_ParseTuple, one
+cuPointerGetAttribute per pointer, the hook/metadata protocol); the bare cuLaunchKernel floor is
+~5 us (notes: triton-launch.md 3.6, 4.7). `native_launcher.c` does only what that launcher does
+per call for the kernels `plan()` accepts, and `make_launch()` returns a callable with the
+signature of cache.py's `entry.launch(g0, g1, g2, stream, vals)`.
+
+The C source is built on first use with the host C compiler (no libcuda link: it is dlopen'ed
+when the first launcher is made), into $JITLAB_CACHE_DIR/native or ~/.cache/jitlab/native,
+keyed by a hash of the source, the Python build and the compiler. Every failure is reported as
+`(None/False, reason)`, never raised: jitlab then keeps Triton's launcher.
+
+Only this module and adapter.py read Triton internals (CompiledKernel.metadata/src/asm/function).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+_SRC = Path(__file__).with_name("native_launcher.c")
+_MODNAME = "_jitlab_native"
+_FLAGS = ["-O2", "-shared", "-fPIC", "-std=gnu11"]
+
+#: Triton signature type -> native type code. Integer codes are the PyArg_ParseTuple letters that
+#: Triton 3.6's make_launcher generates (driver.py `format_of(ty_to_cpp(ty))`), so conversion and
+#: overflow errors are the same; floats get Triton's storage packing (pack_fp16/bf16/fp32/fp64).
+TYPE_CODES: dict[str, str] = {
+    "constexpr": "x",
+    "i1": "b", "i8": "b", "i16": "h", "i32": "i", "i64": "L",
+    "u1": "B", "u8": "B", "u16": "H", "u32": "I", "u64": "K",
+    "fp16": "e", "bf16": "E", "fp32": "f", "f32": "f", "fp64": "d",
+}
+#: Bytes each code occupies in the kernel's parameter list ('x' occupies none; 'P' is 8).
+CODE_SIZES: dict[str, int] = {"P": 8, "b": 1, "h": 2, "i": 4, "L": 8, "B": 1, "H": 2, "I": 4, "K": 8,
+                              "e": 2, "E": 2, "f": 4, "d": 8}
+
+
+def code_of(ty: Any) -> str | None:
+    """The native code for one `src.signature` entry, or None when the native path can't pass it."""
+    if not isinstance(ty, str):  # tuples (flattened by Triton) are not handled here
+        return None
+    if ty.startswith("*"):  # "*fp32", "*kfp16" (pointer to const is still a runtime pointer)
+        return "P"
+    return TYPE_CODES.get(ty)
+
+
+# -- building ------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    # JITLAB_CACHE_DIR belongs with the other JITLAB_* variables in settings.py; read here until it moves.
+    base = os.environ.get("JITLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab")
+    return Path(base) / "native"
+
+
+def _cuda_include() -> str | None:
+    """The folder holding cuda.h: Triton ships one (backends/nvidia/include) next to its own launcher."""
+    spec = importlib.util.find_spec("triton")
+    cands = [os.path.join(p, "backends", "nvidia", "include") for p in (spec.submodule_search_locations or [])] \
+        if spec else []
+    cands += [os.path.join(os.environ[v], "include") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    cands.append("/usr/local/cuda/include")
+    return next((d for d in cands if os.path.isfile(os.path.join(d, "cuda.h"))), None)
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc) or cc
+    return next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
+
+
+def _build() -> Any:
+    cc, inc = _compiler(), _cuda_include()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    if inc is None:
+        raise RuntimeError("cuda.h not found (Triton's backends/nvidia/include, $CUDA_HOME/include)")
+    py_inc = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    h = hashlib.sha256()
+    for part in (_SRC.read_bytes(), sys.version.encode(), suffix.encode(), cc.encode(), " ".join(_FLAGS).encode()):
+        h.update(part)
+    out_dir = cache_dir() / h.hexdigest()[:20]
+    so = out_dir / (_MODNAME + suffix)
+    if not so.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)  # atomic publish: concurrent builders race benignly
+        os.close(fd)
+        cmd = [cc, *_FLAGS, *[f"-I{d}" for d in sorted(py_inc)], f"-I{inc}", str(_SRC), "-o", tmp]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError(f"C build failed ({' '.join(cmd)}): {(r.stderr or r.stdout)[-2000:]}")
+            os.replace(tmp, so)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    loader = importlib.machinery.ExtensionFileLoader(_MODNAME, str(so))
+    spec = importlib.util.spec_from_file_location(_MODNAME, str(so), loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+_LOCK = threading.Lock()
+_MOD: Any = None
+_STATE: tuple[bool, str] | None = None
+
+
+def available() -> tuple[bool, str]:
+    """(True, path) once the C module is built and imported here; else (False, why). Cached.
+    libcuda is not needed for this; `make_launch` reports a missing driver."""
+    global _MOD, _STATE
+    if _STATE is None:
+        with _LOCK:
+            if _STATE is None:
+                try:
+                    _MOD = _build()
+                    _STATE = (True, str(_MOD.__file__))
+                except Exception as e:  # noqa: BLE001 - unavailable means Triton's launcher, never a crash
+                    _STATE = (False, f"native launcher unavailable: {type(e).__name__}: {e}")
+    return _STATE
+
+
+def reset() -> None:
+    """Forget the build decision (tests)."""
+    global _MOD, _STATE
+    with _LOCK:
+        _MOD, _STATE = None, None
+
+
+def module() -> Any:
+    ok, reason = available()
+    if not ok:
+        raise RuntimeError(reason)
+    return _MOD
+
+
+# -- planning: what the kernel needs, or why we refuse ----------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    codes: bytes  # one code per bound argument ('x' = constexpr slot)
+    n_tail: int  # trailing NULL pointer params (global_scratch, profile_scratch)
+    num_warps: int
+    shared: int
+
+    @property
+    def param_sizes(self) -> list[int]:
+        """The kernel's parameter sizes as the native launcher will pass them."""
+        return [CODE_SIZES[c] for c in self.codes.decode() if c != "x"] + [8] * self.n_tail
+
+
+def _kernel_of(obj: Any) -> Any:
+    """A triton CompiledKernel from itself or from jitlab's adapter.Compiled."""
+    if not hasattr(obj, "metadata") and hasattr(getattr(obj, "kernel", None), "metadata"):
+        return obj.kernel
+    return obj
+
+
+def plan(compiled: Any) -> tuple[Plan | None, str]:
+    """Map a CompiledKernel to type codes, refusing anything the C launcher does not reproduce.
+    Needs no GPU (works on `triton.compile(..., target=GPUTarget("cuda", 90, 32))` output)."""
+    k = _kernel_of(compiled)
+    md, src = getattr(k, "metadata", None), getattr(k, "src", None)
+    if md is None or src is None or not isinstance(getattr(src, "signature", None), dict):
+        return None, "not a triton CompiledKernel with metadata and src.signature"
+    target = getattr(md, "target", None)
+    if getattr(target, "backend", "cuda") != "cuda":
+        return None, f"backend {target.backend!r} (only cuda)"
+    # Each of these selects a cuLaunchKernelEx attribute or a per-launch allocation in Triton's launcher.
+    if getattr(md, "num_ctas", 1) != 1:
+        return None, f"num_ctas={md.num_ctas} (cluster launch)"
+    cluster = tuple(getattr(md, "cluster_dims", None) or (1, 1, 1))
+    if any(d != 1 for d in cluster):
+        return None, f"cluster_dims={cluster}"
+    if getattr(md, "launch_cooperative_grid", False):
+        return None, "launch_cooperative_grid"
+    if getattr(md, "launch_pdl", False):
+        return None, "launch_pdl"
+    for f in ("global_scratch_size", "profile_scratch_size"):
+        if (getattr(md, f, 0) or 0) > 0:
+            return None, f"{f}={getattr(md, f)} (needs a per-launch scratch allocation)"
+    if getattr(md, "tensordesc_meta", None):
+        return None, "tensor descriptor arguments"
+    if getattr(md, "instrumentation_mode", "") not in ("", None):
+        return None, f"instrumentation_mode={md.instrumentation_mode!r}"
+    codes = []
+    for name, ty in src.signature.items():
+        c = code_of(ty)
+        if c is None:
+            return None, f"argument {name!r} of type {ty!r}"
+        codes.append(c)
+    # 3.3/3.4 kernels take a trailing global_scratch pointer, 3.5+ also profile_scratch; Triton
+    # always passes both (NULL when unused). Their metadata fields mark which ones exist.
+    n_tail = sum(hasattr(md, f) for f in ("global_scratch_size", "profile_scratch_size"))
+    p = Plan(name=str(getattr(k, "name", "?")), codes="".join(codes).encode(), n_tail=n_tail,
+             num_warps=int(md.num_warps), shared=int(md.shared))
+    ptx = getattr(k, "asm", {}).get("ptx") if hasattr(k, "asm") else None
+    if isinstance(ptx, str):
+        sizes = ptx_param_sizes(ptx)
+        if sizes is not None and sizes != p.param_sizes:
+            return None, f"PTX parameters {sizes} differ from the planned {p.param_sizes}"
+    return p, "ok"
+
+
+_ENTRY = re.compile(r"\.entry\s+[\w$.]+\s*\((.*?)\)", re.S)
+_PARAM = re.compile(r"\.param\s+(?:\.align\s+\d+\s+)?\.[a-z]+(\d+)\b[^,\[\n]*?(?:\[(\d+)\])?\s*(?:,|$)", re.M)
+
+
+def ptx_param_sizes(ptx: str) -> list[int] | None:
+    """Byte sizes of the kernel's parameters from its PTX `.entry` (None if it can't be read):
+    `.param .u64 .ptr .global .align 1 k_param_0` -> 8, `.param .align 2 .b8 k_param_7[2]` -> 2."""
+    m = _ENTRY.search(ptx)
+    if m is None:
+        return None
+    body = m.group(1).strip()
+    if not body:
+        return []
+    out = []
+    for line in body.split(","):
+        pm = _PARAM.search(line.strip() + ",")
+        if pm is None:
+            return None
+        bits, count = int(pm.group(1)), int(pm.group(2) or 1)
+        out.append(bits // 8 * count)
+    return out
+
+
+# -- the launcher -------------------------------------------------------------------------------------------
+def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
+                device: int | None = None) -> tuple[Callable[[int, int, int, int, tuple], None] | None, str]:
+    """A native `launch(g0, g1, g2, stream, vals)` for a loaded kernel, or (None, why not).
+
+    `frozen` maps bound-argument indices to prepared values (jitlab's assume_const: an int address,
+    None or an object with data_ptr() for a pointer; a number for a scalar), written once into the
+    parameter template; those slots of `vals` are then ignored (cache.py's packer is not needed).
+    `device` is the kernel's device, whose primary context is made current in a thread that has no
+    context (Triton always uses device 0 there; None means 0 too)."""
+    p, reason = plan(compiled)
+    if p is None:
+        return None, f"refused: {reason}"
+    ok, reason = available()
+    if not ok:
+        return None, reason
+    mod = _MOD
+    why = mod.driver_status()
+    if why is not None:
+        return None, f"no CUDA driver: {why}"
+    k = _kernel_of(compiled)
+    try:
+        if k.function is None:  # after warmup the binary is not loaded yet: Triton's .run property loads it
+            k.run  # noqa: B018
+        function = int(k.function)
+        got = mod.param_sizes(function)
+        if got is not None and list(got) != p.param_sizes:
+            return None, f"refused: loaded kernel has parameter sizes {list(got)}, planned {p.param_sizes}"
+        n = len(p.codes)
+        frozen = frozen or {}
+        if any(not 0 <= i < n for i in frozen):
+            return None, f"frozen indices {sorted(frozen)} out of range for {n} arguments"
+        ftuple = tuple(frozen.get(i, mod.LIVE) for i in range(n))
+        launcher = mod.make(function, p.num_warps, p.shared, p.codes, ftuple, p.n_tail,
+                            0 if device is None else int(device))
+    except Exception as e:  # noqa: BLE001 - any failure keeps Triton's launcher
+        return None, f"native launcher not created: {type(e).__name__}: {e}"
+    return launcher, f"native {p.codes.decode()}+{p.n_tail} tail"

@@ -1,0 +1,1 @@
+"""Measurement library behind experiments/: timing, variants, sweeps, tables. Experiments stay thin."""

@@ -1,0 +1,133 @@
+"""The variants of the launch-overhead experiment: baselines, jitcache policies, floors, CUDA graph.
+
+Every run includes the baselines (Python no-op, stock Triton, the stored compiled kernel called
+directly, the cuda-python and C floors, CUDA-graph replay) next to each jitcache policy of the
+sweep. On a machine without a CUDA GPU the workloads run under Triton's interpreter and jitlab
+passes through: a demonstration of the flow, labelled as such, with no GPU numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from ..kernels import builder
+from .policies import load_sweep, policy_for
+from .runner import Config, Variant
+
+# Shapes per workload: (GPU, CPU demo). The GPU shapes are the issue's decode shapes; timing holds the
+# GPU busy, so kernel run time does not enter the host numbers.
+SHAPES = {
+    "tiny": ({}, {"n": 256}),
+    "paged_attention_2d": ({"num_seqs": 16, "context": 1024},
+                           {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
+    "unified_attention_2d": ({"num_seqs": 16, "context": 1024},
+                             {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
+    "unified_attention_3d": ({"num_seqs": 16, "context": 1024},
+                             {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
+    "cache_write": ({"num_tokens": 16}, {"num_tokens": 4, "num_kv_heads": 2, "head_size": 16}),
+}
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def cpu_demo_config(cfg: Config) -> Config:
+    cfg.launches, cfg.repeats, cfg.warmup = 3, 3, 1
+    cfg.label = "CPU DEMO (Triton interpreter, jitlab pass-through; real numbers need a CUDA GPU)"
+    return cfg
+
+
+def load_policies(path: str) -> list[dict]:
+    return load_sweep(path)
+
+
+def workloads(names: Iterable[str], cuda: bool) -> list[tuple[str, Callable[[], Any]]]:
+    out = []
+    for name in names:
+        gpu_shape, cpu_shape = SHAPES.get(name, ({}, {}))
+        make = builder(name)
+        if cuda:
+            out.append((name, lambda make=make, s=gpu_shape: make("cuda", **s)))
+        else:
+            # fp32 on CPU: Triton 3.6's interpreter gets bf16 tl.dot wrong (see kernels/interpret.py)
+            out.append((name, lambda make=make, s=cpu_shape: _interpreted_case(make("cpu", **_fp32(s)))))
+    return out
+
+
+def _fp32(shape: dict) -> dict:
+    import torch
+
+    return {"dtype": torch.float32, **shape}
+
+
+def _interpreted_case(case: Any) -> Any:
+    from ..kernels.interpret import interpreted
+
+    case.kernel = interpreted(case.kernel)
+    if "reduce" in case.extra:
+        case.extra["reduce"].kernel = interpreted(case.extra["reduce"].kernel)
+    return case
+
+
+def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[str] = (),
+             graph_launches: int = 64) -> list[Variant]:
+    from .. import jitcache
+
+    k, g, a, kw = case.kernel, case.grid, case.args, case.kwargs
+    no_gpu = None if cuda else "needs a CUDA GPU"
+    out = [Variant("python_nop", "baseline", lambda: None, check=False),
+           Variant("triton", "baseline", lambda: k[g](*a, **kw))]
+    out.append(_compiled(case) if cuda else Variant("compiled_run", "baseline", skip=no_gpu))
+    for table in sweep:
+        policy = policy_for(table, case)
+        jk = jitcache(policy=policy)(k)
+        out.append(Variant(f"jitcache:{policy.name}", "jitcache", lambda jk=jk: jk[g](*a, **kw), policy=policy,
+                           kernel=jk, after_lock=jk.lock if policy.static else None))
+    safe = next((v for v in out if v.kind == "jitcache" and v.policy.name == "safe"), None)
+    for level in trace_levels if safe is not None else ():
+        out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
+                           kernel=None, check=False, trace_level=level))
+    if cuda:
+        from . import floors
+
+        out += floors.variants(case)
+        out.append(_graph(case, graph_launches))
+    else:
+        out += [Variant(n, "floor", skip=no_gpu) for n in ("cuda_python_floor", "c_floor")]
+        out.append(Variant("cuda_graph", "graph", skip=no_gpu))
+    return out
+
+
+def _compiled(case: Any) -> Variant:
+    from .._triton import compiled_launcher
+
+    try:
+        return Variant("compiled_run", "baseline", compiled_launcher(case.kernel, case.grid, case.args, case.kwargs))
+    except Exception as e:  # noqa: BLE001
+        return Variant("compiled_run", "baseline", skip=f"{type(e).__name__}: {e}")
+
+
+def _graph(case: Any, n: int) -> Variant:
+    """Stock Triton launches captured once in a CUDA graph; host µs per launch of a replay."""
+    import torch
+
+    def launch_all() -> None:
+        for _ in range(n):
+            case.launch()
+
+    try:
+        case.launch()  # compile outside capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            launch_all()
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001
+        return Variant("cuda_graph", "graph", skip=f"capture failed: {type(e).__name__}: {e}")
+    return Variant("cuda_graph", "graph", graph.replay, launches_per_call=n)

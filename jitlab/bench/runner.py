@@ -1,0 +1,195 @@
+"""Run a sweep of launch variants over workloads: check, time, record, print.
+
+One call does it all for an experiment script:
+
+    results = run_sweep("launch_overhead", workloads, make_variants, config)
+
+Per trial (workload x variant): correctness against the torch reference first (outputs poisoned,
+one launch, compared), then host µs per launch (`timing.time_host`), then, for jitcache
+variants, one traced pass that splits each launch into argument update and launcher call.
+Every trial is a span in the run's trace file, carrying the aggregates, policy and provenance.
+Progress goes to stderr per trial (never per launch); a rich table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..telemetry import recorder as _rec
+from .timing import Device, time_host
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "baseline" | "jitcache" | "floor" | "graph"
+    launch: Callable[[], Any] | None = None
+    policy: Any = None  # jitlab.Policy for jitcache variants
+    kernel: Any = None  # the JitCache, for counters and the argument/launch split
+    skip: str | None = None  # why this variant cannot run here
+    check: bool = True  # launch once and compare with the reference before timing
+    launches_per_call: int = 1  # a CUDA-graph replay performs several launches
+    after_lock: Callable[[], None] | None = None  # static policies: lock the cache after the check launch
+    trace_level: str = "off"  # recording level while timing (tracing-overhead variants set it)
+
+
+@dataclass
+class Config:
+    launches: int = 400
+    repeats: int = 9
+    warmup: int = 100
+    trace: str = "sampled"
+    sample_every: int = 50
+    trace_file: str | None = None
+    cuda: bool = True
+    label: str = ""  # e.g. "CPU DEMO"
+    extra: dict = field(default_factory=dict)
+
+
+def _split(variant: Variant, device: Device, launches: int, run_recorder: Any) -> dict[str, float]:
+    """Median argument-update and launcher-call ns of `launches` hits, from a private full recorder;
+    a sample of those records also goes to the run's recorder, so the trace shows them as spans."""
+    rec = _rec.Recorder(level="full", capacity=launches + 16)
+    prev = _rec.activate(rec)
+    try:
+        device.hold(launches * 200 + 2000)
+        for _ in range(launches):
+            variant.launch()
+    finally:
+        _rec.activate(prev)
+    device.sync()
+    hits = [r for r in rec.drain() if r.outcome == _rec.HIT]
+    if run_recorder is not None:
+        for r in hits[:: max(1, run_recorder.sample_every or len(hits))]:
+            run_recorder.record(r.kernel, r.scope, r.policy, r.outcome, r.key, r.t_enter, r.t_args, r.t_exit)
+    if not hits:
+        return {}
+    return {"arg_update_ns": statistics.median(r.t_args - r.t_enter for r in hits),
+            "launch_call_ns": statistics.median(r.t_exit - r.t_args for r in hits)}
+
+
+def _check(case: Any, variant: Variant, device: Device) -> str:
+    case.poison()
+    variant.launch()
+    follow = case.extra.get("reduce") if hasattr(case, "extra") else None
+    if follow is not None:
+        follow.launch()
+    device.sync()
+    case.check()
+    return "ok"
+
+
+def run_sweep(experiment: str, workloads: Iterable[tuple[str, Callable[[], Any]]],
+              make_variants: Callable[[Any], list[Variant]], config: Config,
+              attributes: dict | None = None) -> list[dict]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import telemetry
+    from ..provenance import provenance
+
+    console = Console(stderr=True)
+    device = Device(config.cuda)
+    prov = provenance()
+    results: list[dict] = []
+    run_attrs = {"jitlab.experiment.label": config.label, "jitlab.config": json.dumps(config.__dict__, default=str),
+                 **(attributes or {})}
+    with telemetry.Run(experiment, level=config.trace, sample_every=config.sample_every,
+                       trace_file=config.trace_file, attributes=run_attrs) as run:
+        plan = [(name, make) for name, make in workloads]
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("preparing", total=None)
+            for wname, make_case in plan:
+                case = make_case()
+                variants = make_variants(case)
+                progress.update(task, total=(progress.tasks[0].total or 0) + len(variants))
+                floor_us = None
+                for v in variants:
+                    progress.update(task, description=f"{wname}: {v.name}")
+                    row = _trial(run, wname, case, v, device, config)
+                    if v.name == "c_floor" and row.get("median_us"):
+                        floor_us = row["median_us"]
+                    results.append(row)
+                    progress.advance(task)
+                for row in results:
+                    if row["workload"] == wname and floor_us and row.get("median_us"):
+                        row["x_floor"] = row["median_us"] / floor_us
+                run.set({f"jitlab.{wname}.c_floor_us": floor_us or -1.0})
+        summary_rows = [{k: v for k, v in r.items() if k != "policy"} for r in results]
+        run.set({"jitlab.results": json.dumps(summary_rows, default=str)})
+    results_meta = {"trace_file": run.summary.get("trace_file") if run.summary else None, "provenance": prov}
+    print_table(experiment, results, config, results_meta)
+    return results
+
+
+def _trial(run: Any, wname: str, case: Any, v: Variant, device: Device, config: Config) -> dict:
+    policy = v.policy.to_dict() if v.policy is not None else None
+    row: dict[str, Any] = {"workload": wname, "variant": v.name, "kind": v.kind, "policy": policy}
+    attrs = {"jitlab.workload": wname, "jitlab.variant": v.name, "jitlab.variant.kind": v.kind,
+             "jitlab.policy": v.policy.name if v.policy is not None else v.name,
+             "jitlab.policy.json": json.dumps(policy) if policy else ""}
+    with run.trial(f"{wname}/{v.name}", attrs) as trial:
+        if v.skip:
+            row["skip"] = v.skip
+            trial.set({"jitlab.skip": v.skip})
+            return row
+        try:
+            row["correct"] = _check(case, v, device) if v.check else "n/a"
+            if v.after_lock is not None:
+                v.after_lock()
+            rec = None
+            if v.trace_level != "off":
+                n = (config.launches + 60) * (config.repeats + 1) + config.warmup
+                rec = _rec.Recorder(level=v.trace_level, capacity=n, sample_every=config.sample_every)
+            prev = _rec.activate(rec)  # headline timings run with recording off unless the variant says
+            try:
+                t = time_host(v.launch, device, launches=config.launches, repeats=config.repeats,
+                              warmup=config.warmup)
+            finally:
+                _rec.activate(prev)
+            if rec is not None:
+                row["recorded"], row["dropped"] = len(rec.drain()), rec.dropped
+            stats = t.stats()
+            if v.launches_per_call > 1:
+                stats = {k: (x / v.launches_per_call if k.endswith("_us") else x) for k, x in stats.items()}
+            row.update(stats)
+            if v.kernel is not None:
+                row.update(_split(v, device, min(config.launches, 400), run.recorder))
+                row["counters"] = v.kernel.counters()
+        except Exception as e:  # noqa: BLE001 - a failing variant is reported, the sweep goes on
+            row["error"] = f"{type(e).__name__}: {e}"
+        trial.set({f"jitlab.{k}": (json.dumps(x) if isinstance(x, dict) else x)
+                   for k, x in row.items() if k not in ("workload", "variant", "kind", "policy")})
+    return row
+
+
+def print_table(experiment: str, results: list[dict], config: Config, meta: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    prov = meta.get("provenance", {})
+    title = f"{experiment} {config.label}".strip()
+    caption = (f"{prov.get('gpu', '?')} · driver {prov.get('driver', '?')} · torch {prov.get('torch', '?')} · "
+               f"triton {prov.get('triton', '?')} · jitlab {prov.get('jitlab_commit', '?')} · {prov.get('date', '')}"
+               f"\ntrace: {meta.get('trace_file')}")
+    table = Table(title=title, caption=caption)
+    for col in ("workload", "variant", "µs/launch (p50)", "p10", "p90", "x C floor", "arg update µs",
+                "launch call µs", "check", "note"):
+        table.add_column(col, justify="right" if "µs" in col or col in ("p10", "p90", "x C floor") else "left")
+
+    def f(x: Any, fmt: str = "{:.2f}") -> str:
+        return fmt.format(x) if isinstance(x, (int, float)) else ""
+
+    for r in results:
+        note = r.get("skip") or r.get("error") or ""
+        table.add_row(r["workload"], r["variant"], f(r.get("median_us")), f(r.get("p10_us")), f(r.get("p90_us")),
+                      f(r.get("x_floor"), "{:.2f}x"), f((r.get("arg_update_ns") or 0) / 1e3 if "arg_update_ns" in r else None),
+                      f((r.get("launch_call_ns") or 0) / 1e3 if "launch_call_ns" in r else None),
+                      str(r.get("correct", "")), note[:60])
+    Console(file=sys.stdout, width=160).print(table)

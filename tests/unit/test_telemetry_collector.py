@@ -1,0 +1,250 @@
+"""End to end over loopback into a real OpenTelemetry collector, rotel (pip `rotel`), for OTLP gRPC
+and HTTP/protobuf, plus `jitlab-replay` of a trace file into it.
+
+rotel is started by the test as a plain subprocess (`rotel-agent start`, foreground, its binary
+ships in the wheel) on 127.0.0.1 with free ports; it receives OTLP and forwards what it receives
+(OTLP/gRPC exporter) to a small in-test OTLP receiver built on grpcio + opentelemetry-proto, which
+is how the test sees the spans that went through the collector. Skipped with the reason if rotel
+is not installed or does not start."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import pytest
+
+from jitlab import settings
+from jitlab.telemetry import export, recorder as R
+from jitlab.telemetry import replay as replay_mod
+from jitlab.telemetry.session import Run
+
+grpc = pytest.importorskip("grpc")
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc  # noqa: E402
+
+OTEL_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED",
+    "JITLAB_TRACE", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FILE", "JITLAB_RECORDER_CAPACITY",
+)
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """The downstream end: collects every span rotel forwards, as (resource attrs, span) pairs."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.spans: list = []
+
+    def Export(self, request, context):
+        with self.lock:
+            for rs in request.resource_spans:
+                res = {kv.key: kv.value for kv in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        self.spans.append((res, sp))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def of_trace(self, trace_id: bytes) -> list:
+        with self.lock:
+            return [(r, s) for r, s in self.spans if s.trace_id == trace_id]
+
+    def wait(self, trace_id: bytes, n: int, timeout: float = 15.0) -> list:
+        end = time.monotonic() + timeout
+        got = self.of_trace(trace_id)
+        while len(got) < n and time.monotonic() < end:
+            time.sleep(0.05)
+            got = self.of_trace(trace_id)
+        time.sleep(0.1)  # and nothing more than expected arrives
+        return self.of_trace(trace_id)
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory):
+    spec = importlib.util.find_spec("rotel")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("rotel is not installed (pip install rotel==0.0.1a15, in the [dev] extra)")
+    binary = Path(list(spec.submodule_search_locations)[0]) / "rotel-agent"
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"rotel's binary is missing or not executable: {binary}")
+
+    receiver = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    recv_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+
+    tmp = tmp_path_factory.mktemp("rotel")
+    grpc_port, http_port = free_port(), free_port()
+    log_path = tmp / "rotel.log"
+    cmd = [
+        str(binary), "start",
+        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+        "--exporter", "otlp",
+        "--otlp-exporter-endpoint", f"http://127.0.0.1:{recv_port}",
+        "--otlp-exporter-protocol", "grpc",
+        "--otlp-exporter-compression", "none",
+        "--batch-timeout", "50ms",
+        "--pid-file", str(tmp / "rotel.pid"),
+        "--log-file", str(tmp / "rotel-agent.log"),
+    ]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        if not (wait_port(grpc_port, proc) and wait_port(http_port, proc)):
+            proc.kill()
+            proc.wait()
+            server.stop(0)
+            pytest.skip(f"rotel did not start (exit {proc.returncode}): {log_path.read_text()[-1000:]}")
+        yield {"grpc": f"http://127.0.0.1:{grpc_port}", "http": f"http://127.0.0.1:{http_port}",
+               "receiver": receiver, "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        server.stop(0)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for v in OTEL_VARS:
+        monkeypatch.delenv(v, raising=False)
+    settings.reload()
+    export._warned.clear()
+    prev = R.activate(None)
+    yield
+    R.activate(prev)
+    settings.reload()
+
+
+def traced_run(tmp_path, name: str, n_hits: int, **kw) -> Run:
+    with Run(name, level="full", trace_file=tmp_path / f"{name}.jsonl", **kw) as run:
+        rec = run.recorder
+        with run.trial("policy=relaxed", {"jitlab.policy": "relaxed"}) as trial:
+            t = time.perf_counter_ns()
+            rec.record("add_kernel", "default", "relaxed", R.MISS, 0, t, t + 1_000, t + 2_000, 50_000_000)
+            for _ in range(n_hits):
+                if rec.wants_hit():
+                    t = time.perf_counter_ns()
+                    rec.record("add_kernel", "default", "relaxed", R.HIT, 0, t, t + 150, t + 650)
+            t = time.perf_counter_ns()
+            rec.record("add_kernel", "default", "relaxed", R.FALLBACK, -1, t, t, t + 9_000, 0, "bind:TypeError")
+            trial.set(median_ns=650, p10_ns=600, p90_ns=700)
+    return run
+
+
+def run_trace_id(run: Run) -> bytes:
+    return bytes.fromhex(run.trace_id)
+
+
+def check_spans(got: list, n_hits: int) -> None:
+    names = [s.name for _, s in got]
+    assert names.count("jitlab.launch") == n_hits + 2
+    assert names.count("jitlab.run") == 1 and names.count("policy=relaxed") == 1
+    res = got[0][0]
+    assert res["service.name"].string_value == "jitlab" and res["jitlab.torch.version"].string_value
+    launches = [s for _, s in got if s.name == "jitlab.launch"]
+    trial = [s for _, s in got if s.name == "policy=relaxed"][0]
+    assert all(s.parent_span_id == trial.span_id for s in launches)
+    attrs = [{kv.key: kv.value for kv in s.attributes} for s in launches]
+    results = sorted(a["jitlab.cache.result"].string_value for a in attrs)
+    assert results.count("hit") == n_hits and "miss" in results and "fallback" in results
+    hit = [a for a in attrs if a["jitlab.cache.result"].string_value == "hit"][0]
+    assert hit["jitlab.launch.duration_ns"].int_value == 500 and hit["jitlab.arg_update.duration_ns"].int_value == 150
+    assert hit["jitlab.kernel"].string_value == "add_kernel" and hit["jitlab.policy"].string_value == "relaxed"
+    miss = [a for a in attrs if a["jitlab.cache.result"].string_value == "miss"][0]
+    assert miss["jitlab.compile.duration_ns"].int_value == 50_000_000
+    fb = [a for a in attrs if a["jitlab.cache.result"].string_value == "fallback"][0]
+    assert fb["jitlab.fallback.reason"].string_value == "bind:TypeError"
+    tattrs = {kv.key: kv.value for kv in trial.attributes}
+    assert tattrs["median_ns"].int_value == 650
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_run_exports_through_rotel(collector, tmp_path, monkeypatch, protocol):
+    endpoint = collector["grpc"] if protocol == "grpc" else collector["http"]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    n_hits = 3000  # > 1 export batch
+    run = traced_run(tmp_path, f"rotel_{protocol.replace('/', '_')}", n_hits)
+    otlp = [t for t in run.summary["targets"] if t["kind"] == protocol][0]
+    assert otlp["ok"] and otlp["sent"] == n_hits + 4, run.summary
+    got = collector["receiver"].wait(run_trace_id(run), n_hits + 4)
+    assert len(got) == n_hits + 4
+    check_spans(got, n_hits)
+
+
+@pytest.mark.parametrize("as_protobuf", [False, True], ids=["json", "protobuf"])
+def test_replay_into_rotel(collector, tmp_path, capsys, as_protobuf):
+    n_hits = 300
+    run = traced_run(tmp_path, "replayed", n_hits, batch_size=100)  # file only: no OTLP env
+    assert [t["kind"] for t in run.summary["targets"]] == ["file"]
+    args = [str(run.trace_file), "--endpoint", collector["http"]] + (["--protobuf"] if as_protobuf else [])
+    code = replay_mod.main(args)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"sent {n_hits + 4} spans in 4 requests" in out.out and "replayed 4/4 lines" in out.err
+    got = collector["receiver"].wait(run_trace_id(run), n_hits + 4)
+    assert len(got) == n_hits + 4
+    check_spans(got, n_hits)
+
+
+def test_replay_console_script_collector_unreachable(tmp_path):
+    run = traced_run(tmp_path, "nowhere", 10)
+    exe = Path(sys.executable).with_name("jitlab-replay")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jitlab.telemetry.replay"]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd + [str(run.trace_file), "--endpoint", f"http://127.0.0.1:{free_port()}", "--timeout", "2"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == replay_mod.EXIT_UNREACHABLE, (p.stdout, p.stderr)
+    assert "cannot reach the collector" in p.stderr and time.monotonic() - t0 < 30
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert replay_mod.main([str(bad), "--endpoint", "http://127.0.0.1:1"]) == replay_mod.EXIT_INVALID
+    assert replay_mod.main([str(tmp_path / "missing.jsonl")]) == replay_mod.EXIT_USAGE
+
+
+def test_replay_url_resolution(monkeypatch):
+    assert replay_mod.traces_url(None) == "http://localhost:4318/v1/traces"
+    assert replay_mod.traces_url("http://h:4318") == "http://h:4318/v1/traces"
+    assert replay_mod.traces_url("h:4318/") == "http://h:4318/v1/traces"
+    assert replay_mod.traces_url("http://h:4318/custom") == "http://h:4318/custom"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")
+    assert replay_mod.traces_url(None) == "http://localhost:4318/v1/traces"  # gRPC endpoint: not for replay
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")
+    assert replay_mod.traces_url(None) == "http://c:4318/v1/traces"
