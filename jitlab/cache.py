@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import keys, settings
 from ._triton import adapter as _adapter_mod
 from .errors import AssumptionViolated, LockedMiss
-from .guard import make_binder, make_packer
+from .guard import make_binder, make_launch, make_packer
 from .policy import Policy
 from .scope import GLOBAL, CacheLock, Scope
 from .scope import current as _current_scope
@@ -131,6 +131,15 @@ class JitCache:
             return
         self._hooks, self._stream = ad.hooks, ad.get_stream
         self._frozen_idx = [p.index for p in params if p.name in pol.assume_const]
+        # The hit path: generated for this kernel's signature and this policy (guard.py); regenerated
+        # once after the first prepare with the argument kinds seen, so each key item tests its
+        # likely type first.
+        self._make_hit = functools.partial(make_launch, self.name, params, checked_rt, checked_cx, device, dict(
+            _ACTIVE=_ACTIVE, _now=_now, _scope=_current_scope, _tables=self._tables, _table=self._table,
+            _fallback=self._fallback, _miss=self._miss, _verify=self._verify, _stream=ad.get_stream,
+            _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name))
+        self._hit = self._make_hit()
+        self._hinted = False
         if self._top is not self.fn:  # autotune/heuristics above us: they call our run() per launch
             parent = self._top
             while parent.fn is not self.fn:
@@ -155,39 +164,15 @@ class JitCache:
             return self.fn.run(*args, grid=grid, warmup=warmup, **kwargs)
         return self._hit(grid, *args, **kwargs)
 
+    def bind(self, *args: Any, **kwargs: Any) -> tuple[tuple, tuple]:
+        """(cache key, launch values) of a call, as the hit path computes them (for tests and tools)."""
+        return self._bind(*args, **kwargs)
+
     def warmup(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
         return self._top.warmup(*args, grid=grid, **kwargs)
 
     def _via_top(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
         return self._top.run(*args, grid=grid, warmup=False, **kwargs)
-
-    # -- hit path (one screen) -----------------------------------------------------------------
-    def _hit(self, grid: Any, *args: Any, **kwargs: Any) -> None:
-        rec = _ACTIVE.recorder
-        t0 = _now() if rec is not None and rec.wants_hit() else 0
-        table = self._tables.get(_current_scope()) or self._table()
-        try:
-            key, vals = self._bind(*args, **kwargs)
-            entry = table.entries.get(key)
-        except Exception as e:  # noqa: BLE001 - Triton raises its own error for this input
-            return self._fallback(table, f"bind:{type(e).__name__}", grid, args, kwargs)
-        if entry is None:
-            return self._miss(table, key, vals, grid, args, kwargs)
-        if entry.verify and not next(entry.tick) % entry.verify:
-            self._verify(table, entry, args, kwargs)
-        if entry.pack is not None:
-            vals = entry.pack(*vals)
-        g = entry.grid or (grid(self._as_dict(*args, **kwargs)) if callable(grid) else grid)
-        stream = self._stream(entry.device)
-        hooks = self._hooks()
-        t1 = _now() if t0 else 0
-        if hooks is None:
-            entry.launch(g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, stream, vals)
-        else:
-            self._launch_hooked(entry, g, stream, vals, hooks)
-        next(table.hits)
-        if t0:
-            rec.record(self.name, table.scope.name, self.policy.name, _rec.HIT, entry.index, t0, t1, _now())
 
     # -- slow paths ---------------------------------------------------------------------------------
     def _table(self) -> Table:
@@ -245,7 +230,8 @@ class JitCache:
                 if entry is None:
                     return self._fallback(table, table.fallback_keys[key], grid, args, kwargs)
                 table.entries[key] = entry
-        vals = entry.pack(*vals) if entry.pack is not None else vals
+                if not self._hinted:
+                    self._specialize_hit_path(vals)
         g = entry.grid or (grid(self._as_dict(*args, **kwargs)) if callable(grid) else grid)
         t1 = _now()
         self._launch_hooked(entry, g, self._stream(entry.device), vals, self._hooks())
@@ -269,7 +255,7 @@ class JitCache:
             if self.policy.cache_launch_grid:
                 g = grid(self._as_dict(*args, **kwargs)) if callable(grid) else grid
                 cached_grid = tuple(g) + (1,) * (3 - len(g))
-            launch = _triton_launch(compiled)
+            launch = _triton_launch(compiled, make_packer(self._params, frozen))
         except Exception as e:  # noqa: BLE001 - fall back to Triton for this key, never fail differently
             log.warning("jitlab: %s: cannot prepare a fast launch (%s); using Triton for this key", self.name, e)
             table.fallback_keys[key] = f"prepare:{type(e).__name__}"
@@ -281,21 +267,32 @@ class JitCache:
                      options=options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
                      compile_ns=compile_ns)
 
-    def _launch_hooked(self, entry: Entry, g: tuple, stream: int, vals: tuple, hooks: tuple | None) -> None:
+    def _specialize_hit_path(self, vals: tuple) -> None:
+        from .guard import value_kind
+
+        self._hinted = True
+        hit = self._make_hit(hints={p.name: value_kind(v) for p, v in zip(self._params, vals)})
+        self._hit = hit
+        if self._launch is not self._via_top and self.passthrough_reason is None:
+            self._launch = hit
+
+    def _launch_hooked(self, entry: Entry, g: tuple, stream: int, vals: tuple, hooks: Any = True) -> None:
         """Launch with Triton's launcher and hooks (profilers see the same metadata Triton gives them)."""
         c = entry.compiled
         g0, g1, g2 = g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1
+        hooks = self._hooks() if hooks is True else hooks
         if hooks is None:
-            entry.launch(g0, g1, g2, stream, vals)
+            entry.launch(g0, g1, g2, stream, *vals)
             return
+        if entry.pack is not None:
+            vals = entry.pack(*vals)
         md = self._ad.launch_metadata(c, g, stream, vals)
         c.run(g0, g1, g2, stream, c.function, c.packed_metadata, md, hooks[0], hooks[1], *vals)
 
     # -- verification and messages -------------------------------------------------------------------
-    def _verify(self, table: Table, entry: Entry, args: tuple, kwargs: dict) -> None:
+    def _verify(self, table: Table, entry: Entry, vals: tuple, args: tuple, kwargs: dict) -> None:
         next(table.verifications)
         spec, options = self._ad.specialization(self.fn, entry.device, args, kwargs)
-        _, vals = self._bind(*args, **kwargs)
         pol = self.policy
         for p, old, new in zip(self._params, entry.spec, spec):
             if p.index in entry.frozen and _freeze(vals[p.index]) != entry.frozen[p.index]:
@@ -368,12 +365,16 @@ def _show(spec_item: Any) -> str:
     return f"{kind} {hints.get(value, repr(value))}".strip()
 
 
-def _triton_launch(c: Any) -> Callable[[int, int, int, int, tuple], None]:
+def _triton_launch(c: Any, pack: Callable | None) -> Callable[..., None]:
+    """`launch(g0, g1, g2, stream, *values)` through Triton's own launcher (no hooks: the hit path
+    routes hooked launches through `_launch_hooked`). assume_const slots get their frozen values."""
     run, function, packed = c.run, c.function, c.packed_metadata
-
-    def launch(g0: int, g1: int, g2: int, stream: int, vals: tuple) -> None:
-        run(g0, g1, g2, stream, function, packed, None, None, None, *vals)
-
+    if pack is None:
+        def launch(g0: int, g1: int, g2: int, stream: int, *vals: Any) -> None:
+            run(g0, g1, g2, stream, function, packed, None, None, None, *vals)
+    else:
+        def launch(g0: int, g1: int, g2: int, stream: int, *vals: Any) -> None:
+            run(g0, g1, g2, stream, function, packed, None, None, None, *pack(*vals))
     return launch
 
 

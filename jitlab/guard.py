@@ -47,19 +47,32 @@ def _signature_source(params: list[Param]) -> tuple[str, dict]:
     return ", ".join(parts + ["**options"]), ns
 
 
-def _runtime_item(p: Param) -> str:
-    """Inline key expression for a runtime argument; the common cases avoid any call."""
+def _runtime_item(p: Param, hint: str | None = None) -> str:
+    """Inline key expression for a runtime argument. Every branch is exact; `hint` (the kind of value
+    seen at the first launch: "int", "tensor", "float", "none", "bool") only puts that branch first,
+    so the common case costs one type test. Anything else goes to keys.spec."""
     v = p.name
     if p.specialize:
         int_expr = f"(1 if {v} == 1 else {'0 if ' + v + ' & 15 else 2' if p.align else '0'})"
     else:
         int_expr = "0"
-    tensor_expr = f"({v}.dtype, not {v}.data_ptr() & 15)" if p.align else f"({v}.dtype, True)"
-    return (
-        f"(None if {v} is None else {int_expr} if {v}.__class__ is int and -2147483648 <= {v} <= 2147483647 else "
-        f"{tensor_expr} if {v}.__class__ is _Tensor else "
-        f"_spec({v}, {p.specialize}, {p.align}))"
-    )
+    branches = {
+        "none": f"None if {v} is None",
+        "int": f"{int_expr} if {v}.__class__ is int and -2147483648 <= {v} <= 2147483647",
+        "tensor": (f"({v}.dtype, not {v}.data_ptr() & 15)" if p.align else f"({v}.dtype, True)")
+                  + f" if {v}.__class__ is _Tensor",
+        "float": f"'fp32' if {v}.__class__ is float",
+        "bool": f"'u1' if {v}.__class__ is bool",
+    }
+    order = ([hint] if hint in branches else []) + [k for k in ("none", "int", "tensor", "float", "bool") if k != hint]
+    return "(" + " else ".join(branches[k] for k in order) + f" else _spec({v}, {p.specialize}, {p.align}))"
+
+
+def value_kind(v: Any) -> str | None:
+    """The `hint` for a value (see _runtime_item)."""
+    if v is None:
+        return "none"
+    return {int: "int", float: "float", bool: "bool"}.get(v.__class__) or ("tensor" if hasattr(v, "data_ptr") else None)
 
 
 def _constexpr_item(p: Param) -> str:
@@ -110,3 +123,60 @@ def make_packer(params: list[Param], frozen: dict[int, Any]) -> Callable[..., tu
     src = f"def pack({args}):\n    return ({out}{',' if len(params) == 1 else ''})\n"
     exec(compile(src, "<jitlab packer>", "exec"), ns)  # noqa: S102
     return ns["pack"]
+
+
+# The hit path, generated per kernel and policy so arguments are bound exactly once (a `**kwargs`
+# hop costs ~1 us per 36 keywords). Names the kernel could use are avoided with the _jl_ prefix.
+_LAUNCH_TEMPLATE = '''
+def launch(_jl_grid, {sig}):
+    _jl_rec = _ACTIVE.recorder
+    _jl_t0 = _now() if _jl_rec is not None and _jl_rec.wants_hit() else 0
+    _jl_table = _tables.get(_scope()) or _table()
+    try:
+        _jl_key = ({key},)
+        _jl_e = _jl_table.entries.get(_jl_key)
+    except Exception as _jl_err:  # an argument jitlab does not key: Triton handles it, and its errors
+        return _fallback(_jl_table, "bind:" + type(_jl_err).__name__, _jl_grid, (), {kw})
+    if _jl_e is None:
+        return _miss(_jl_table, _jl_key, ({vals},), _jl_grid, (), {kw})
+    if _jl_e.verify and not next(_jl_e.tick) % _jl_e.verify:
+        _verify(_jl_table, _jl_e, ({vals},), (), {kw})
+    _jl_g = _jl_e.grid or (_jl_grid({as_dict}) if callable(_jl_grid) else _jl_grid)
+    _jl_s = _stream(_jl_e.device)
+    _jl_t1 = _now() if _jl_t0 else 0
+    if _hooks() is None:
+        _jl_e.launch(_jl_g[0], _jl_g[1] if len(_jl_g) > 1 else 1, _jl_g[2] if len(_jl_g) > 2 else 1, _jl_s, {vals})
+    else:
+        _hooked(_jl_e, _jl_g, _jl_s, ({vals},))
+    next(_jl_table.hits)
+    if _jl_t0:
+        _jl_rec.record(_name, _jl_table.scope.name, _policy, 0, _jl_e.index, _jl_t0, _jl_t1, _now())
+'''
+
+
+def make_launch(name: str, params: list[Param], checked_runtime: set[str], checked_constexpr: set[str],
+                device: Callable[[], int] | int, namespace: dict, hints: dict[str, str] | None = None) -> Callable:
+    """The generated hit path `launch(grid, *args, **kwargs)`; `namespace` supplies the slow paths
+    and readers it calls (_tables, _table, _fallback, _miss, _verify, _stream, _hooks, _hooked, ...).
+    `hints` (param name -> value kind at the first launch) orders each key expression's branches."""
+    hints = hints or {}
+    import torch
+
+    sig, ns = _signature_source(params)
+    items = []
+    for p in params:
+        if p.constexpr and p.name in checked_constexpr:
+            items.append(_constexpr_item(p))
+        elif not p.constexpr and p.name in checked_runtime:
+            items.append(_runtime_item(p, hints.get(p.name)))
+    items.append("tuple(options.items()) if options else ()")
+    items.append(str(device) if isinstance(device, int) else "_device()")
+    names = [p.name for p in params]
+    src = _LAUNCH_TEMPLATE.format(
+        sig=sig, key=", ".join(items), vals=", ".join(names) + ("," if len(names) == 1 else ""),
+        kw="{" + ", ".join(f"{n!r}: {n}" for n in names) + ", **options}",
+        as_dict="{" + ", ".join(f"{n!r}: {n}" for n in names) + "}")
+    ns.update(namespace)
+    ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device)
+    exec(compile(src, f"<jitlab launch for {name}>", "exec"), ns)  # noqa: S102
+    return ns["launch"]

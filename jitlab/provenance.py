@@ -66,7 +66,10 @@ def _git_commit() -> str:
     here = Path(__file__).resolve().parent
     top = _run(["git", "rev-parse", "--show-toplevel"], cwd=str(here))
     if not top:
-        return UNKNOWN
+        # A copy of the tree without .git (e.g. sent to a GPU machine): JITLAB_COMMIT names it.
+        from . import settings
+
+        return settings.SETTINGS.commit or UNKNOWN
     sha = _run(["git", "rev-parse", "--short", "HEAD"], cwd=top)
     if not sha:
         return UNKNOWN  # a repository without commits

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -198,6 +199,13 @@ class Adapter:
         if hasattr(kernel, "result"):  # 3.5+ async compile hands back a future
             kernel = kernel.result()
         run = kernel.run  # 3.5+: property that loads the binary; 3.3/3.4: loads on attribute access
+        # CompiledKernel._init_handles publishes its launcher before the loaded function, so a thread
+        # that reads `run` while another thread is loading the same kernel can see function None.
+        deadline = time.monotonic() + 30
+        while kernel.function is None and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        if kernel.function is None:
+            raise RuntimeError(f"{kernel.name}: Triton did not finish loading the binary")
         return Compiled(kernel=kernel, run=run, function=kernel.function,
                         packed_metadata=kernel.packed_metadata, name=kernel.name)
 

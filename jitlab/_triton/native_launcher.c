@@ -29,6 +29,10 @@
 #include <string.h>
 #include "cuda.h" /* types only; every entry point is dlsym'ed by its plain name */
 
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "parameter slots assume a little-endian host (as CUDA hosts are)"
+#endif
+
 #define MAX_PARAMS 256 /* CUDA caps kernel params at 4 KiB (32 KiB on 12.1+/Volta+); 256 slots is ample */
 
 typedef CUresult (*launch_fn)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
@@ -138,39 +142,35 @@ static int to_pointer(PyObject *o, void *dst, Py_ssize_t idx) {
   return 1;
 }
 
-/* One bound argument -> its kernel parameter bytes at dst (an 8-byte zeroed slot; little-endian,
- * so narrower types sit in its first bytes, as cuLaunchKernel reads them). Mirrors CPython's
- * getargs.c for the format letter Triton 3.6 generates (so the same errors for the same inputs). */
+/* One bound argument -> its kernel parameter bytes at dst (a zeroed 8-byte slot; little-endian,
+ * so narrower types are its low bytes, which is what cuLaunchKernel copies). Mirrors CPython's
+ * getargs.c for the format letter Triton 3.6 generates: same results, same errors. */
 static int convert(char code, PyObject *o, void *dst, Py_ssize_t idx) {
-  long v;
+  size_t n = strchr("bB", code) ? 1 : strchr("hHeE", code) ? 2 : strchr("iIf", code) ? 4 : 8;
   switch (code) {
   case 'P': return to_pointer(o, dst, idx);
-  case 'b': case 'h': case 'i': {
-    v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred()) return 0;
-    const char *what = code == 'b' ? "unsigned byte integer" : code == 'h' ? "signed short integer" : "signed integer";
+  case 'b': case 'h': case 'i': { /* "b" is 0..255 (unsigned!), "h" short, "i" int: OverflowError */
+    long v = PyLong_AsLong(o);
     long lo = code == 'b' ? 0 : code == 'h' ? SHRT_MIN : INT_MIN, hi = code == 'b' ? UCHAR_MAX : code == 'h' ? SHRT_MAX : INT_MAX;
+    if (v == -1 && PyErr_Occurred()) return 0;
     if (v < lo || v > hi) {
-      PyErr_Format(PyExc_OverflowError, "%s is %s", what, v < lo ? "less than minimum" : "greater than maximum");
+      PyErr_Format(PyExc_OverflowError, "%s is %s", code == 'b' ? "unsigned byte integer" : code == 'h' ? "signed short integer" : "signed integer",
+                   v < lo ? "less than minimum" : "greater than maximum");
       return 0;
     }
-    if (code == 'b') *(uint8_t *)dst = (uint8_t)v;
-    else if (code == 'h') *(int16_t *)dst = (int16_t)v;
-    else *(int32_t *)dst = (int32_t)v;
+    memcpy(dst, &v, n);
     return 1;
   }
-  case 'L': {
-    long long x = PyLong_AsLongLong(o);
-    if (x == -1 && PyErr_Occurred()) return 0;
-    memcpy(dst, &x, 8);
+  case 'L': { /* "L": PyLong_AsLongLong, OverflowError past int64 */
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) return 0;
+    memcpy(dst, &v, 8);
     return 1;
   }
-  case 'B': case 'H': case 'I': { /* "bitfield" formats: PyLong_AsUnsignedLongMask, truncating */
-    unsigned long u = PyLong_AsUnsignedLongMask(o);
-    if (u == (unsigned long)-1 && PyErr_Occurred()) return 0;
-    if (code == 'B') *(uint8_t *)dst = (uint8_t)u;
-    else if (code == 'H') *(uint16_t *)dst = (uint16_t)u;
-    else *(uint32_t *)dst = (uint32_t)u;
+  case 'B': case 'H': case 'I': { /* "bitfield" formats: PyLong_AsUnsignedLongMask, no overflow check */
+    unsigned long v = PyLong_AsUnsignedLongMask(o);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return 0;
+    memcpy(dst, &v, n);
     return 1;
   }
   case 'K': { /* "K" insists on an int (no __index__), then masks */
@@ -178,23 +178,22 @@ static int convert(char code, PyObject *o, void *dst, Py_ssize_t idx) {
       PyErr_Format(PyExc_TypeError, "argument %zd must be int, not %.50s", idx, Py_TYPE(o)->tp_name);
       return 0;
     }
-    unsigned long long u = PyLong_AsUnsignedLongLongMask(o);
-    if (u == (unsigned long long)-1 && PyErr_Occurred()) return 0;
-    memcpy(dst, &u, 8);
+    unsigned long long v = PyLong_AsUnsignedLongLongMask(o);
+    memcpy(dst, &v, 8);
     return 1;
   }
-  case 'e': case 'E': case 'f': case 'd': {
+  case 'e': case 'E': case 'f': case 'd': { /* "d" (PyFloat_AsDouble), then Triton's pack_* */
     double d = PyFloat_AsDouble(o);
     if (d == -1.0 && PyErr_Occurred()) return 0;
-    if (code == 'd') { memcpy(dst, &d, 8); return 1; }
-    /* pack_fp16 uses PyFloat_Pack2 (round-to-nearest; OverflowError past 65504: Triton raises it
-     * after launching, we before); pack_bf16 truncates the fp32 bits; pack_fp32 is a C cast. */
+    if (code == 'd') return memcpy(dst, &d, 8), 1;
+    /* pack_fp16 is PyFloat_Pack2 (OverflowError past 65504: Triton raises it after launching, we
+     * before); pack_bf16 truncates the fp32 bits (no rounding); pack_fp32 is a C cast. */
     if (code == 'e') return PyFloat_Pack2(d, (char *)dst, 1) == 0;
     float f = (float)d;
     uint32_t u;
     memcpy(&u, &f, 4);
-    if (code == 'E') *(uint16_t *)dst = (uint16_t)(u >> 16);
-    else memcpy(dst, &u, 4);
+    if (code == 'E') u >>= 16;
+    memcpy(dst, &u, n);
     return 1;
   }
   }
@@ -272,7 +271,8 @@ static PyObject *launcher_call(PyObject *callable, PyObject *const *args, size_t
 }
 
 static PyTypeObject LauncherType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_jitlab_native.Launcher",
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_jitlab_native.Launcher",
     .tp_basicsize = sizeof(Launcher),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(Launcher, vectorcall),

@@ -117,6 +117,8 @@ def test_recorder_imports_no_opentelemetry():
     code = (
         "import sys, jitlab.telemetry.recorder, jitlab.provenance\n"
         "import jitlab.telemetry as t\n"
+        "import jitlab, jitlab.cache  # the core: no OpenTelemetry either\n"
+        "jitlab.provenance.provenance()\n"
         "bad = sorted(m for m in sys.modules if m.startswith('opentelemetry'))\n"
         "assert not bad, bad\n"
     )
