@@ -255,7 +255,9 @@ class JitCache:
             if self.policy.cache_launch_grid:
                 g = grid(self._as_dict(*args, **kwargs)) if callable(grid) else grid
                 cached_grid = tuple(g) + (1,) * (3 - len(g))
-            launch = _triton_launch(compiled, make_packer(self._params, frozen))
+            launch, how = self._native_launch(compiled, frozen, device)
+            if launch is None:
+                launch = _triton_launch(compiled, make_packer(self._params, frozen))
         except Exception as e:  # noqa: BLE001 - fall back to Triton for this key, never fail differently
             log.warning("jitlab: %s: cannot prepare a fast launch (%s); using Triton for this key", self.name, e)
             table.fallback_keys[key] = f"prepare:{type(e).__name__}"
@@ -266,6 +268,19 @@ class JitCache:
                      pack=make_packer(self._params, frozen), grid=cached_grid, device=device, spec=spec,
                      options=options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
                      compile_ns=compile_ns)
+
+    def _native_launch(self, compiled: Any, frozen: dict, device: int) -> tuple[Callable | None, str]:
+        """jitlab's C launcher for this entry when settings allow and the kernel qualifies, else
+        (None, why): Triton's own launcher is then used (never an error)."""
+        choice = settings.SETTINGS.launcher
+        if choice == "triton":
+            return None, "JITLAB_LAUNCHER=triton"
+        from ._triton import native
+
+        launch, how = native.make_launch(compiled, frozen, device=device)
+        if launch is None:
+            (log.warning if choice == "native" else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)
+        return launch, how
 
     def _specialize_hit_path(self, vals: tuple) -> None:
         from .guard import value_kind

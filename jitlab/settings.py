@@ -51,6 +51,9 @@ class Settings:
     recorder_capacity: int = field(default_factory=lambda: _env_int("JITLAB_RECORDER_CAPACITY", 2_000_000))
     #: JITLAB_LAUNCHER=auto|triton|native: which launcher a prepared entry uses (native = jitlab's C launcher when it builds).
     launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto", ("auto", "triton", "native")))
+    #: JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default $XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).
+    cache_dir: str = field(default_factory=lambda: os.environ.get("JITLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab"))
     #: JITLAB_COMMIT=sha: the jitlab commit recorded in provenance when the tree has no .git (copies sent to a GPU host).
     commit: str | None = field(default_factory=lambda: os.environ.get("JITLAB_COMMIT") or None)
     #: JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG ("+jitlab" for all).

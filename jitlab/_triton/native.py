@@ -60,10 +60,9 @@ def code_of(ty: Any) -> str | None:
 
 # -- building ------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
-    # JITLAB_CACHE_DIR belongs with the other JITLAB_* variables in settings.py; read here until it moves.
-    base = os.environ.get("JITLAB_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab")
-    return Path(base) / "native"
+    from .. import settings
+
+    return Path(settings.SETTINGS.cache_dir) / "native"
 
 
 def _cuda_include() -> str | None:
@@ -266,8 +265,10 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
         if k.function is None:  # after warmup the binary is not loaded yet: Triton's .run property loads it
             k.run  # noqa: B018
         function = int(k.function)
+        # The driver's view of the loaded kernel (cuFuncGetParamInfo, 12.4+): the authoritative check
+        # of the layout, trailing scratch pointers included. None/() means it can't tell (the PTX was checked).
         got = mod.param_sizes(function)
-        if got is not None and list(got) != p.param_sizes:
+        if got and list(got) != p.param_sizes:
             return None, f"refused: loaded kernel has parameter sizes {list(got)}, planned {p.param_sizes}"
         n = len(p.codes)
         frozen = frozen or {}

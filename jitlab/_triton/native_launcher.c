@@ -29,8 +29,8 @@
 #include <string.h>
 #include "cuda.h" /* types only; every entry point is dlsym'ed by its plain name */
 
-#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "parameter slots assume a little-endian host (as CUDA hosts are)"
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__ || __SIZEOF_LONG__ != 8
+#error "parameter slots assume a little-endian LP64 host (as Linux CUDA hosts are)"
 #endif
 
 #define MAX_PARAMS 256 /* CUDA caps kernel params at 4 KiB (32 KiB on 12.1+/Volta+); 256 slots is ample */
@@ -54,12 +54,8 @@ static PyObject *LIVE, *s_data_ptr, *s_is_cuda;
 /* Load libcuda once (always under the GIL). Returns 1 when usable. */
 static int load_driver(void) {
   if (driver_state) return driver_state > 0;
-  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
-  if (!h) {
-    snprintf(driver_err, sizeof driver_err, "cannot dlopen libcuda.so.1: %s", dlerror());
-    driver_state = -1;
-    return 0;
-  }
+  void *h = dlopen("libcuda.so.1", RTLD_LAZY); /* as Triton; torch has usually loaded it already */
+  if (!h) return snprintf(driver_err, sizeof driver_err, "cannot dlopen libcuda.so.1: %s", dlerror()), driver_state = -1, 0;
 #define SYM(field, name)                                                                            \
   if (!(*(void **)&cu.field = dlsym(h, name))) {                                                    \
     snprintf(driver_err, sizeof driver_err, "libcuda.so.1 lacks %s", name);                         \
@@ -102,37 +98,28 @@ static int ensure_context(int device) {
 static int to_pointer(PyObject *o, void *dst, Py_ssize_t idx) {
   uint64_t p;
   if (o == Py_None) p = 0;
-  else if (PyLong_Check(o)) {
-    p = PyLong_AsUnsignedLongLong(o);
+  else if (PyLong_Check(o)) { /* PyLong_AsUnsignedLong: Triton's AsUnsignedLongLong on LP64, faster */
+    p = PyLong_AsUnsignedLong(o);
     if (p == (uint64_t)-1 && PyErr_Occurred()) return 0;
   } else {
     PyObject *r = PyObject_CallMethodNoArgs(o, s_data_ptr);
-    if (!r) {
-      PyErr_SetString(PyExc_TypeError, "Pointer argument must be either uint64 or have data_ptr method");
-      return 0;
-    }
+    if (!r) return PyErr_SetString(PyExc_TypeError, "Pointer argument must be either uint64 or have data_ptr method"), 0;
     if (!PyLong_Check(r)) {
       Py_DECREF(r);
-      PyErr_SetString(PyExc_TypeError, "data_ptr method of Pointer object must return 64-bit int");
-      return 0;
+      return PyErr_SetString(PyExc_TypeError, "data_ptr method of Pointer object must return 64-bit int"), 0;
     }
-    p = PyLong_AsUnsignedLongLong(r);
+    p = PyLong_AsUnsignedLong(r);
     Py_DECREF(r);
     if (p == (uint64_t)-1 && PyErr_Occurred()) return 0;
     if (p != 0) {
       /* Fast path: a torch CUDA tensor says so (a getset returning a singleton, no allocation). */
       PyObject *c = PyObject_GetAttr(o, s_is_cuda);
-      if (c == Py_True) {
-        Py_DECREF(c);
-      } else { /* anything else (CPU/pinned tensor, foreign object): Triton's exact check */
-        if (c) Py_DECREF(c); else PyErr_Clear();
+      if (c) Py_DECREF(c); else PyErr_Clear();
+      if (c != Py_True) { /* anything else (CPU/pinned tensor, foreign object): Triton's exact check */
         CUdeviceptr dp;
         CUresult st = cu.ptr_attr(&dp, CU_POINTER_ATTRIBUTE_DEVICE_POINTER, (CUdeviceptr)p);
-        if (st == CUDA_ERROR_INVALID_VALUE) {
-          PyErr_Format(PyExc_ValueError, "Pointer argument (at %zd) cannot be accessed from Triton (cpu tensor?)",
-                       idx);
-          return 0;
-        }
+        if (st == CUDA_ERROR_INVALID_VALUE)
+          return PyErr_Format(PyExc_ValueError, "Pointer argument (at %zd) cannot be accessed from Triton (cpu tensor?)", idx), 0;
         if (st != CUDA_SUCCESS) return cuda_error(st);
         p = (uint64_t)dp;
       }
@@ -146,18 +133,16 @@ static int to_pointer(PyObject *o, void *dst, Py_ssize_t idx) {
  * so narrower types are its low bytes, which is what cuLaunchKernel copies). Mirrors CPython's
  * getargs.c for the format letter Triton 3.6 generates: same results, same errors. */
 static int convert(char code, PyObject *o, void *dst, Py_ssize_t idx) {
-  size_t n = strchr("bB", code) ? 1 : strchr("hHeE", code) ? 2 : strchr("iIf", code) ? 4 : 8;
+  size_t n = (code == 'b' || code == 'B') ? 1 : (code == 'h' || code == 'H' || code == 'E') ? 2 : 4; /* if < 8 */
   switch (code) {
   case 'P': return to_pointer(o, dst, idx);
   case 'b': case 'h': case 'i': { /* "b" is 0..255 (unsigned!), "h" short, "i" int: OverflowError */
     long v = PyLong_AsLong(o);
     long lo = code == 'b' ? 0 : code == 'h' ? SHRT_MIN : INT_MIN, hi = code == 'b' ? UCHAR_MAX : code == 'h' ? SHRT_MAX : INT_MAX;
     if (v == -1 && PyErr_Occurred()) return 0;
-    if (v < lo || v > hi) {
-      PyErr_Format(PyExc_OverflowError, "%s is %s", code == 'b' ? "unsigned byte integer" : code == 'h' ? "signed short integer" : "signed integer",
-                   v < lo ? "less than minimum" : "greater than maximum");
-      return 0;
-    }
+    if (v < lo || v > hi)
+      return PyErr_Format(PyExc_OverflowError, "%s is %s", code == 'b' ? "unsigned byte integer" : code == 'h' ? "signed short integer" : "signed integer",
+                          v < lo ? "less than minimum" : "greater than maximum"), 0;
     memcpy(dst, &v, n);
     return 1;
   }
@@ -174,10 +159,8 @@ static int convert(char code, PyObject *o, void *dst, Py_ssize_t idx) {
     return 1;
   }
   case 'K': { /* "K" insists on an int (no __index__), then masks */
-    if (!PyLong_Check(o)) {
-      PyErr_Format(PyExc_TypeError, "argument %zd must be int, not %.50s", idx, Py_TYPE(o)->tp_name);
-      return 0;
-    }
+    if (!PyLong_Check(o))
+      return PyErr_Format(PyExc_TypeError, "argument %zd must be int, not %.50s", idx, Py_TYPE(o)->tp_name), 0;
     unsigned long long v = PyLong_AsUnsignedLongLongMask(o);
     memcpy(dst, &v, 8);
     return 1;
@@ -201,17 +184,6 @@ static int convert(char code, PyObject *o, void *dst, Py_ssize_t idx) {
   return 0;
 }
 
-static int as_int(PyObject *o, int *out) { /* "i": the grid dims */
-  long v = PyLong_AsLong(o);
-  if (v == -1 && PyErr_Occurred()) return 0;
-  if (v > INT_MAX || v < INT_MIN) {
-    PyErr_SetString(PyExc_OverflowError, v > INT_MAX ? "signed integer is greater than maximum" : "signed integer is less than minimum");
-    return 0;
-  }
-  *out = (int)v;
-  return 1;
-}
-
 typedef struct {
   int32_t arg;  /* index into vals */
   int16_t slot; /* kernel parameter index */
@@ -229,42 +201,42 @@ typedef struct {
   Live live[MAX_PARAMS];
 } Launcher;
 
-/* launcher(gx, gy, gz, stream, vals): the contract of cache.py's `entry.launch`. */
+/* launcher(gx, gy, gz, stream, *vals) -- the contract of cache.py's `entry.launch`, which the generated
+ * hit path calls with the values spelled out (no tuple is built) -- or launcher(gx, gy, gz, stream, vals). */
 static PyObject *launcher_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
   Launcher *self = (Launcher *)callable;
-  if (PyVectorcall_NARGS(nargsf) != 5 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
-    PyErr_SetString(PyExc_TypeError, "launcher takes exactly (gx, gy, gz, stream, vals)");
-    return NULL;
-  }
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  PyObject *const *vals;
+  if (kwnames && PyTuple_GET_SIZE(kwnames))
+    return PyErr_SetString(PyExc_TypeError, "launcher takes no keyword arguments"), NULL;
+  if (n == 4 + self->nargs && self->nargs != 1)
+    vals = args + 4;
+  else if (n == 5 && PyTuple_Check(args[4]) && PyTuple_GET_SIZE(args[4]) == self->nargs)
+    vals = ((PyTupleObject *)args[4])->ob_item;
+  else
+    return PyErr_Format(PyExc_TypeError, "launcher takes (gx, gy, gz, stream, *vals) with %zd values", self->nargs);
   /* Triton calls ensureCudaContext before anything else (cuPointerGetAttribute needs one). */
   if (!ensure_context(self->device)) return NULL;
-  int gx, gy, gz;
-  if (!as_int(args[0], &gx) || !as_int(args[1], &gy) || !as_int(args[2], &gz)) return NULL;
-  if (!PyLong_Check(args[3])) { /* "K" */
-    PyErr_Format(PyExc_TypeError, "stream must be int, not %.50s", Py_TYPE(args[3])->tp_name);
+  int32_t g[3]; /* "iiiK": grid dims like an i32 argument, the stream like a u64 one */
+  uint64_t stream;
+  if (!convert('i', args[0], &g[0], 0) || !convert('i', args[1], &g[1], 1) || !convert('i', args[2], &g[2], 2) ||
+      !convert('K', args[3], &stream, 3))
     return NULL;
-  }
-  CUstream stream = (CUstream)(uintptr_t)PyLong_AsUnsignedLongLongMask(args[3]);
-  PyObject *vals = args[4];
-  if (!PyTuple_Check(vals) || PyTuple_GET_SIZE(vals) != self->nargs) {
-    PyErr_Format(PyExc_TypeError, "vals must be a tuple of %zd bound arguments", self->nargs);
-    return NULL;
-  }
   /* Per-call state lives on this stack frame only: launches from several threads never share it. */
   uint64_t buf[MAX_PARAMS];
   void *params[MAX_PARAMS];
   memcpy(buf, self->tmpl, (size_t)self->nparams * 8);
   for (int k = 0; k < self->nlive; k++) {
     const Live *l = &self->live[k];
-    if (!convert(l->code, PyTuple_GET_ITEM(vals, l->arg), &buf[l->slot], l->arg)) return NULL;
+    if (!convert(l->code, vals[l->arg], &buf[l->slot], l->arg)) return NULL;
   }
   /* Triton converts every argument (raising its errors) and only then skips an empty grid. */
-  if ((long long)gx * gy * gz <= 0) Py_RETURN_NONE;
+  if ((long long)g[0] * g[1] * g[2] <= 0) Py_RETURN_NONE;
   for (int k = 0; k < self->nparams; k++) params[k] = &buf[k];
   CUresult e;
   Py_BEGIN_ALLOW_THREADS; /* as Triton: the driver may block when the launch queue is full */
-  e = cu.launch(self->function, (unsigned)gx, (unsigned)gy, (unsigned)gz, self->block_x, 1, 1, self->shared,
-                stream, params, NULL);
+  e = cu.launch(self->function, (unsigned)g[0], (unsigned)g[1], (unsigned)g[2], self->block_x, 1, 1, self->shared,
+                (CUstream)(uintptr_t)stream, params, NULL);
   Py_END_ALLOW_THREADS;
   if (e != CUDA_SUCCESS) return cuda_error(e), NULL;
   Py_RETURN_NONE;
@@ -293,7 +265,7 @@ static PyObject *make(PyObject *mod, PyObject *args) {
     return NULL;
   if (!load_driver()) return PyErr_Format(PyExc_RuntimeError, "%s", driver_err);
   if (PyTuple_GET_SIZE(frozen) != ncodes) return PyErr_Format(PyExc_ValueError, "frozen must have one item per code");
-  if (num_warps < 1 || num_warps > 32 || n_tail < 0 || !function)
+  if (num_warps < 1 || num_warps > 32 || n_tail < 0 || n_tail > 8 || !function)
     return PyErr_Format(PyExc_ValueError, "bad launch configuration");
   if (!ensure_context(device)) return NULL; /* frozen data_ptr() checks may need the driver */
   Launcher *self = PyObject_New(Launcher, &LauncherType);
@@ -333,7 +305,9 @@ static PyObject *param_sizes(PyObject *mod, PyObject *arg) {
   PyObject *out = PyList_New(0);
   for (size_t i = 0; out && i < MAX_PARAMS; i++) {
     size_t off = 0, size = 0;
-    if (cu.param_info((CUfunction)(uintptr_t)function, i, &off, &size) != CUDA_SUCCESS) break; /* past the end */
+    CUresult e = cu.param_info((CUfunction)(uintptr_t)function, i, &off, &size);
+    if (e == CUDA_ERROR_INVALID_VALUE) break; /* past the last parameter */
+    if (e != CUDA_SUCCESS) { Py_DECREF(out); Py_RETURN_NONE; } /* can't tell: native.py relies on the PTX */
     PyObject *s = PyLong_FromSize_t(size);
     if (!s || PyList_Append(out, s) < 0) Py_CLEAR(out);
     Py_XDECREF(s);

@@ -40,6 +40,8 @@ def cuda_available() -> bool:
 def cpu_demo_config(cfg: Config) -> Config:
     cfg.launches, cfg.repeats, cfg.warmup = 3, 3, 1
     cfg.label = "CPU DEMO (Triton interpreter, jitlab pass-through; real numbers need a CUDA GPU)"
+    if cfg.trace_file is None:  # demo records stay out of traces/, which holds real runs only
+        cfg.trace_file = "traces/cpu-demo/{experiment}-{run_id}.jsonl"
     return cfg
 
 

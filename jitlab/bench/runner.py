@@ -36,6 +36,8 @@ class Variant:
     launches_per_call: int = 1  # a CUDA-graph replay performs several launches
     after_lock: Callable[[], None] | None = None  # static policies: lock the cache after the check launch
     trace_level: str = "off"  # recording level while timing (tracing-overhead variants set it)
+    timer: Callable[[int], int] | None = None  # times n launches itself (the C floor), returning ns
+    keep: Any = None  # storage the launch needs kept alive (prebuilt parameter arrays)
 
 
 @dataclass
@@ -150,7 +152,7 @@ def _trial(run: Any, wname: str, case: Any, v: Variant, device: Device, config: 
             prev = _rec.activate(rec)  # headline timings run with recording off unless the variant says
             try:
                 t = time_host(v.launch, device, launches=config.launches, repeats=config.repeats,
-                              warmup=config.warmup)
+                              warmup=config.warmup, timer=v.timer)
             finally:
                 _rec.activate(prev)
             if rec is not None:

@@ -24,6 +24,7 @@ import pytest
 import triton
 import triton.language as tl
 
+from jitlab import settings
 from jitlab._triton import native
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +53,7 @@ def built(tmp_path_factory):
     d = tmp_path_factory.mktemp("jitlab-cache")
     old = os.environ.get("JITLAB_CACHE_DIR")
     os.environ["JITLAB_CACHE_DIR"] = str(d)
+    settings.reload()
     native.reset()
     ok, where = native.available()
     yield SimpleNamespace(ok=ok, where=where, cache=d, mod=native._MOD)
@@ -60,6 +62,7 @@ def built(tmp_path_factory):
         os.environ.pop("JITLAB_CACHE_DIR", None)
     else:
         os.environ["JITLAB_CACHE_DIR"] = old
+    settings.reload()
 
 
 # -- building -------------------------------------------------------------------------------------------
@@ -81,6 +84,7 @@ def test_builds_and_imports_without_libcuda(built):
 @needs_cc
 def test_build_failure_is_a_reason(built, monkeypatch, tmp_path):
     monkeypatch.setenv("JITLAB_CACHE_DIR", str(tmp_path))
+    settings.reload()
     for cc, needle in (("false", "C build failed"), (str(tmp_path / "no-such-cc"), "")):
         monkeypatch.setenv("CC", cc)
         native.reset()
