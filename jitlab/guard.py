@@ -76,8 +76,11 @@ def value_kind(v: Any) -> str | None:
 
 
 def _constexpr_item(p: Param) -> str:
+    """A constexpr's key item: the value, typed where == would conflate types (1 == True == 1.0);
+    inline for int/None/bool/float (keys.constexpr_item is the reference)."""
     v = p.name
-    return f"({v} if {v}.__class__ is int else _cx({v}))"
+    return (f"({v} if {v}.__class__ is int or {v} is None else (bool, {v}) if {v}.__class__ is bool "
+            f"else (float, {v}) if {v}.__class__ is float else _cx({v}))")
 
 
 def make_binder(name: str, params: list[Param], checked_runtime: set[str], checked_constexpr: set[str],

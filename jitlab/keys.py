@@ -66,7 +66,7 @@ def constexpr_item(v: Any) -> Any:
     """Key item of a constexpr value: the value, with its type where == would conflate types
     (1 == True == 1.0 hash alike but compile differently)."""
     t = type(v)
-    if t is int or t is str or v is None:
+    if t is int or v is None:
         return v
     hash(v)  # unhashable constexprs fall back to Triton (TypeError)
     return (t, v)

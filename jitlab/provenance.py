@@ -63,13 +63,14 @@ def _run(cmd: list[str], cwd: str | None = None, timeout: float = 5.0) -> str | 
 def _git_commit() -> str:
     """Short sha of the checkout jitlab is imported from, "+dirty" if tracked files are modified;
     "unknown" when jitlab is not imported from a git checkout (or git is missing)."""
+    from . import settings
+
+    if settings.SETTINGS.commit:  # a copy of the tree sent to a GPU machine: JITLAB_COMMIT names it
+        return settings.SETTINGS.commit
     here = Path(__file__).resolve().parent
     top = _run(["git", "rev-parse", "--show-toplevel"], cwd=str(here))
     if not top:
-        # A copy of the tree without .git (e.g. sent to a GPU machine): JITLAB_COMMIT names it.
-        from . import settings
-
-        return settings.SETTINGS.commit or UNKNOWN
+        return UNKNOWN
     sha = _run(["git", "rev-parse", "--short", "HEAD"], cwd=top)
     if not sha:
         return UNKNOWN  # a repository without commits

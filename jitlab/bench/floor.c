@@ -1,11 +1,12 @@
 /* The C floor: N back-to-back cuLaunchKernel calls with prebuilt parameters, timed in C.
  * Built with nvcc by jitlab/bench/floors.py and called through ctypes with a kernel Triton compiled
- * and loaded, and the parameter array the cuda-python floor uses too. Nothing but the driver call
+ * and loaded, and the parameter array the cuda-python floor uses too. (nvcc compiles it as C++, hence
+ * extern "C" for ctypes.) Nothing but the driver call
  * is inside the loop: this is what a launch costs when no Python runs at all. */
 #include <cuda.h>
 #include <time.h>
 
-long long jitlab_floor_loop(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned block,
+extern "C" long long jitlab_floor_loop(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned block,
                             unsigned shared, CUstream stream, void **params, int n) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);

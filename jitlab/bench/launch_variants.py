@@ -100,9 +100,41 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
 
         out += floors.variants(case)
         out.append(_graph(case, graph_launches))
+        out += _first_launch(case)
     else:
         out += [Variant(n, "floor", skip=no_gpu) for n in ("cuda_python_floor", "c_floor")]
         out.append(Variant("cuda_graph", "graph", skip=no_gpu))
+    return out
+
+
+def _first_launch(case: Any) -> list[Variant]:
+    """The first launch of a fresh kernel object (in-memory caches cold, Triton's disk cache warm:
+    what a new process pays), stock Triton vs jitcache; each timed launch ends with a sync."""
+    import time
+
+    import torch
+    import triton
+
+    from .. import jitcache
+
+    raw = getattr(case.kernel, "fn", None)
+
+    def make_timer(wrap: Callable[[Any], Any]) -> Callable[[int], int]:
+        def timer(n: int) -> int:
+            k = wrap(triton.jit(raw))  # decoration (source parsing) is not part of the launch
+            torch.cuda.synchronize()
+            t0 = time.perf_counter_ns()
+            k[case.grid](*case.args, **case.kwargs)
+            torch.cuda.synchronize()
+            return (time.perf_counter_ns() - t0) * n  # the runner divides by n
+        return timer
+
+    if raw is None:
+        return [Variant("first_launch:triton", "first", skip="kernel has no Python function")]
+    out = []
+    for name, wrap in (("first_launch:triton", lambda k: k), ("first_launch:jitcache", jitcache)):
+        timer = make_timer(wrap)
+        out.append(Variant(name, "first", lambda timer=timer: timer(1), check=False, timer=timer, hold=False))
     return out
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..telemetry import recorder as _rec
-from .timing import Device, time_host
+from .timing import Device, Timing, time_host
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Variant:
     trace_level: str = "off"  # recording level while timing (tracing-overhead variants set it)
     timer: Callable[[int], int] | None = None  # times n launches itself (the C floor), returning ns
     keep: Any = None  # storage the launch needs kept alive (prebuilt parameter arrays)
+    hold: bool = True  # keep the GPU busy while timing (False for first-launch trials, which sync)
 
 
 @dataclass
@@ -110,19 +111,15 @@ def run_sweep(experiment: str, workloads: Iterable[tuple[str, Callable[[], Any]]
             for wname, make_case in plan:
                 case = make_case()
                 variants = make_variants(case)
-                progress.update(task, total=(progress.tasks[0].total or 0) + len(variants))
-                floor_us = None
-                for v in variants:
-                    progress.update(task, description=f"{wname}: {v.name}")
-                    row = _trial(run, wname, case, v, device, config)
-                    if v.name == "c_floor" and row.get("median_us"):
-                        floor_us = row["median_us"]
-                    results.append(row)
-                    progress.advance(task)
-                for row in results:
-                    if row["workload"] == wname and floor_us and row.get("median_us"):
+                progress.update(task, total=(progress.tasks[0].total or 0) + len(variants) * (config.repeats + 2))
+                rows = _workload(run, wname, case, variants, device, config, progress, task)
+                floor_us = next((r.get("median_us") for r in rows if r["variant"] == "c_floor"), None)
+                for row in rows:
+                    if floor_us and row.get("median_us"):
                         row["x_floor"] = row["median_us"] / floor_us
+                    run.set({f"jitlab.{wname}.{row['variant']}.x_floor": row.get("x_floor", -1.0)})
                 run.set({f"jitlab.{wname}.c_floor_us": floor_us or -1.0})
+                results += rows
         summary_rows = [{k: v for k, v in r.items() if k != "policy"} for r in results]
         run.set({"jitlab.results": json.dumps(summary_rows, default=str)})
     results_meta = {"trace_file": run.summary.get("trace_file") if run.summary else None, "provenance": prov}
@@ -130,45 +127,82 @@ def run_sweep(experiment: str, workloads: Iterable[tuple[str, Callable[[], Any]]
     return results
 
 
-def _trial(run: Any, wname: str, case: Any, v: Variant, device: Device, config: Config) -> dict:
-    policy = v.policy.to_dict() if v.policy is not None else None
-    row: dict[str, Any] = {"workload": wname, "variant": v.name, "kind": v.kind, "policy": policy}
-    attrs = {"jitlab.workload": wname, "jitlab.variant": v.name, "jitlab.variant.kind": v.kind,
-             "jitlab.policy": v.policy.name if v.policy is not None else v.name,
-             "jitlab.policy.json": json.dumps(policy) if policy else ""}
-    with run.trial(f"{wname}/{v.name}", attrs) as trial:
+def _workload(run: Any, wname: str, case: Any, variants: list[Variant], device: Device, config: Config,
+              progress: Any, task: Any) -> list[dict]:
+    """Check every variant, then time them in interleaved rounds (round r times repeat r of each
+    variant in turn, so slow drift of the host hits all variants alike), then split and record."""
+    rows = {v.name: _row(wname, v) for v in variants}
+    live = []
+    for v in variants:
+        row = rows[v.name]
+        progress.update(task, description=f"{wname}: check {v.name}")
         if v.skip:
             row["skip"] = v.skip
-            trial.set({"jitlab.skip": v.skip})
-            return row
-        try:
-            row["correct"] = _check(case, v, device) if v.check else "n/a"
-            if v.after_lock is not None:
-                v.after_lock()
-            rec = None
-            if v.trace_level != "off":
-                n = (config.launches + 60) * (config.repeats + 1) + config.warmup
-                rec = _rec.Recorder(level=v.trace_level, capacity=n, sample_every=config.sample_every)
-            prev = _rec.activate(rec)  # headline timings run with recording off unless the variant says
+        else:
             try:
-                t = time_host(v.launch, device, launches=config.launches, repeats=config.repeats,
-                              warmup=config.warmup, timer=v.timer)
-            finally:
-                _rec.activate(prev)
-            if rec is not None:
-                row["recorded"], row["dropped"] = len(rec.drain()), rec.dropped
-            stats = t.stats()
+                row["correct"] = _check(case, v, device) if v.check else "n/a"
+                if v.after_lock is not None:
+                    v.after_lock()
+                live.append(v)
+            except Exception as e:  # noqa: BLE001 - a failing variant is reported, the sweep goes on
+                row["error"] = f"{type(e).__name__}: {e}"
+        progress.advance(task)
+    timings: dict[str, Timing] = {v.name: Timing(launches=config.launches) for v in live}
+    for r in range(config.repeats):
+        for v in list(live):
+            progress.update(task, description=f"{wname}: round {r + 1}/{config.repeats} {v.name}")
+            try:
+                t = _time_one(v, device, config, warmup=config.warmup if r == 0 else 0, row=rows[v.name])
+                timings[v.name].per_launch_us += t.per_launch_us
+            except Exception as e:  # noqa: BLE001
+                rows[v.name]["error"] = f"{type(e).__name__}: {e}"
+                live.remove(v)
+            progress.advance(task)
+    for v in variants:
+        row = rows[v.name]
+        if v in live:
+            stats = timings[v.name].stats()
             if v.launches_per_call > 1:
                 stats = {k: (x / v.launches_per_call if k.endswith("_us") else x) for k, x in stats.items()}
             row.update(stats)
-            if v.kernel is not None:
+        with run.trial(f"{wname}/{v.name}", _attrs(wname, v)) as trial:
+            if v in live and v.kernel is not None:
                 row.update(_split(v, device, min(config.launches, 400), run.recorder))
                 row["counters"] = v.kernel.counters()
-        except Exception as e:  # noqa: BLE001 - a failing variant is reported, the sweep goes on
-            row["error"] = f"{type(e).__name__}: {e}"
-        trial.set({f"jitlab.{k}": (json.dumps(x) if isinstance(x, dict) else x)
-                   for k, x in row.items() if k not in ("workload", "variant", "kind", "policy")})
-    return row
+            trial.set({f"jitlab.{k}": (json.dumps(x) if isinstance(x, (dict, list)) else x)
+                       for k, x in row.items() if k not in ("workload", "variant", "kind", "policy")})
+        progress.advance(task)
+    return list(rows.values())
+
+
+def _row(wname: str, v: Variant) -> dict:
+    return {"workload": wname, "variant": v.name, "kind": v.kind,
+            "policy": v.policy.to_dict() if v.policy is not None else None}
+
+
+def _attrs(wname: str, v: Variant) -> dict:
+    policy = v.policy.to_dict() if v.policy is not None else None
+    return {"jitlab.workload": wname, "jitlab.variant": v.name, "jitlab.variant.kind": v.kind,
+            "jitlab.policy": v.policy.name if v.policy is not None else v.name,
+            "jitlab.policy.json": json.dumps(policy) if policy else "", "jitlab.trace_level": v.trace_level}
+
+
+def _time_one(v: Variant, device: Device, config: Config, warmup: int, row: dict) -> Timing:
+    """One repeat of `v` (with recording at the variant's level; off for headline numbers)."""
+    rec = None
+    if v.trace_level != "off":
+        rec = _rec.Recorder(level=v.trace_level, capacity=config.launches + 200 + warmup,
+                            sample_every=config.sample_every)
+    prev = _rec.activate(rec)
+    try:
+        t = time_host(v.launch, device if v.hold else Device(False), launches=config.launches, repeats=1,
+                      warmup=warmup if v.hold else 0, timer=v.timer)
+    finally:
+        _rec.activate(prev)
+    if rec is not None:
+        row["recorded"] = row.get("recorded", 0) + len(rec.drain())
+        row["dropped"] = row.get("dropped", 0) + rec.dropped
+    return t
 
 
 def print_table(experiment: str, results: list[dict], config: Config, meta: dict) -> None:

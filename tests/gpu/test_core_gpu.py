@@ -101,7 +101,7 @@ def test_locked_miss_raises_and_hits_still_work():
     lock.lock()
     a, b = run_both(k, n=999)  # same class
     assert same_bits(a, b)
-    with pytest.raises(LockedMiss, match="gather_scale.*x_ptr: cached tensor torch.float32, got tensor torch.float16"):
+    with pytest.raises(LockedMiss, match="(?s)gather_scale.*x_ptr: cached tensor torch.float32, got tensor torch.float16"):
         run_both(k, n=1000, dtype=torch.float16)
     assert k.counters()["locked_miss"] == 1
 
