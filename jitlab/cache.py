@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import keys, settings
 from ._triton import adapter as _adapter_mod
 from .errors import AssumptionViolated, LockedMiss
-from .guard import make_binder, make_launch, make_packer
+from .guard import check_signature, key_layout, make_binder, make_launch, make_packer, value_kind
 from .policy import Policy
 from .scope import GLOBAL, CacheLock, Scope
 from .scope import current as _current_scope
@@ -124,22 +124,23 @@ class JitCache:
         checked_rt = set(runtime if pol.check_specialization is None else pol.check_specialization)
         checked_rt -= set(pol.assume_const)
         try:
-            device = ad.device_constant if ad.device_constant is not None else ad.get_device
-            self._bind, self._as_dict, self._layout = make_binder(self.name, params, checked_rt, checked_cx, device)
+            check_signature(params)
         except keys.Unsupported as e:
             self._disable(f"unsupported signature: {e}")
             return
+        device = ad.device_constant if ad.device_constant is not None else ad.get_device
+        self._checked = (checked_rt, checked_cx, device)
+        self._layout = key_layout(params, checked_rt, checked_cx)
         self._hooks, self._stream = ad.hooks, ad.get_stream
         self._frozen_idx = [p.index for p in params if p.name in pol.assume_const]
-        # The hit path: generated for this kernel's signature and this policy (guard.py); regenerated
-        # once after the first prepare with the argument kinds seen, so each key item tests its
-        # likely type first.
+        # The hit path is generated for this kernel's signature and this policy (guard.py) at the first
+        # launch, when the argument kinds are known, so each key item tests its likely type first.
         self._make_hit = functools.partial(make_launch, self.name, params, checked_rt, checked_cx, device, dict(
             _ACTIVE=_ACTIVE, _now=_now, _scope=_current_scope, _tables=self._tables, _table=self._table,
             _fallback=self._fallback, _miss=self._miss, _verify=self._verify, _stream=ad.get_stream,
             _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name))
-        self._hit = self._make_hit()
-        self._hinted = False
+        self._gen_lock = threading.Lock()
+        self._hit = self._first_call
         if self._top is not self.fn:  # autotune/heuristics above us: they call our run() per launch
             parent = self._top
             while parent.fn is not self.fn:
@@ -166,7 +167,28 @@ class JitCache:
 
     def bind(self, *args: Any, **kwargs: Any) -> tuple[tuple, tuple]:
         """(cache key, launch values) of a call, as the hit path computes them (for tests and tools)."""
-        return self._bind(*args, **kwargs)
+        bind, _, _ = make_binder(self.name, self._params, *self._checked)
+        return bind(*args, **kwargs)
+
+    def _first_call(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
+        """Generate the hit path with the argument kinds of this first call, install it, launch."""
+        with self._gen_lock:
+            if self._hit == self._first_call:
+                try:
+                    hints = {n: value_kind(v) for n, v in self._param_dict(args, kwargs).items()}
+                except TypeError:  # bad arguments: the hit path's fallback gives Triton's error
+                    hints = {}
+                self._hit = self._make_hit(hints=hints)
+                if self._launch == self._first_call:
+                    self._launch = self._hit
+        return self._hit(grid, *args, **kwargs)
+
+    def _param_dict(self, args: tuple, kwargs: dict) -> dict:
+        """Parameter name -> value with defaults applied (what a callable grid receives from Triton)."""
+        names = {p.name for p in self._params}
+        bound = self.fn.signature.bind(*args, **{k: v for k, v in kwargs.items() if k in names})
+        bound.apply_defaults()
+        return dict(bound.arguments)
 
     def warmup(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
         return self._top.warmup(*args, grid=grid, **kwargs)
@@ -230,9 +252,7 @@ class JitCache:
                 if entry is None:
                     return self._fallback(table, table.fallback_keys[key], grid, args, kwargs)
                 table.entries[key] = entry
-                if not self._hinted:
-                    self._specialize_hit_path(vals)
-        g = entry.grid or (grid(self._as_dict(*args, **kwargs)) if callable(grid) else grid)
+        g = entry.grid or (grid(self._param_dict(args, kwargs)) if callable(grid) else grid)
         t1 = _now()
         self._launch_hooked(entry, g, self._stream(entry.device), vals, self._hooks())
         rec = _ACTIVE.recorder
@@ -253,7 +273,7 @@ class JitCache:
             frozen = {i: _freeze(vals[i]) for i in self._frozen_idx}
             cached_grid = None
             if self.policy.cache_launch_grid:
-                g = grid(self._as_dict(*args, **kwargs)) if callable(grid) else grid
+                g = grid(self._param_dict(args, kwargs)) if callable(grid) else grid
                 cached_grid = tuple(g) + (1,) * (3 - len(g))
             launch, how = self._native_launch(compiled, frozen, device)
             if launch is None:
@@ -281,15 +301,6 @@ class JitCache:
         if launch is None:
             (log.warning if choice == "native" else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)
         return launch, how
-
-    def _specialize_hit_path(self, vals: tuple) -> None:
-        from .guard import value_kind
-
-        self._hinted = True
-        hit = self._make_hit(hints={p.name: value_kind(v) for p, v in zip(self._params, vals)})
-        self._hit = hit
-        if self._launch is not self._via_top and self.passthrough_reason is None:
-            self._launch = hit
 
     def _launch_hooked(self, entry: Entry, g: tuple, stream: int, vals: tuple, hooks: Any = True) -> None:
         """Launch with Triton's launcher and hooks (profilers see the same metadata Triton gives them)."""

@@ -30,6 +30,18 @@ class KeyLayout:
     items: tuple[tuple[str, str], ...]
 
 
+def check_signature(params: list[Param]) -> None:
+    """Raise keys.Unsupported for signatures the generated code cannot reproduce."""
+    _signature_source(params)
+
+
+def key_layout(params: list[Param], checked_runtime: set[str], checked_constexpr: set[str]) -> KeyLayout:
+    """What each position of the key means (the order make_launch/make_binder build it in)."""
+    items = [(p.name, "constexpr" if p.constexpr else "runtime") for p in params
+             if (p.constexpr and p.name in checked_constexpr) or (not p.constexpr and p.name in checked_runtime)]
+    return KeyLayout(tuple(items + [("<options>", "options"), ("<device>", "device")]))
+
+
 def _signature_source(params: list[Param]) -> tuple[str, dict]:
     parts, ns = [], {}
     kw_only_started = False
@@ -64,7 +76,9 @@ def _runtime_item(p: Param, hint: str | None = None) -> str:
         "float": f"'fp32' if {v}.__class__ is float",
         "bool": f"'u1' if {v}.__class__ is bool",
     }
-    order = ([hint] if hint in branches else []) + [k for k in ("none", "int", "tensor", "float", "bool") if k != hint]
+    # With a hint, only that branch is inlined (shorter code compiles faster at the first launch);
+    # keys.spec gives the same item for every other value.
+    order = [hint] if hint in branches else ["none", "int", "tensor", "float", "bool"]
     return "(" + " else ".join(branches[k] for k in order) + f" else _spec({v}, {p.specialize}, {p.align}))"
 
 

@@ -171,7 +171,7 @@ def _kernel_of(obj: Any) -> Any:
     return obj
 
 
-def plan(compiled: Any) -> tuple[Plan | None, str]:
+def plan(compiled: Any, check_ptx: bool = True) -> tuple[Plan | None, str]:
     """Map a CompiledKernel to type codes, refusing anything the C launcher does not reproduce.
     Needs no GPU (works on `triton.compile(..., target=GPUTarget("cuda", 90, 32))` output)."""
     k = _kernel_of(compiled)
@@ -209,6 +209,10 @@ def plan(compiled: Any) -> tuple[Plan | None, str]:
     n_tail = sum(hasattr(md, f) for f in ("global_scratch_size", "profile_scratch_size"))
     p = Plan(name=str(getattr(k, "name", "?")), codes="".join(codes).encode(), n_tail=n_tail,
              num_warps=int(md.num_warps), shared=int(md.shared))
+    return (p, "ok") if not check_ptx else _check_ptx(k, p)
+
+
+def _check_ptx(k: Any, p: Plan) -> tuple[Plan | None, str]:
     ptx = getattr(k, "asm", {}).get("ptx") if hasattr(k, "asm") else None
     if isinstance(ptx, str):
         sizes = ptx_param_sizes(ptx)
@@ -250,7 +254,7 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
     parameter template; those slots of `vals` are then ignored (cache.py's packer is not needed).
     `device` is the kernel's device, whose primary context is made current in a thread that has no
     context (Triton always uses device 0 there; None means 0 too)."""
-    p, reason = plan(compiled)
+    p, reason = plan(compiled, check_ptx=False)  # the loaded kernel's own parameter list is checked below
     if p is None:
         return None, f"refused: {reason}"
     ok, reason = available()

@@ -1,0 +1,117 @@
+"""End to end: a mini-vLLM decode loop (Llama-3.1-8B shapes, random weights) that turns launch overhead into tokens/s.
+
+    python -m experiments.e2e_decode                 # default sweep (H200: < 8 min)
+    python -m experiments.e2e_decode --quick         # B=1 (8 and 32 layers) and B=16 at context 1024 (< 1 min)
+    python -m experiments.e2e_decode --batches 1,4 --contexts 1024 --layers 32 --no-mixed
+    python -m experiments.e2e_decode --estimate      # print the plan and the time estimate, run nothing
+
+Modes: eager_stock, eager_jitlab_safe, eager_jitlab_tuned, piecewise_stock, piecewise_jitlab, full_graph
+(also available: piecewise_jitlab_safe). Sweep: batch {1, 4, 16, 64} x context {128, 1024, 8192} x layers
+{8, 32}, plus a mixed prefill+decode run. Every mode's logits are checked against eager stock Triton
+before timing. The run is recorded as traces/e2e_decode-<run_id>.jsonl (OTLP JSON lines): one trial span
+per (config, mode) carrying the metrics, step spans beneath, sampled jitlab launch spans beneath those.
+
+Without a CUDA GPU it runs a clearly labelled CPU demonstration (tiny fp32 model, Triton's interpreter,
+jitlab in pass-through, graph modes skipped) so the whole flow is visible; it reports no GPU numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return out
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a few configs (< 1 min on the H200)")
+    p.add_argument("--batches", type=_ints, help="comma-separated batch sizes (default 1,4,16,64)")
+    p.add_argument("--contexts", type=_ints, help="comma-separated context lengths (default 128,1024,8192)")
+    p.add_argument("--layers", type=_ints, help="comma-separated layer counts (default 8,32)")
+    p.add_argument("--modes", help="comma-separated modes (default: all but piecewise_jitlab_safe)")
+    mx = p.add_mutually_exclusive_group()
+    mx.add_argument("--mixed", dest="mixed", action="store_true", default=None, help="include the mixed run")
+    mx.add_argument("--no-mixed", dest="mixed", action="store_false", help="skip the mixed run")
+    p.add_argument("--mixed-only", action="store_true", help="only the mixed run")
+    p.add_argument("--mixed-layers", type=int, help="layers of the mixed run (default 32; --quick 8)")
+    p.add_argument("--warmup", type=int, help="warmup steps per trial")
+    p.add_argument("--steps", type=int, help="measured steps per decode trial")
+    p.add_argument("--gpu-steps", type=int, help="steps with the GPU held busy (device time) per trial")
+    p.add_argument("--trace", default=None, choices=("off", "summary", "sampled", "full"),
+                   help="trace level of the run (default sampled)")
+    p.add_argument("--sample-every", type=int, default=None, help="record every Nth jitlab hit (default 20)")
+    p.add_argument("--trace-file", default=None, help="default traces/e2e_decode-<run_id>.jsonl")
+    p.add_argument("--no-sanity", action="store_true", help="skip the eager-vs-pure-torch check on a small config")
+    p.add_argument("--cpu", action="store_true", help="run the CPU demonstration even if a GPU is present")
+    p.add_argument("--estimate", action="store_true", help="print the plan and time estimate, then exit")
+    return p.parse_args(argv)
+
+
+def sweep_from_args(a: argparse.Namespace):
+    from jitlab.bench import decode
+
+    cuda = not a.cpu and _cuda()
+    build = decode.gpu_sweep if cuda else decode.cpu_sweep
+    over: dict = {}
+    explicit = a.batches or a.contexts or a.layers
+    base = build(quick=a.quick)
+    if explicit:
+        over.update(batches=a.batches or base.batches, contexts=a.contexts or base.contexts,
+                    layers=a.layers or base.layers, product=True, extra=())
+        if a.quick:  # --quick with explicit lists: the product of the given lists, quick step counts
+            over.update(batches=a.batches or (1, 16), contexts=a.contexts or (1024,), layers=a.layers or (32,))
+    if a.mixed is not None:
+        over["mixed"] = a.mixed
+    if a.mixed_only:
+        over.update(mixed=True, product=False, extra=())
+    if a.mixed_layers:
+        over["mixed_layers"] = a.mixed_layers
+    if a.modes:
+        names = tuple(m.strip() for m in a.modes.split(",") if m.strip())
+        bad = [m for m in names if m not in decode.MODES]
+        if bad:
+            raise SystemExit(f"unknown mode(s) {bad}; choose from {sorted(decode.MODES)}")
+        over["modes"] = names
+    for k in ("warmup", "steps", "gpu_steps", "trace", "sample_every", "trace_file"):
+        v = getattr(a, k)
+        if v is not None:
+            over[k] = v
+    if a.no_sanity:
+        over["sanity"] = False
+    return build(quick=a.quick, **over)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def main(argv=None) -> None:
+    a = parse(argv)
+    from jitlab.bench import decode
+
+    sweep = sweep_from_args(a)
+    if a.estimate:
+        est = decode.estimate(sweep)
+        for c in sweep.configs():
+            print(c.name)
+        print(f"modes: {', '.join(sweep.mode_names())}")
+        print(f"estimated {est['total_s'] / 60:.1f} min{est['note']}")
+        return
+    decode.run_experiment(sweep)
+
+
+if __name__ == "__main__":
+    main()
