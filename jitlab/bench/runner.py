@@ -112,14 +112,7 @@ def run_sweep(experiment: str, workloads: Iterable[tuple[str, Callable[[], Any]]
                 case = make_case()
                 variants = make_variants(case)
                 progress.update(task, total=(progress.tasks[0].total or 0) + len(variants) * (config.repeats + 2))
-                rows = _workload(run, wname, case, variants, device, config, progress, task)
-                floor_us = next((r.get("median_us") for r in rows if r["variant"] == "c_floor"), None)
-                for row in rows:
-                    if floor_us and row.get("median_us"):
-                        row["x_floor"] = row["median_us"] / floor_us
-                    run.set({f"jitlab.{wname}.{row['variant']}.x_floor": row.get("x_floor", -1.0)})
-                run.set({f"jitlab.{wname}.c_floor_us": floor_us or -1.0})
-                results += rows
+                results += _workload(run, wname, case, variants, device, config, progress, task)
         summary_rows = [{k: v for k, v in r.items() if k != "policy"} for r in results]
         run.set({"jitlab.results": json.dumps(summary_rows, default=str)})
     results_meta = {"trace_file": run.summary.get("trace_file") if run.summary else None, "provenance": prov}
@@ -158,13 +151,17 @@ def _workload(run: Any, wname: str, case: Any, variants: list[Variant], device: 
                 rows[v.name]["error"] = f"{type(e).__name__}: {e}"
                 live.remove(v)
             progress.advance(task)
+    for v in live:
+        stats = timings[v.name].stats()
+        if v.launches_per_call > 1:
+            stats = {k: (x / v.launches_per_call if k.endswith("_us") else x) for k, x in stats.items()}
+        rows[v.name].update(stats)
+    floor_us = rows.get("c_floor", {}).get("median_us")
+    for row in rows.values():
+        if floor_us and row.get("median_us"):
+            row["x_floor"] = row["median_us"] / floor_us
     for v in variants:
         row = rows[v.name]
-        if v in live:
-            stats = timings[v.name].stats()
-            if v.launches_per_call > 1:
-                stats = {k: (x / v.launches_per_call if k.endswith("_us") else x) for k, x in stats.items()}
-            row.update(stats)
         with run.trial(f"{wname}/{v.name}", _attrs(wname, v)) as trial:
             if v in live and v.kernel is not None:
                 row.update(_split(v, device, min(config.launches, 400), run.recorder))

@@ -1,0 +1,72 @@
+"""Markdown summaries of recorded runs, read back from their trace files (what the README shows).
+
+    python -m jitlab.bench.report traces/launch_overhead-<run_id>.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _run_attrs(df: Any) -> dict:
+    run = df[df["name"] == "jitlab.run"]
+    if run.empty:
+        raise ValueError("no jitlab.run span in this trace")
+    return {k: v for k, v in run.iloc[0].items() if isinstance(k, str)}
+
+
+def provenance_line(attrs: dict) -> str:
+    def g(k: str) -> str:
+        v = attrs.get(f"jitlab.provenance.{k}")
+        return "?" if v is None or v != v else str(v)
+
+    return (f"{g('gpu')}, driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
+            f"jitlab {g('jitlab_commit')}, {g('date')}")
+
+
+def launch_overhead_markdown(path: str) -> str:
+    from ..telemetry.load import load_traces
+
+    df = load_traces(path)
+    attrs = _run_attrs(df)
+    rows = json.loads(attrs["jitlab.results"])
+    from pathlib import Path
+
+    out = [f"Run `{Path(path).stem}` ({provenance_line(attrs)}); host µs per launch, "
+           "median over repeats (p10-p90), and the ratio to the C floor measured in the same run.", "",
+           "| workload | variant | µs/launch | p10-p90 | x C floor | arg update µs | launch call µs |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("skip") or r.get("error") or r.get("median_us") is None:
+            continue
+        if r["variant"] == "python_nop":
+            continue
+
+        def f(x: Any, fmt: str = "{:.2f}") -> str:
+            return fmt.format(x) if isinstance(x, (int, float)) else ""
+
+        au = r.get("arg_update_ns")
+        lc = r.get("launch_call_ns")
+        out.append(f"| {r['workload']} | {r['variant']} | {f(r['median_us'])} | {f(r.get('p10_us'))}-"
+                   f"{f(r.get('p90_us'))} | {f(r.get('x_floor'), '{:.2f}x')} | {f(au / 1e3 if au else None)} | "
+                   f"{f(lc / 1e3 if lc else None)} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("trace", help="a traces/launch_overhead-*.jsonl file")
+    a = p.parse_args(argv)
+    try:
+        print(launch_overhead_markdown(a.trace))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"cannot summarize {a.trace}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
