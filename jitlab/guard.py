@@ -150,7 +150,7 @@ def launch(_jl_grid, {sig}):
     _jl_t0 = _now() if _jl_rec is not None and _jl_rec.wants_hit() else 0
     _jl_table = _tables.get(_scope()) or _table()
     try:
-        _jl_key = ({key},)
+        _jl_key = {key_expr}
         _jl_e = _jl_table.entries.get(_jl_key)
     except Exception as _jl_err:  # an argument jitlab does not key: Triton handles it, and its errors
         return _fallback(_jl_table, "bind:" + type(_jl_err).__name__, _jl_grid, (), {kw})
@@ -177,6 +177,7 @@ def make_launch(name: str, params: list[Param], checked_runtime: set[str], check
     and readers it calls (_tables, _table, _fallback, _miss, _verify, _stream, _hooks, _hooked, ...).
     `hints` (param name -> value kind at the first launch) orders each key expression's branches."""
     hints = hints or {}
+    keyer, _ = _native_keyer(params, checked_runtime, checked_constexpr)
     import torch
 
     sig, ns = _signature_source(params)
@@ -189,11 +190,43 @@ def make_launch(name: str, params: list[Param], checked_runtime: set[str], check
     items.append("tuple(options.items()) if options else ()")
     items.append(str(device) if isinstance(device, int) else "_device()")
     names = [p.name for p in params]
+    vals = ", ".join(names) + ("," if len(names) == 1 else "")
+    if keyer is not None:  # the same items, computed in C (native_key.h)
+        key_expr = f"_keyer({items[-2]}, {items[-1]}, {vals})"
+    else:
+        key_expr = f"({', '.join(items)},)"
     src = _LAUNCH_TEMPLATE.format(
-        sig=sig, key=", ".join(items), vals=", ".join(names) + ("," if len(names) == 1 else ""),
+        sig=sig, key_expr=key_expr, vals=vals,
         kw="{" + ", ".join(f"{n!r}: {n}" for n in names) + ", **options}",
         as_dict="{" + ", ".join(f"{n!r}: {n}" for n in names) + "}")
     ns.update(namespace)
-    ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device)
+    ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device, _keyer=keyer)
     exec(compile(src, f"<jitlab launch for {name}>", "exec"), ns)  # noqa: S102
     return ns["launch"]
+
+
+def key_codes(params: list[Param], checked_runtime: set[str], checked_constexpr: set[str]) -> str:
+    """One native_key.h code per parameter (see there)."""
+    out = []
+    for p in params:
+        if p.constexpr:
+            out.append("c" if p.name in checked_constexpr else "-")
+        elif p.name in checked_runtime:
+            out.append({(True, True): "r", (True, False): "a", (False, True): "u", (False, False): "v"}[
+                (p.specialize, p.align)])
+        else:
+            out.append("-")
+    return "".join(out)
+
+
+def _native_keyer(params: list[Param], checked_runtime: set[str], checked_constexpr: set[str]) -> tuple:
+    from . import settings
+
+    if settings.SETTINGS.launcher == "triton":  # JITLAB_LAUNCHER=triton: no jitlab C code at all
+        return None, "JITLAB_LAUNCHER=triton"
+    # Passing every value to C costs more than a few inline checks: relaxed policies stay in Python.
+    if len(checked_runtime) < 6:
+        return None, "few checks: inline Python is cheaper"
+    from ._triton import native
+
+    return native.make_keyer(key_codes(params, checked_runtime, checked_constexpr))

@@ -91,7 +91,8 @@ def _build() -> Any:
     py_inc = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     h = hashlib.sha256()
-    for part in (_SRC.read_bytes(), sys.version.encode(), suffix.encode(), cc.encode(), " ".join(_FLAGS).encode()):
+    for part in (_SRC.read_bytes(), _SRC.with_name("native_key.h").read_bytes(), sys.version.encode(),
+                 suffix.encode(), cc.encode(), " ".join(_FLAGS).encode()):
         h.update(part)
     out_dir = cache_dir() / h.hexdigest()[:20]
     so = out_dir / (_MODNAME + suffix)
@@ -99,7 +100,7 @@ def _build() -> Any:
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)  # atomic publish: concurrent builders race benignly
         os.close(fd)
-        cmd = [cc, *_FLAGS, *[f"-I{d}" for d in sorted(py_inc)], f"-I{inc}", str(_SRC), "-o", tmp]
+        cmd = [cc, *_FLAGS, *[f"-I{d}" for d in sorted(py_inc)], f"-I{inc}", f"-I{_SRC.parent}", str(_SRC), "-o", tmp]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
@@ -284,3 +285,20 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
     except Exception as e:  # noqa: BLE001 - any failure keeps Triton's launcher
         return None, f"native launcher not created: {type(e).__name__}: {e}"
     return launcher, f"native {p.codes.decode()}+{p.n_tail} tail"
+
+
+def make_keyer(codes: str) -> tuple[Callable | None, str]:
+    """jitlab's cache key computed in C (native_key.h): `keyer(options_item, device, *values)`, or
+    (None, why) when the module is unavailable. Codes per bound argument: '-' unchecked,
+    'c' constexpr, 'r'/'a'/'u'/'v' runtime (specialize/align combinations)."""
+    ok, reason = available()
+    if not ok:
+        return None, reason
+    import torch
+
+    from .. import keys
+
+    try:
+        return _MOD.make_keyer(codes.encode(), torch.Tensor, keys.spec), "native"
+    except Exception as e:  # noqa: BLE001
+        return None, f"native keyer not created: {type(e).__name__}: {e}"

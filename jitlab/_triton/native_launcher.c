@@ -318,6 +318,8 @@ static PyObject *param_sizes(PyObject *mod, PyObject *arg) {
   return t;
 }
 
+#include "native_key.h"
+
 /* driver_status() -> None when libcuda loaded, else the reason (loads it on first call). */
 static PyObject *driver_status(PyObject *mod, PyObject *unused) {
   if (load_driver()) Py_RETURN_NONE;
@@ -328,11 +330,12 @@ static PyMethodDef methods[] = {
     {"make", make, METH_VARARGS, "make(function, num_warps, shared, codes, frozen, n_tail=2, device=0)"},
     {"param_sizes", param_sizes, METH_O, "sizes of a loaded CUfunction's parameters (None: unknown)"},
     {"driver_status", driver_status, METH_NOARGS, "None if libcuda is usable, else why not"},
+    {"make_keyer", make_keyer, METH_VARARGS, "make_keyer(codes, tensor_type, spec): jitlab's key in C"},
     {NULL, NULL, 0, NULL}};
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_jitlab_native", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__jitlab_native(void) {
-  if (PyType_Ready(&LauncherType) < 0) return NULL;
+  if (PyType_Ready(&LauncherType) < 0 || PyType_Ready(&KeyerType) < 0) return NULL;
   s_data_ptr = PyUnicode_InternFromString("data_ptr");
   s_is_cuda = PyUnicode_InternFromString("is_cuda");
   LIVE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type); /* "read this slot from vals" */

@@ -1041,7 +1041,12 @@ class Engine:
             self.graph_pool = torch.cuda.graph_pool_handle()
         return self.graph_pool
 
+    def sync_all(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
     def _warm(self, fn: Callable[[], None], times: int = 2) -> None:
+        """Run `fn` eagerly on a side stream before capture (compiles, cuBLAS workspaces, jitlab entries)."""
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
@@ -1066,8 +1071,8 @@ class Engine:
                 continue
             ops = Ops(ks)
             self._warm(lambda: [self.piece(ops, i, v) for i in range(self.nl + 1)])
-            out[v.T_pad] = [self._capture(ks, lambda o, i=i: self.piece(o, i, v)) for i in range(self.nl + 1)]
-        torch.cuda.synchronize()
+            out[v.T_pad] = [self._capture(ks, lambda o, i=i, v=v: self.piece(o, i, v)) for i in range(self.nl + 1)]
+        self.sync_all()
         return out
 
     def capture_full(self, ks: KernelSet, v: Views, max_k: int) -> dict[tuple, Any]:
@@ -1076,13 +1081,12 @@ class Engine:
         ops = Ops(ks)
         self._warm(lambda: self.forward_eager(ops, v, max_k), times=1)
         g = self._capture(ks, lambda o: self.forward_eager(o, v, max_k))
-        torch.cuda.synchronize()
+        self.sync_all()
         return {v.key: g}
 
     def drop_graphs(self) -> None:
         self.graph_kernels.clear()
-        if self.cuda:
-            torch.cuda.synchronize()
+        self.sync_all()
 
 
 # ====================================================================================== reference
@@ -1513,7 +1517,11 @@ class Runner:
         # cross-mode metrics (speedups, gap closed), written into each trial span of the config
         derive(list(ctx.rows.values()))
         for name, row in ctx.rows.items():
-            ctx.trials[name].set(_attrs({k: row.get(k) for k in ("speedup_vs_stock", "gap_closed", "x_full_graph")}))
+            ctx.trials[name].set(_attrs({k: row.get(k) for k in ("speedup_vs_stock", "gap_closed", "x_full_graph",
+                                                                  "device_kernels_match")}))
+            if row.get("device_kernels_match") is False:
+                progress.console.print(f"  [bold red]{name}: device kernels per step differ from eager_stock[/] "
+                                       f"({row.get('device_kernels_per_step')})")
         e.release_config()
 
     def _prepare(self, c: TrialConfig) -> _ConfigCtx:
@@ -1696,6 +1704,12 @@ def derive(rows: list[dict]) -> None:
     """Per config: speedup vs eager_stock, fraction of the eager_stock -> full_graph tokens/s gap
     closed ((mode - stock) / (graph - stock)), and the ratio to the full graph."""
     by = {r["mode"]: r for r in rows if r.get("tokens_per_s")}
+    # every mode runs the same device kernels per step (graphs only change who launches them); for
+    # mixed runs piecewise pads the token count, which changes no kernel count either
+    dk = by.get(REFERENCE_MODE, {}).get("device_kernels_per_step")
+    for r in rows:
+        if dk is not None and r.get("device_kernels_per_step") is not None:
+            r["device_kernels_match"] = abs(r["device_kernels_per_step"] - dk) < 1e-9
     stock = by.get(REFERENCE_MODE, {}).get("tokens_per_s")
     graph = by.get(GRAPH_MODE, {}).get("tokens_per_s")
     for r in rows:

@@ -1,0 +1,125 @@
+/* jitlab's cache key, computed in C: the same items as jitlab/keys.py (the reference) and the
+ * inline expressions of jitlab/guard.py, for the safe policy's many checks. Included by
+ * native_launcher.c (one extension module).
+ *
+ * keyer(options_item, device, *vals) -> tuple of the checked items, then options_item, device.
+ * One code per bound argument:
+ *   '-' not checked          'c' constexpr: the value if int/None, else (type(value), value)
+ *   'r' runtime, specialize + align     'a' specialize, no align
+ *   'u' no specialize, align            'v' neither
+ * Runtime items: None -> None; bool -> "u1"; float -> "fp32"; int in i32 -> class 0/1/2 (plain,
+ * ==1, %16==0 when specialized; range-only otherwise); torch.Tensor -> (dtype, aligned); anything
+ * else (wide ints, tensor subclasses, odd types) -> keys.spec(value, specialize, align), which
+ * raises keys.Unsupported for what jitlab does not key (the hit path then falls back to Triton). */
+
+typedef struct {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  Py_ssize_t n;
+  char codes[MAX_PARAMS];
+  Py_ssize_t nchecked;
+  PyObject *tensor_type, *spec, *s_u1, *s_fp32, *s_dtype, *ints[3];
+} Keyer;
+
+static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
+  int specialize = code == 'r' || code == 'a', align = code == 'r' || code == 'u';
+  if (v == Py_None) return Py_NewRef(Py_None);
+  PyTypeObject *t = Py_TYPE(v);
+  if (t == &PyLong_Type) {
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (!overflow && x >= INT32_MIN && x <= INT32_MAX) {
+      int c = !specialize ? 0 : x == 1 ? 1 : (align && (x & 15) == 0) ? 2 : 0;
+      return Py_NewRef(k->ints[c]);
+    }
+  } else if (t == &PyBool_Type) {
+    return Py_NewRef(k->s_u1);
+  } else if (t == &PyFloat_Type) {
+    return Py_NewRef(k->s_fp32);
+  } else if ((PyObject *)t == k->tensor_type) {
+    PyObject *dtype = PyObject_GetAttr(v, k->s_dtype);
+    if (!dtype) return NULL;
+    PyObject *aligned = Py_True;
+    if (align) {
+      PyObject *p = PyObject_CallMethodNoArgs(v, s_data_ptr);
+      if (!p) return Py_DECREF(dtype), NULL;
+      unsigned long long a = PyLong_AsUnsignedLongLongMask(p);
+      Py_DECREF(p);
+      aligned = (a & 15) ? Py_False : Py_True;
+    }
+    PyObject *item = PyTuple_Pack(2, dtype, aligned);
+    Py_DECREF(dtype);
+    return item;
+  }
+  return PyObject_CallFunction(k->spec, "OOO", v, specialize ? Py_True : Py_False, align ? Py_True : Py_False);
+}
+
+static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+  Keyer *k = (Keyer *)callable;
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  if (n != 2 + k->n || (kwnames && PyTuple_GET_SIZE(kwnames)))
+    return PyErr_Format(PyExc_TypeError, "keyer takes (options_item, device, *%zd values)", k->n);
+  PyObject *key = PyTuple_New(k->nchecked + 2);
+  if (!key) return NULL;
+  Py_ssize_t j = 0;
+  for (Py_ssize_t i = 0; i < k->n; i++) {
+    char c = k->codes[i];
+    if (c == '-') continue;
+    PyObject *v = args[2 + i], *item;
+    if (c == 'c') {
+      if (v == Py_None || Py_TYPE(v) == &PyLong_Type) item = Py_NewRef(v);
+      else item = PyTuple_Pack(2, (PyObject *)Py_TYPE(v), v);
+    } else {
+      item = runtime_item(k, c, v);
+    }
+    if (!item) return Py_DECREF(key), NULL;
+    PyTuple_SET_ITEM(key, j++, item);
+  }
+  PyTuple_SET_ITEM(key, j++, Py_NewRef(args[0]));
+  PyTuple_SET_ITEM(key, j, Py_NewRef(args[1]));
+  return key;
+}
+
+static void keyer_dealloc(PyObject *o) {
+  Keyer *k = (Keyer *)o;
+  Py_XDECREF(k->tensor_type); Py_XDECREF(k->spec); Py_XDECREF(k->s_u1); Py_XDECREF(k->s_fp32);
+  Py_XDECREF(k->s_dtype);
+  for (int i = 0; i < 3; i++) Py_XDECREF(k->ints[i]);
+  Py_TYPE(o)->tp_free(o);
+}
+
+static PyTypeObject KeyerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_jitlab_native.Keyer",
+    .tp_basicsize = sizeof(Keyer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Keyer, vectorcall),
+    .tp_dealloc = keyer_dealloc,
+};
+
+/* make_keyer(codes: bytes, tensor_type, spec) */
+static PyObject *make_keyer(PyObject *mod, PyObject *args) {
+  const char *codes;
+  Py_ssize_t n;
+  PyObject *tensor_type, *spec;
+  if (!PyArg_ParseTuple(args, "y#OO", &codes, &n, &tensor_type, &spec)) return NULL;
+  if (n > MAX_PARAMS) return PyErr_Format(PyExc_ValueError, "at most %d arguments", MAX_PARAMS);
+  Keyer *k = PyObject_New(Keyer, &KeyerType);
+  if (!k) return NULL;
+  k->vectorcall = keyer_call;
+  k->n = n;
+  k->nchecked = 0;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (!strchr("-cruav", codes[i])) return Py_DECREF(k), PyErr_Format(PyExc_ValueError, "bad key code %c", codes[i]);
+    k->codes[i] = codes[i];
+    k->nchecked += codes[i] != '-';
+  }
+  k->tensor_type = Py_NewRef(tensor_type);
+  k->spec = Py_NewRef(spec);
+  k->s_u1 = PyUnicode_InternFromString("u1");
+  k->s_fp32 = PyUnicode_InternFromString("fp32");
+  k->s_dtype = PyUnicode_InternFromString("dtype");
+  for (int i = 0; i < 3; i++) k->ints[i] = PyLong_FromLong(i);
+  return (PyObject *)k;
+}
