@@ -83,7 +83,9 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
 
     k, g, a, kw = case.kernel, case.grid, case.args, case.kwargs
     no_gpu = None if cuda else "needs a CUDA GPU"
+    call = _python_call(case)
     out = [Variant("python_nop", "baseline", lambda: None, check=False),
+           Variant("python_call", "baseline", lambda: call[g](*a, **kw), check=False),
            Variant("triton", "baseline", lambda: k[g](*a, **kw))]
     out.append(_compiled(case) if cuda else Variant("compiled_run", "baseline", skip=no_gpu))
     for table in sweep:
@@ -105,6 +107,29 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
         out += [Variant(n, "floor", skip=no_gpu) for n in ("cuda_python_floor", "c_floor")]
         out.append(Variant("cuda_graph", "graph", skip=no_gpu))
     return out
+
+
+class _PythonCall:
+    """`obj[grid](*args, **kwargs)` into a no-op with the kernel's exact signature: what CPython alone
+    charges for this call shape (indexing, binding every keyword), the floor of any Python launcher."""
+
+    def __init__(self, kernel: Any):
+        import functools
+
+        from .._triton import inner_jit_function, params_of
+        from ..guard import _signature_source
+
+        fn = inner_jit_function(kernel) or kernel
+        sig, ns = _signature_source(params_of(fn)) if hasattr(fn, "params") else ("*args, **options", {})
+        exec(f"def noop(grid, {sig}):\n    return None\n", ns)  # noqa: S102
+        self._noop, self._partial = ns["noop"], functools.partial
+
+    def __getitem__(self, grid: Any) -> Any:
+        return self._partial(self._noop, grid)
+
+
+def _python_call(case: Any) -> _PythonCall:
+    return _PythonCall(case.kernel)
 
 
 def _first_launch(case: Any) -> list[Variant]:
