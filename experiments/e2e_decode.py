@@ -47,7 +47,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-steps", type=int, help="steps with the GPU held busy (device time) per trial")
     p.add_argument("--trace", default=None, choices=("off", "summary", "sampled", "full"),
                    help="trace level of the run (default sampled)")
-    p.add_argument("--sample-every", type=int, default=None, help="record every Nth jitlab hit (default 20)")
+    p.add_argument("--sample-every", type=int, default=None, help="record every Nth jitlab hit (default 100)")
     p.add_argument("--trace-file", default=None, help="default traces/e2e_decode-<run_id>.jsonl")
     p.add_argument("--no-sanity", action="store_true", help="skip the eager-vs-pure-torch check on a small config")
     p.add_argument("--cpu", action="store_true", help="run the CPU demonstration even if a GPU is present")
