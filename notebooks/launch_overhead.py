@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -112,13 +114,18 @@ if len(problems):
 # ## 1. Host µs per launch against stock Triton, the direct compiled launch and the C floor
 # Bars: p50 over repeats; whiskers: p10–p90. The dashed line is the C floor (the same binary and
 # arguments launched from a C loop with a prebuilt parameter array: what any launcher pays).
+# "Python call only" (where the run has it) is a no-op with the kernel's signature called as
+# `kernel[grid](...)`: what binding the arguments in Python costs before any launch work.
 # The number at each bar is its multiple of the C floor.
 
 # %%
 LABELS = {"triton": "stock Triton", "compiled_run": "direct compiled launch", "cuda_python_floor": "floor: cuda-python",
-          "c_floor": "floor: C loop", "cuda_graph": "CUDA graph replay (per launch)", "python_nop": "Python no-op call"}
-COLORS = {"baseline": "#d62728", "compiled": "#ff7f0e", "jitcache": "#1f77b4", "floor": "#7f7f7f",
-          "graph": "#2ca02c"}
+          "c_floor": "floor: C loop", "cuda_graph": "CUDA graph replay (per launch)", "python_nop": "Python no-op call",
+          "python_call": "Python call, kernel's signature (no launch)"}
+COLORS = {"baseline": "#d62728", "compiled": "#ff7f0e", "jitcache": "#1f77b4", "pycall": "#c5b0d5",
+          "floor": "#7f7f7f", "graph": "#2ca02c"}
+LEGEND = {"baseline": "stock Triton", "compiled": "direct compiled launch", "jitcache": "jitcache policy",
+          "pycall": "Python call only", "floor": "floors", "graph": "CUDA graph"}
 
 
 def label(v):
@@ -128,10 +135,14 @@ def label(v):
 def color(row):
     if row["variant"] == "compiled_run":
         return COLORS["compiled"]
+    if row["variant"] == "python_call":
+        return COLORS["pycall"]
     return COLORS.get(row["kind"], "#9467bd")
 
 
-ORDER = ["triton"] + [f"jitcache:{p}" for p in POLICIES] + ["compiled_run", "cuda_python_floor", "c_floor", "cuda_graph"]
+ORDER = ["triton"] + [f"jitcache:{p}" for p in POLICIES] + ["compiled_run", "python_call", "cuda_python_floor", "c_floor",
+                                                            "cuda_graph"]
+ORDER = [v for v in ORDER if v in set(T["variant"])]  # what this run has
 
 
 def overview_figure(T):
@@ -151,8 +162,10 @@ def overview_figure(T):
             ax.axvline(floor[w], color="black", ls="--", lw=0.9)
         for yi, (v, x, xf) in enumerate(zip(d.index, p50, d["x_floor"])):
             if not np.isnan(x):
-                ax.text(np.nanmax([x, hi[yi]]) + np.nanmax(hi) * 0.02, yi,
-                        f"{x:.1f} ({xf:.1f}×)" if x >= 1 else f"{x:.2f} ({xf:.2f}×)", va="center", fontsize=7)
+                txt = f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+                if not np.isnan(xf):
+                    txt += f" ({xf:.1f}×)" if xf >= 1 else f" ({xf:.2f}×)"
+                ax.text(np.nanmax([x, hi[yi]]) + np.nanmax(hi) * 0.02, yi, txt, va="center", fontsize=7)
             else:
                 ax.text(0, yi, "  not run", va="center", fontsize=7, color="grey")
         ax.set_xlim(0, np.nanmax(hi) * 1.35)
@@ -161,10 +174,13 @@ def overview_figure(T):
         ax.grid(axis="y", visible=False)
     axes[0][0].set_yticks(y, [label(v) for v in ORDER])
     axes[0][0].invert_yaxis()
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()] + [
+    present = {"baseline"} | {"jitcache", "floor", "graph"} | ({"compiled"} if "compiled_run" in ORDER else set()) | (
+        {"pycall"} if "python_call" in ORDER else set())
+    keys = [k for k in COLORS if k in present]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[k]) for k in keys] + [
         plt.Line2D([], [], color="black", ls="--", lw=0.9)]
-    fig.legend(handles, ["stock Triton", "direct compiled launch", "jitcache policy", "floors", "CUDA graph",
-                         "C floor"], loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.01))
+    fig.legend(handles, [LEGEND[k] for k in keys] + ["C floor"], loc="lower center", ncol=len(keys) + 1,
+               bbox_to_anchor=(0.5, -0.01))
     fig.suptitle("Host µs per launch (bar p50, whiskers p10–p90 over repeats; label: p50 µs (× C floor))\n"
                  + C.provenance_line(info), fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))

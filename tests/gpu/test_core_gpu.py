@@ -107,19 +107,26 @@ def test_locked_miss_raises_and_hits_still_work():
 
 
 def test_non_default_stream():
+    """The launch lands on the current stream: with the default stream held busy by a sleep, a launch
+    under torch.cuda.stream(s) completes (and is read back on s) while the default stream still sleeps."""
     k = jitcache(gather_scale)
-    x = torch.randn(1 << 20, device=DEV)
+    n = 1 << 20
+    x = torch.randn(n, device=DEV)
     out = torch.zeros_like(x)
-    k[grid(x.numel())](x, out, None, x.numel(), 1, 2.0, BLOCK=128, ADD=0)  # prepare on the default stream
-    s = torch.cuda.Stream()
+    k[grid(n)](x, out, None, n, 1, 2.0, BLOCK=128, ADD=0)  # prepare on the default stream
     out.zero_()
     torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    host = torch.empty(n, dtype=x.dtype, pin_memory=True)
+    torch.cuda._sleep(400_000_000)  # ~0.2 s on the default stream
     with torch.cuda.stream(s):
-        torch.cuda._sleep(50_000_000)  # keep s busy: a launch on the default stream would finish first
-        k[grid(x.numel())](x, out, None, x.numel(), 1, 2.0, BLOCK=128, ADD=0)
-    assert torch.count_nonzero(out).item() == 0 or not s.query()  # launched behind the sleep on s
+        k[grid(n)](x, out, None, n, 1, 2.0, BLOCK=128, ADD=0)
+        host.copy_(out, non_blocking=True)
     s.synchronize()
-    assert same_bits(out, x * 2.0)  # x * 2.0 is exact in fp32
+    default_still_busy = not torch.cuda.default_stream().query()
+    torch.cuda.synchronize()
+    assert default_still_busy, "the stream s waited for the default stream (not a concurrent stream?)"
+    assert same_bits(host, (x * 2.0).cpu())
 
 
 def test_cuda_graph_capture_and_replay():
