@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import keys, settings
 from ._triton import adapter as _adapter_mod
 from .errors import AssumptionViolated, LockedMiss
-from .guard import check_signature, key_layout, make_binder, make_launch, make_packer, value_kind
+from .guard import check_signature, key_layout, make_binder, make_launch, make_packer, static_hints
 from .policy import Policy
 from .scope import GLOBAL, CacheLock, Scope
 from .scope import current as _current_scope
@@ -133,14 +133,14 @@ class JitCache:
         self._layout = key_layout(params, checked_rt, checked_cx)
         self._hooks, self._stream = ad.hooks, ad.get_stream
         self._frozen_idx = [p.index for p in params if p.name in pol.assume_const]
-        # The hit path is generated for this kernel's signature and this policy (guard.py) at the first
-        # launch, when the argument kinds are known, so each key item tests its likely type first.
-        self._make_hit = functools.partial(make_launch, self.name, params, checked_rt, checked_cx, device, dict(
+        # The hit path, generated here for this kernel's signature and this policy (guard.py), so the
+        # first launch pays only for compiling and loading, as in Triton. Each key item tests first the
+        # type its annotation or name suggests (static_hints); every branch order is exact.
+        self._hit = make_launch(self.name, params, checked_rt, checked_cx, device, dict(
             _ACTIVE=_ACTIVE, _now=_now, _scope=_current_scope, _tables=self._tables, _table=self._table,
             _fallback=self._fallback, _miss=self._miss, _verify=self._verify, _stream=ad.get_stream,
-            _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name))
-        self._gen_lock = threading.Lock()
-        self._hit = self._first_call
+            _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name),
+            hints=static_hints(params))
         if self._top is not self.fn:  # autotune/heuristics above us: they call our run() per launch
             parent = self._top
             while parent.fn is not self.fn:
@@ -169,19 +169,6 @@ class JitCache:
         """(cache key, launch values) of a call, as the hit path computes them (for tests and tools)."""
         bind, _, _ = make_binder(self.name, self._params, *self._checked)
         return bind(*args, **kwargs)
-
-    def _first_call(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
-        """Generate the hit path with the argument kinds of this first call, install it, launch."""
-        with self._gen_lock:
-            if self._hit == self._first_call:
-                try:
-                    hints = {n: value_kind(v) for n, v in self._param_dict(args, kwargs).items()}
-                except TypeError:  # bad arguments: the hit path's fallback gives Triton's error
-                    hints = {}
-                self._hit = self._make_hit(hints=hints)
-                if self._launch == self._first_call:
-                    self._launch = self._hit
-        return self._hit(grid, *args, **kwargs)
 
     def _param_dict(self, args: tuple, kwargs: dict) -> dict:
         """Parameter name -> value with defaults applied (what a callable grid receives from Triton)."""

@@ -78,8 +78,26 @@ def _runtime_item(p: Param, hint: str | None = None) -> str:
     }
     # With a hint, only that branch is inlined (shorter code compiles faster at the first launch);
     # keys.spec gives the same item for every other value.
-    order = [hint] if hint in branches else ["none", "int", "tensor", "float", "bool"]
+    order = ([hint] + (["none"] if hint == "tensor" else [])  # optional pointers are often None
+             if hint in branches else ["none", "int", "tensor", "float", "bool"])
     return "(" + " else ".join(branches[k] for k in order) + f" else _spec({v}, {p.specialize}, {p.align}))"
+
+
+def static_hints(params: list[Param]) -> dict[str, str]:
+    """The likely kind of each runtime argument from its annotation or name (an ordering hint only:
+    `*fp16`/`*k...`/`..._ptr` -> tensor, int annotations and `stride...`/`num_...` -> int, fp -> float)."""
+    out = {}
+    for p in params:
+        a, n = p.annotation, p.name.lower()
+        if p.constexpr:
+            continue
+        if a.startswith("*") or n.endswith("ptr") or n.endswith("_cache") or n in ("x", "y", "out", "output"):
+            out[p.name] = "tensor"
+        elif a[:1] in ("i", "u") and a[1:].isdigit() or "stride" in n or n.startswith(("num_", "n_")) or n == "n":
+            out[p.name] = "int"
+        elif a.startswith(("fp", "bf")) or "scale" in n or n in ("eps", "softcap", "alpha"):
+            out[p.name] = "float"
+    return out
 
 
 def value_kind(v: Any) -> str | None:
