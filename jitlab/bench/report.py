@@ -1,6 +1,7 @@
 """Markdown summaries of recorded runs, read back from their trace files (what the README shows).
 
     python -m jitlab.bench.report traces/launch_overhead-<run_id>.jsonl
+    python -m jitlab.bench.report traces/e2e_decode-<run_id>.jsonl [--layers 32 --context 1024]
 """
 
 from __future__ import annotations
@@ -56,12 +57,51 @@ def launch_overhead_markdown(path: str) -> str:
     return "\n".join(out)
 
 
+MODES = ("eager_stock", "eager_jitlab_safe", "eager_jitlab_tuned", "piecewise_stock", "piecewise_jitlab",
+         "full_graph")
+
+
+def e2e_markdown(path: str, layers: int = 32, context: int = 1024) -> str:
+    """Tokens/s per mode and batch for one (layers, context) slice of an e2e_decode run, plus its goals."""
+    from pathlib import Path
+
+    from ..telemetry.load import load_traces
+
+    df = load_traces(path)
+    attrs = _run_attrs(df)
+    rows = [r for r in json.loads(attrs["jitlab.results"]) if r.get("kind") == "decode"
+            and r.get("layers") == layers and r.get("context") == context and r.get("tokens_per_s")]
+    batches = sorted({r["batch"] for r in rows})
+    by = {(r["batch"], r["mode"]): r for r in rows}
+    out = [f"Run `{Path(path).stem}` ({provenance_line(attrs)}); Llama-3.1-8B shapes, {layers} layers, "
+           f"context {context}; tokens/s (host ms / GPU ms per step).", "",
+           "| mode | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---:|" * len(batches)]
+    for m in MODES:
+        cells = []
+        for b in batches:
+            r = by.get((b, m))
+            cells.append(f"{r['tokens_per_s']:.0f} ({r['host_ms']:.1f} / {r['gpu_busy_ms']:.1f})" if r else "")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    summary = json.loads(attrs.get("jitlab.e2e.summary", "{}"))
+    if summary.get("goal_config"):
+        out += ["", f"At {summary['goal_config']}: eager jitlab (tuned) closes "
+                f"{summary['eager_jitlab_tuned.gap_closed']:.0%} of the eager-to-full-graph gap (safe: "
+                f"{summary['eager_jitlab_safe.gap_closed']:.0%}); piecewise with eager jitlab attention reaches "
+                f"{summary['piecewise_jitlab.x_full_graph']:.3f}x the full graph."]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("trace", help="a traces/launch_overhead-*.jsonl file")
+    p.add_argument("trace", help="a traces/launch_overhead-*.jsonl or traces/e2e_decode-*.jsonl file")
+    p.add_argument("--layers", type=int, default=32, help="e2e: layers of the slice shown")
+    p.add_argument("--context", type=int, default=1024, help="e2e: context of the slice shown")
     a = p.parse_args(argv)
     try:
-        print(launch_overhead_markdown(a.trace))
+        if "e2e_decode" in a.trace:
+            print(e2e_markdown(a.trace, a.layers, a.context))
+        else:
+            print(launch_overhead_markdown(a.trace))
     except (OSError, ValueError, KeyError) as e:
         print(f"cannot summarize {a.trace}: {e}", file=sys.stderr)
         return 2
