@@ -607,6 +607,9 @@ def _jit_params(kernel: Any) -> list:
     return JITFunction(python_fn(kernel)).params
 
 
+VIEW_STRIDES = {"cache": ("key_stride", "value_stride"), "attn": ("query_stride_0", "query_stride_1")}
+
+
 def tuned_policies(verify: int = 0) -> dict[str, Policy]:
     """The tuned policy of each kernel, built from its Case fields, keeping only relaxations that hold
     in this decode loop:
@@ -629,11 +632,12 @@ def tuned_policies(verify: int = 0) -> dict[str, Policy]:
     out = {}
     for key, case in cases.items():
         frozen = [n for n in case.fixed_per_model if n not in PER_LAYER_ARGS]
-        if key == "rope":
-            # RoPE's token strides follow the layout of q/k: the mixed run launches it on views of the
-            # fused qkv buffer and on contiguous tensors (verify=1 caught q_token_stride 4096 -> 6144 in
-            # traces/e2e_decode-20261129T101214Z-ce9673.jsonl), so they are not frozen.
-            frozen = [n for n in frozen if n not in case.strides]
+        # Token strides of q/k/v, which are `.view()`s of the fused qkv buffer: for a one-token step torch
+        # gives the size-1 token dimension a contiguous stride (1024 or 4096 instead of 6144), so they
+        # change between steps of the mixed run. verify=1 caught it (q_token_stride 4096 -> 6144 in
+        # traces/e2e_decode-20261129T101214Z-ce9673.jsonl, key_stride 1024 -> 6144 in
+        # traces/e2e_decode-20261129T102104Z-cf4010.jsonl); they are not frozen.
+        frozen = [n for n in frozen if n not in VIEW_STRIDES.get(key, case.strides if key == "rope" else ())]
         frozen += [n for n in PERSISTENT_ARGS.get(key, ()) if n not in frozen]
         pol = Policy(name=TUNED_POLICY_NAME + ("+verify" if verify else ""),
                      check_keys=tuple(case.varying_constexprs), check_specialization=tuple(case.varying_ints),

@@ -24,7 +24,7 @@ SHAPES = {
                              {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
     "unified_attention_3d": ({"num_seqs": 16, "context": 1024},
                              {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "cache_write": ({"num_tokens": 16}, {"num_tokens": 4, "num_kv_heads": 2, "head_size": 16}),
+    "cache_write": ({"num_tokens": 16}, {"num_tokens": 4, "num_heads": 2, "head_size": 16, "num_blocks": 8}),
 }
 
 
