@@ -634,9 +634,8 @@ def tuned_policies(verify: int = 0) -> dict[str, Policy]:
         frozen = [n for n in case.fixed_per_model if n not in PER_LAYER_ARGS]
         # Token strides of q/k/v, which are `.view()`s of the fused qkv buffer: for a one-token step torch
         # gives the size-1 token dimension a contiguous stride (1024 or 4096 instead of 6144), so they
-        # change between steps of the mixed run. verify=1 caught it (q_token_stride 4096 -> 6144 in
-        # traces/e2e_decode-20261129T101214Z-ce9673.jsonl, key_stride 1024 -> 6144 in
-        # traces/e2e_decode-20261129T102104Z-cf4010.jsonl); they are not frozen.
+        # change between steps of the mixed run. The tuned mode's verify=1 check caught it on the H200
+        # (AssumptionViolated: q_token_stride 4096 -> 6144, then key_stride 1024 -> 6144); not frozen.
         frozen = [n for n in frozen if n not in VIEW_STRIDES.get(key, case.strides if key == "rope" else ())]
         frozen += [n for n in PERSISTENT_ARGS.get(key, ()) if n not in frozen]
         pol = Policy(name=TUNED_POLICY_NAME + ("+verify" if verify else ""),
