@@ -26,7 +26,7 @@ from ._triton import adapter as _adapter_mod
 from .errors import AssumptionViolated, LockedMiss
 from .guard import check_signature, key_layout, make_binder, make_launch, make_packer, static_hints
 from .policy import Policy
-from .scope import GLOBAL, CacheLock, Scope
+from .scope import CacheLock, Scope
 from .scope import current as _current_scope
 from .telemetry import recorder as _rec
 
@@ -390,6 +390,3 @@ def _triton_launch(c: Any, pack: Callable | None) -> Callable[..., None]:
             run(g0, g1, g2, stream, function, packed, None, None, None, *pack(*vals))
     return launch
 
-
-def global_scope() -> Scope:
-    return GLOBAL

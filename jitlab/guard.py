@@ -100,13 +100,6 @@ def static_hints(params: list[Param]) -> dict[str, str]:
     return out
 
 
-def value_kind(v: Any) -> str | None:
-    """The `hint` for a value (see _runtime_item)."""
-    if v is None:
-        return "none"
-    return {int: "int", float: "float", bool: "bool"}.get(v.__class__) or ("tensor" if hasattr(v, "data_ptr") else None)
-
-
 def _constexpr_item(p: Param) -> str:
     """A constexpr's key item: the value, typed where == would conflate types (1 == True == 1.0);
     inline for int/None/bool/float (keys.constexpr_item is the reference)."""

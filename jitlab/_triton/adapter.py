@@ -213,13 +213,6 @@ class Adapter:
     def launch_metadata(compiled: Compiled, grid: tuple, stream: int, values: tuple) -> Any:
         return compiled.kernel.launch_metadata(grid, stream, *values)
 
-    @staticmethod
-    def metadata(compiled: Compiled) -> Any:
-        return compiled.kernel.metadata
-
-    @staticmethod
-    def cubin(compiled: Compiled) -> bytes:
-        return compiled.kernel.asm.get("cubin") or compiled.kernel.kernel
 
 
 _ADAPTER: Adapter | None = None

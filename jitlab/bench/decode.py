@@ -1116,7 +1116,7 @@ def reference_logits(engine: Engine, kv_layers: list[torch.Tensor], v: Views, ma
     from ..kernels.unified_attention import reference_attention
 
     m, cfg = engine.model, engine.cfg
-    T, n = v.T, v.n
+    T = v.T
     nq, nkv, hd, qs, ks, bs, eps = (cfg.num_q_heads, cfg.num_kv_heads, cfg.head_size, cfg.q_size, cfg.kv_size,
                                     cfg.block_size, cfg.eps)
     ids, pos, slot = v.ids[:T].clone(), v.pos[:T].clone(), v.slot.clone()
@@ -1509,7 +1509,7 @@ class Runner:
         return self.results
 
     def _config(self, c: TrialConfig, modes: list[Mode], progress: Any, task: Any) -> None:
-        s, e = self.sweep, self.engine
+        e = self.engine
         label = c.name
         progress.update(task, description=f"{label}: allocating KV cache")
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
