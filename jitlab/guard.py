@@ -14,6 +14,7 @@ constexprs included). A separate generated `as_dict` builds the dict a callable 
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -158,7 +159,13 @@ def make_packer(params: list[Param], frozen: dict[int, Any]) -> Callable[..., tu
 _LAUNCH_TEMPLATE = '''
 def launch(_jl_grid, {sig}):
     _jl_rec = _ACTIVE.recorder
-    _jl_t0 = _now() if _jl_rec is not None and _jl_rec.wants_hit() else 0
+    if _jl_rec is None:
+        _jl_t0 = 0
+    elif _jl_rec.every_hit:  # level "full": count and time every hit without a sampling call
+        _jl_rec.seen += 1
+        _jl_t0 = _now()
+    else:
+        _jl_t0 = _now() if _jl_rec.wants_hit() else 0
     _jl_table = _tables.get(_scope()) or _table()
     try:
         _jl_key = {key_expr}
@@ -177,8 +184,12 @@ def launch(_jl_grid, {sig}):
     else:
         _hooked(_jl_e, _jl_g, _jl_s, ({vals},))
     next(_jl_table.hits)
-    if _jl_t0:
-        _jl_rec.record(_name, _jl_table.scope.name, _policy, 0, _jl_e.index, _jl_t0, _jl_t1, _now())
+    if _jl_t0:  # one tuple appended (Recorder.record's fields), or record() when the buffer is full
+        _jl_r = _jl_rec.records
+        if len(_jl_r) < _jl_rec.capacity:
+            _jl_r.append((_name, _jl_table.scope.name, _policy, 0, _jl_e.index, _jl_t0, _jl_t1, _now(), 0, _ident(), -1))
+        else:
+            _jl_rec.record(_name, _jl_table.scope.name, _policy, 0, _jl_e.index, _jl_t0, _jl_t1, _now())
 '''
 
 
@@ -211,7 +222,8 @@ def make_launch(name: str, params: list[Param], checked_runtime: set[str], check
         kw="{" + ", ".join(f"{n!r}: {n}" for n in names) + ", **options}",
         as_dict="{" + ", ".join(f"{n!r}: {n}" for n in names) + "}")
     ns.update(namespace)
-    ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device, _keyer=keyer)
+    ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device, _keyer=keyer,
+              _ident=threading.get_ident)
     exec(compile(src, f"<jitlab launch for {name}>", "exec"), ns)  # noqa: S102
     return ns["launch"]
 

@@ -83,6 +83,9 @@ class Recorder:
         self.capacity = capacity
         # summary keeps no hits; sampled keeps every Nth; full keeps all.
         self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
+        # The hit path reads this flag and, when set, counts `seen` and appends the record tuple
+        # itself (no wants_hit()/record() calls); the tuple layout is FIELDS either way.
+        self.every_hit = self.sample_every == 1
         self.on_full = on_full
         self.records: list[tuple] = []
         self.dropped = 0  # records refused because the buffer was full and there is no on_full

@@ -284,3 +284,41 @@ def test_bad_policy_names_kernel_and_choices(kwargs, match):
     with pytest.raises(ValueError, match=match) as e:
         jitcache(**kwargs)(add_one)
     assert "add_one" in str(e.value)
+
+
+@pytest.mark.parametrize("level, every, hits_recorded", [("full", 1, 9), ("sampled", 3, 3), ("summary", 0, 0)])
+def test_hit_path_records_per_level(fake_adapter, level, every, hits_recorded):
+    from jitlab.telemetry import recorder as R
+
+    k = jitcache(add_one)
+    x, y = t(), t()
+    rec = R.Recorder(level, capacity=100, sample_every=every)
+    prev = R.activate(rec)
+    try:
+        for _ in range(10):
+            k[(1,)](x, y, 64)
+    finally:
+        R.activate(prev)
+    recs = rec.drain()
+    assert [r.outcome for r in recs].count(R.MISS) == 1
+    hits = [r for r in recs if r.outcome == R.HIT]
+    # `seen` counts launches offered for sampling at entry, before hit or miss is known: all 10
+    assert len(hits) == hits_recorded and rec.seen == 10
+    for r in hits:
+        assert r.kernel == "add_one" and r.scope == "global" and r.t_enter <= r.t_args <= r.t_exit
+        assert r.policy == "safe" and r.key == 0 and r.thread == threading.get_ident()
+
+
+def test_full_recorder_counts_drops_when_full(fake_adapter):
+    from jitlab.telemetry import recorder as R
+
+    k = jitcache(add_one)
+    x, y = t(), t()
+    rec = R.Recorder("full", capacity=4)
+    prev = R.activate(rec)
+    try:
+        for _ in range(10):
+            k[(1,)](x, y, 64)
+    finally:
+        R.activate(prev)
+    assert len(rec.drain()) == 4 and rec.dropped == 6 and rec.seen == 10
