@@ -18,7 +18,7 @@ from dataclasses import dataclass
 WORKLOADS = ("tiny", "paged_attention_2d", "unified_attention_2d", "unified_attention_3d", "cache_write")
 QUICK_WORKLOADS = ("tiny", "paged_attention_2d", "unified_attention_2d")
 LAUNCHES = 400  # per repeat; stays under the GPU's launch-queue depth while the GPU is held busy
-REPEATS = 9  # repeats per trial (median, p10, p90 over repeats)
+REPEATS = 15  # repeats per trial (median, p10, p90 over repeats; interleaved across variants)
 WARMUP = 100
 TRACE_LEVELS = ("summary", "sampled", "full")  # tracing-overhead variants (jitcache:safe at each level)
 GRAPH_LAUNCHES = 64  # stock launches captured per CUDA graph
