@@ -54,6 +54,12 @@ def launch_overhead_markdown(path: str) -> str:
         out.append(f"| {r['workload']} | {r['variant']} | {f(r['median_us'])} | {f(r.get('p10_us'))}-"
                    f"{f(r.get('p90_us'))} | {f(r.get('x_floor'), '{:.2f}x')} | {f(au / 1e3 if au else None)} | "
                    f"{f(lc / 1e3 if lc else None)} |")
+    costs = [r for r in rows if r.get("trace_cost_us") is not None]
+    if costs:
+        out += ["", "Tracing cost, paired (blocks of launches alternating recording off / on, median difference):", "",
+                "| workload | variant | µs per launch | pairs |", "|---|---|---:|---:|"]
+        out += [f"| {r['workload']} | {r['variant']} | {r['trace_cost_us']:+.2f} | {r['trace_cost_pairs']} |"
+                for r in costs]
     return "\n".join(out)
 
 

@@ -151,6 +151,10 @@ def _workload(run: Any, wname: str, case: Any, variants: list[Variant], device: 
                 live.remove(v)
             progress.advance(task)
     for v in live:
+        pairs = rows[v.name].pop("_pairs", None)
+        if pairs:
+            rows[v.name]["trace_cost_us"] = statistics.median(pairs)
+            rows[v.name]["trace_cost_pairs"] = len(pairs)
         stats = timings[v.name].stats()
         if v.launches_per_call > 1:
             stats = {k: (x / v.launches_per_call if k.endswith("_us") else x) for k, x in stats.items()}
@@ -198,7 +202,32 @@ def _time_one(v: Variant, device: Device, config: Config, warmup: int, row: dict
     if rec is not None:
         row["recorded"] = row.get("recorded", 0) + len(rec.drain())
         row["dropped"] = row.get("dropped", 0) + rec.dropped
+        row.setdefault("_pairs", []).extend(_paired_trace_cost(v, device, config))
     return t
+
+
+def _paired_trace_cost(v: Variant, device: Device, config: Config, block: int = 25) -> list[float]:
+    """Tracing cost as paired differences: back-to-back blocks of launches with recording off and at
+    the variant's level (one GPU hold covers them all), so host drift cancels within each pair; µs per
+    launch, one value per pair. The variant's own p50 is over separate repeats and drifts more."""
+    import time
+
+    diffs = []
+    device.hold(block * 2 * (config.launches // block) * 60 + 2000)
+    for _ in range(config.launches // block):
+        per = []
+        for level in ("off", v.trace_level):
+            rec = None if level == "off" else _rec.Recorder(level=level, capacity=block + 8,
+                                                             sample_every=config.sample_every)
+            prev = _rec.activate(rec)
+            t0 = time.perf_counter_ns()
+            for _ in range(block):
+                v.launch()
+            per.append(time.perf_counter_ns() - t0)
+            _rec.activate(prev)
+        diffs.append((per[1] - per[0]) / block / 1e3)
+    device.sync()
+    return diffs
 
 
 def print_table(experiment: str, results: list[dict], config: Config, meta: dict) -> None:
