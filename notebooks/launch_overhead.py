@@ -94,6 +94,7 @@ T = pd.DataFrame({
     "note": C.col(trials, "jitlab.skip", None).fillna(C.col(trials, "jitlab.error", None)),
     "counters": C.col(trials, "jitlab.counters", None).map(lambda s: C.jloads(s, {})),
     "policy_json": C.col(trials, "jitlab.policy.json", None).map(lambda s: C.jloads(s)),
+    "trace_cost_us": C.num(C.col(trials, "jitlab.trace_cost_us")),
     "span_id": trials["span_id"],
     "start_ns": trials["start_ns"],
 }).reset_index(drop=True)
@@ -482,6 +483,14 @@ if len(LEVELS) > 1:
                      + (f" ({', '.join(above['workload'])})" if len(above) else ""))
     C.say("**Tracing cost against trace=off** (differences within half the off trial's p10–p90 spread are noise):\n\n"
           + "\n".join(lines))
+    P = tr[tr["trace_cost_us"].notna()]
+    if len(P):  # runs since commit ebf835c also time back-to-back off/on blocks: drift cancels in each pair
+        C.say("**Paired tracing cost** (median of back-to-back off/on block differences, µs per launch):")
+        C.table(P.pivot_table(index="workload", columns="level", values="trace_cost_us", aggfunc="first"))
+    else:
+        C.say("_This run predates the paired measurement (commit ebf835c); for it see "
+              "traces/focused/launch_overhead-20261129T103544Z-814f3c.jsonl, e.g. "
+              "`python notebooks/launch_overhead.py trace=traces/focused/launch_overhead-20261129T103544Z-814f3c.jsonl`._")
 else:
     C.say("_No tracing-overhead trials in this trace._")
 
