@@ -1,0 +1,277 @@
+"""Kernel sets per mode (stock, jitlab safe, jitlab tuned policies) and the operations a step launches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import triton
+
+from ...kernels import cache_write as _cw
+from ...kernels import layers as _layers
+from ...kernels import unified_attention as _ua
+from ...policy import Policy
+
+
+
+@dataclass
+class KernelSet:
+    name: str  # "stock" | "jitlab_safe" | "jitlab_tuned" | "jitlab_tuned_verify"
+    rms: Any
+    rope: Any
+    cache: Any
+    attn: Any
+    reduce: Any
+    silu: Any
+    policies: dict = field(default_factory=dict)  # kernel key -> Policy (jitlab sets)
+    scope: str | None = None  # jitlab.scope name the set runs under (None: the global scope)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [("rms", self.rms), ("rope", self.rope), ("cache", self.cache), ("attn", self.attn),
+                ("reduce", self.reduce), ("silu", self.silu)]
+
+    def jit(self) -> list[Any]:
+        """The JitCache objects of this set (empty for stock)."""
+        return [k for _, k in self.items() if hasattr(k, "counters")]
+
+    def counters(self) -> dict[str, int]:
+        """Sum of jitlab counters of this set in its scope."""
+        total: dict[str, int] = {}
+        for k in self.jit():
+            for n, v in k.counters(self.scope).items() if self.scope else k.counters("global").items():
+                total[n] = total.get(n, 0) + v
+        return total
+
+
+RAW_KERNELS = {
+    "rms": _layers.rms_norm_kernel,
+    "rope": _layers.rope_neox_kernel,
+    "cache": _cw.reshape_and_cache_kernel_flash,
+    "attn": _ua.kernel_unified_attention,
+    "reduce": _ua.reduce_segments,
+    "silu": _layers.silu_and_mul_kernel,
+}
+
+# Arguments that change from layer to layer in vLLM (each layer owns its KV cache tensor and its
+# k/v scale tensors): never frozen, even where the Case lists them as fixed per model (the attention
+# Case lists k_scale/v_scale among its scales, which are only dereferenced for fp8 KV caches).
+PER_LAYER_ARGS = ("key_cache_ptr", "value_cache_ptr", "k_scale", "v_scale", "sink_ptr")
+# Persistent runner buffers (allocated once per Engine, i.e. per process, like vLLM's model-runner
+# input buffers): their addresses never change, so freezing them holds. The segm_* buffers are None
+# in 2D entries and the persistent fp32 buffers in 3D entries; IS_3D is in the key, so each entry
+# freezes one consistent value.
+PERSISTENT_ARGS = {
+    "rope": ("positions_ptr",),
+    "cache": ("slot_mapping_ptr",),
+    "attn": ("block_tables_ptr", "seq_lens_ptr", "query_start_len_ptr", "softmax_segm_output_ptr",
+             "softmax_segm_max_ptr", "softmax_segm_expsum_ptr"),
+    "reduce": ("segm_output_ptr", "segm_max_ptr", "segm_expsum_ptr", "seq_lens_ptr", "query_start_len_ptr"),
+}
+TUNED_POLICY_NAME = "e2e_tuned"
+
+
+def _policy_cases() -> dict[str, Any]:
+    """Tiny CPU Cases of each kernel: only their name lists are used (strides, fixed_per_model,
+    varying_constexprs, varying_ints)."""
+    f32 = torch.float32
+    attn = _ua.make_case("cpu", dtype=f32, num_seqs=2, context=20, mode="3d", num_query_heads=4,
+                         num_kv_heads=2, head_size=16)
+    return {
+        "rms": _layers.make_rms_norm_case("cpu", dtype=f32, num_tokens=2, hidden=64),
+        "rope": _layers.make_rope_case("cpu", dtype=f32, num_tokens=2, num_q_heads=4, num_kv_heads=2,
+                                       head_size=16, max_position=32),
+        "cache": _cw.make_case("cpu", dtype=f32, num_tokens=2, num_heads=2, head_size=16, num_blocks=4),
+        "attn": attn,
+        "reduce": attn.extra["reduce"],
+        "silu": _layers.make_silu_and_mul_case("cpu", dtype=f32, num_tokens=2, intermediate=64),
+    }
+
+
+def _jit_params(kernel: Any) -> list:
+    if hasattr(kernel, "params"):
+        return kernel.params
+    from triton.runtime.jit import JITFunction
+
+    from ...kernels.interpret import python_fn
+
+    return JITFunction(python_fn(kernel)).params
+
+
+VIEW_STRIDES = {"cache": ("key_stride", "value_stride"), "attn": ("query_stride_0", "query_stride_1")}
+
+
+def tuned_policies(verify: int = 0) -> dict[str, Policy]:
+    """The tuned policy of each kernel, built from its Case fields, keeping only relaxations that hold
+    in this decode loop:
+
+    - check_keys = Case.varying_constexprs: the constexprs that change between launches here
+      (rms: HAS_RESIDUAL; attention: IS_3D, NUM_SEGMENTS_PER_SEQ, TILE_SIZE; the others: none).
+      Every other constexpr is a function of the model (hidden, heads, head size, block size, flags).
+    - check_specialization = Case.varying_ints: attention and reduce_segments check num_seqs (its
+      ==1 / %16 / other class changes in the mixed run). Nothing else is checked: every pointer here
+      is a row-0 view of a fresh allocation or of a persistent buffer, at offsets that are multiples
+      of 16 bytes (q/k/v of the fused qkv buffer: q_size and kv_size elements), with one dtype for the
+      whole run and no None/tensor flip that a checked constexpr does not mirror (rms residual_ptr
+      <-> HAS_RESIDUAL, attention segm_* <-> IS_3D). `Engine.check_alignment` asserts the offsets.
+    - assume_const = Case.fixed_per_model (strides, N/d, eps, scale, softcap, the None pointers, the
+      rope cos/sin table) minus PER_LAYER_ARGS, plus PERSISTENT_ARGS (runner buffers).
+    - cache_launch_grid = False for every kernel: all grids depend on the token count or num_seqs,
+      which are not in the key (they change within one entry as the batch or the mixed step changes).
+    """
+    cases = _policy_cases()
+    out = {}
+    for key, case in cases.items():
+        frozen = [n for n in case.fixed_per_model if n not in PER_LAYER_ARGS]
+        # Token strides of q/k/v, which are `.view()`s of the fused qkv buffer: for a one-token step torch
+        # gives the size-1 token dimension a contiguous stride (1024 or 4096 instead of 6144), so they
+        # change between steps of the mixed run. The tuned mode's verify=1 check caught it on the H200
+        # (AssumptionViolated: q_token_stride 4096 -> 6144, then key_stride 1024 -> 6144); not frozen.
+        frozen = [n for n in frozen if n not in VIEW_STRIDES.get(key, case.strides if key == "rope" else ())]
+        frozen += [n for n in PERSISTENT_ARGS.get(key, ()) if n not in frozen]
+        pol = Policy(name=TUNED_POLICY_NAME + ("+verify" if verify else ""),
+                     check_keys=tuple(case.varying_constexprs), check_specialization=tuple(case.varying_ints),
+                     assume_const=tuple(frozen), cache_launch_grid=False, verify=verify)
+        params = _jit_params(RAW_KERNELS[key])
+        pol.validate(key, [p.name for p in params if p.is_constexpr], [p.name for p in params if not p.is_constexpr])
+        out[key] = pol
+    return out
+
+
+def make_kernel_sets(cuda: bool, scope: str) -> dict[str, KernelSet]:
+    """stock, jitlab_safe, jitlab_tuned (under `scope`) and jitlab_tuned_verify (same policies with
+    verify=1: every hit re-derives Triton's key and checks the frozen values; used for the checks)."""
+    from ... import jitcache
+
+    if cuda:
+        raw = dict(RAW_KERNELS)
+    else:
+        from ...kernels.interpret import interpreted
+
+        raw = {k: interpreted(v) for k, v in RAW_KERNELS.items()}
+    sets = {"stock": KernelSet("stock", **raw)}
+    sets["jitlab_safe"] = KernelSet("jitlab_safe", **{k: jitcache(v) for k, v in raw.items()},
+                                    policies={k: Policy() for k in raw})
+    for name, verify in (("jitlab_tuned", 0), ("jitlab_tuned_verify", 1)):
+        pols = tuned_policies(verify=verify)
+        sets[name] = KernelSet(name, **{k: jitcache(policy=pols[k])(v) for k, v in raw.items()},
+                               policies=pols, scope=scope)
+    return sets
+
+
+def reshape_and_cache_flash(key, value, kv_cache, slot_mapping, k_scale, v_scale, kernel=None):
+    """KV-cache write launched as vLLM launches `reshape_and_cache_kernel_flash` (keywords, a grid
+    lambda, num_warps=16/num_stages=10 on CUDA). `kv_cache` is one layer's [num_blocks, 2, bs, h, d]."""
+    key_cache, value_cache = kv_cache[:, 0], kv_cache[:, 1]
+    num_tokens = slot_mapping.shape[0]
+    num_heads, head_size = key.shape[1], key.shape[2]
+    n = num_heads * head_size
+    tile = min(2048, triton.next_power_of_2(n))
+    opts = {"num_warps": 16, "num_stages": 10} if key.is_cuda else {}
+    (kernel or _cw.reshape_and_cache_kernel_flash)[lambda meta: (num_tokens, triton.cdiv(n, meta["TILE_SIZE"]))](
+        key_ptr=key, value_ptr=value, key_cache_ptr=key_cache, value_cache_ptr=value_cache,
+        slot_mapping_ptr=slot_mapping, k_scale=k_scale, v_scale=v_scale,
+        key_stride=key.stride(0), value_stride=value.stride(0), block_stride=key_cache.stride(0),
+        head_stride=key_cache.stride(2), dim_stride_k=key_cache.stride(3), dim_stride_v=value_cache.stride(3),
+        page_stride=key_cache.stride(1), num_heads=num_heads, head_size=head_size,
+        block_size=key_cache.shape[1], x=max(1, 16 // key_cache.element_size()), USE_HEAD_MAJOR_LAYOUT=False,
+        FP8_KV_CACHE=False, TILE_SIZE=tile, **opts)
+
+
+class Ops:
+    """Every launch of a step goes through one of these methods (the same code in every mode)."""
+
+    def __init__(self, ks: KernelSet):
+        self.ks = ks
+        self._rms, self._rope, self._cache, self._silu = ks.rms, ks.rope, ks.cache, ks.silu
+        self._attn = {"attn": ks.attn, "reduce": ks.reduce}
+
+    # torch
+    def embed(self, table, ids, out):
+        torch.index_select(table, 0, ids, out=out)
+
+    def mm(self, a, b, out):
+        torch.mm(a, b, out=out)
+
+    def gather(self, x, idx, out):
+        torch.index_select(x, 0, idx, out=out)
+
+    def argmax(self, logits, out):
+        torch.argmax(logits, dim=-1, out=out)
+
+    def copy(self, dst, src):
+        dst.copy_(src, non_blocking=True)
+
+    def replay(self, graph):
+        graph.replay()
+
+    # Triton
+    def rms(self, x, w, eps, out, residual=None):
+        _layers.rms_norm(x, w, eps, out=out, kernel=self._rms, residual=residual)
+
+    def rope(self, q, k, positions, cos_sin):
+        _layers.rope_(q, k, positions, cos_sin, kernel=self._rope)
+
+    def silu(self, x, out):
+        _layers.silu_and_mul(x, out=out, kernel=self._silu)
+
+    def cache_write(self, key, value, kv_cache, slot_mapping, k_scale, v_scale):
+        reshape_and_cache_flash(key, value, kv_cache, slot_mapping, k_scale, v_scale, kernel=self._cache)
+
+    def attention(self, q, kv_cache, out, qsl, seq_lens, block_table, max_q, max_k, scale, segm, k_scale, v_scale):
+        _ua.unified_attention(q, kv_cache, out, qsl, seq_lens, block_table, max_q, max_k, scale,
+                              segm_buffers=segm, kernels=self._attn, k_scale=k_scale, v_scale=v_scale)
+
+
+class _CountingKernel:
+    def __init__(self, inner: Any, counts: dict, name: str):
+        self.inner, self.counts, self.name = inner, counts, name
+
+    def __getitem__(self, grid):
+        self.counts["triton"] += 1
+        self.counts[f"triton.{self.name}"] = self.counts.get(f"triton.{self.name}", 0) + 1
+        return self.inner[grid]
+
+
+class CountingOps(Ops):
+    """Ops that count what they launch (used for the check steps and during graph capture; the
+    kernels are the same objects, so results are identical)."""
+
+    def __init__(self, ks: KernelSet, graph_kernels: dict | None = None):
+        self.counts = {"triton": 0, "torch": 0, "copy": 0, "graph": 0, "in_graph": 0}
+        counted = KernelSet(ks.name, **{k: _CountingKernel(v, self.counts, k) for k, v in ks.items()},
+                            policies=ks.policies, scope=ks.scope)
+        super().__init__(counted)
+        self.graph_kernels = graph_kernels if graph_kernels is not None else {}
+
+    def _torch(self):
+        self.counts["torch"] += 1
+
+    def embed(self, table, ids, out):
+        self._torch()
+        super().embed(table, ids, out)
+
+    def mm(self, a, b, out):
+        self._torch()
+        super().mm(a, b, out)
+
+    def gather(self, x, idx, out):
+        self._torch()
+        super().gather(x, idx, out)
+
+    def argmax(self, logits, out):
+        self._torch()
+        super().argmax(logits, out)
+
+    def copy(self, dst, src):
+        self.counts["copy"] += 1
+        super().copy(dst, src)
+
+    def replay(self, graph):
+        self.counts["graph"] += 1
+        self.counts["in_graph"] += self.graph_kernels.get(id(graph), 0)
+        super().replay(graph)
+
+    def kernels(self) -> int:
+        """Kernels (Triton + torch) launched from the host, excluding those inside graphs."""
+        return self.counts["triton"] + self.counts["torch"]
