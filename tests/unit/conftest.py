@@ -67,3 +67,28 @@ def fake_adapter(monkeypatch):
     monkeypatch.setattr(adapter_mod, "_REASON", None)
     yield fake
     adapter_mod.reset()
+
+
+OTEL_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED",
+    "JITLAB_TRACE", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FILE", "JITLAB_RECORDER_CAPACITY",
+)
+
+
+@pytest.fixture
+def clean_otel_env(monkeypatch):
+    """No OTEL_*/JITLAB_TRACE* from the caller's environment, no recorder active, warnings re-armed."""
+    from jitlab import settings
+    from jitlab.telemetry import export
+    from jitlab.telemetry import recorder as R
+
+    for v in OTEL_VARS:
+        monkeypatch.delenv(v, raising=False)
+    settings.reload()
+    export._warned.clear()
+    prev = R.activate(None)
+    yield
+    R.activate(prev)
+    settings.reload()

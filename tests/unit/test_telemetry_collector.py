@@ -21,20 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from jitlab import settings
-from jitlab.telemetry import export, recorder as R
+from jitlab.telemetry import recorder as R
 from jitlab.telemetry import replay as replay_mod
 from jitlab.telemetry.session import Run
 
 grpc = pytest.importorskip("grpc")
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc  # noqa: E402
 
-OTEL_VARS = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED",
-    "JITLAB_TRACE", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FILE", "JITLAB_RECORDER_CAPACITY",
-)
 
 
 def free_port() -> int:
@@ -139,16 +132,7 @@ def collector(tmp_path_factory):
         server.stop(0)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for v in OTEL_VARS:
-        monkeypatch.delenv(v, raising=False)
-    settings.reload()
-    export._warned.clear()
-    prev = R.activate(None)
-    yield
-    R.activate(prev)
-    settings.reload()
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
 
 
 def traced_run(tmp_path, name: str, n_hits: int, **kw) -> Run:

@@ -26,24 +26,9 @@ from jitlab.telemetry.load import load_traces, otlp_json_to_proto_dict, parse_li
 from jitlab.telemetry.session import Run
 
 REPO = Path(__file__).resolve().parents[2]
-OTEL_VARS = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED",
-    "JITLAB_TRACE", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FILE", "JITLAB_RECORDER_CAPACITY",
-)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for v in OTEL_VARS:
-        monkeypatch.delenv(v, raising=False)
-    settings.reload()
-    export._warned.clear()
-    prev = R.activate(None)
-    yield
-    R.activate(prev)
-    settings.reload()
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
 
 
 def launches(rec, n, outcome=R.HIT):

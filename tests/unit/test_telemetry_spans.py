@@ -15,22 +15,9 @@ from jitlab.telemetry import recorder as R
 from jitlab.telemetry.session import Run
 from jitlab.telemetry.spans import LAUNCH_SPAN, Frame, SpanBuilder, make_resource
 
-OTEL_VARS = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SDK_DISABLED",
-    "JITLAB_TRACE", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FILE", "JITLAB_RECORDER_CAPACITY",
-)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for v in OTEL_VARS:
-        monkeypatch.delenv(v, raising=False)
-    settings.reload()
-    prev = R.activate(None)
-    yield
-    R.activate(prev)
-    settings.reload()
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
 
 
 def launch(rec, outcome=R.HIT, key=0, kernel="add_kernel", scope="default", policy="safe", compile_ns=0, reason=-1,
