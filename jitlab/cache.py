@@ -167,7 +167,7 @@ class JitCache:
 
     def bind(self, *args: Any, **kwargs: Any) -> tuple[tuple, tuple]:
         """(cache key, launch values) of a call, as the hit path computes them (for tests and tools)."""
-        bind, _, _ = make_binder(self.name, self._params, *self._checked)
+        bind, _ = make_binder(self.name, self._params, *self._checked)
         return bind(*args, **kwargs)
 
     def _param_dict(self, args: tuple, kwargs: dict) -> dict:

@@ -8,7 +8,7 @@ one call. Ours also computes jitlab's cache key inline, checking only what the p
         return (<key items...>, tuple(options.items()) if options else (), device()), (out, q, ...)
 
 The second element is every bound value in parameter order (Triton's launcher takes all of them,
-constexprs included). A separate generated `as_dict` builds the dict a callable grid receives.
+constexprs included).
 """
 
 from __future__ import annotations
@@ -36,11 +36,29 @@ def check_signature(params: list[Param]) -> None:
     _signature_source(params)
 
 
+def _key_items(params: list[Param], checked_runtime: set[str], checked_constexpr: set[str],
+               device: Callable[[], int] | int, hints: dict[str, str] | None = None
+               ) -> tuple[list[str], KeyLayout]:
+    """The key's item expressions (options and device last) and what each position means: the one
+    definition of the key order, shared by the hit path, the test binder and LockedMiss messages."""
+    hints = hints or {}
+    items, layout = [], []
+    for p in params:
+        if p.constexpr and p.name in checked_constexpr:
+            items.append(_constexpr_item(p))
+            layout.append((p.name, "constexpr"))
+        elif not p.constexpr and p.name in checked_runtime:
+            items.append(_runtime_item(p, hints.get(p.name)))
+            layout.append((p.name, "runtime"))
+    items.append("tuple(options.items()) if options else ()")
+    items.append(str(device) if isinstance(device, int) else "_device()")
+    layout += [("<options>", "options"), ("<device>", "device")]
+    return items, KeyLayout(tuple(layout))
+
+
 def key_layout(params: list[Param], checked_runtime: set[str], checked_constexpr: set[str]) -> KeyLayout:
-    """What each position of the key means (the order make_launch/make_binder build it in)."""
-    items = [(p.name, "constexpr" if p.constexpr else "runtime") for p in params
-             if (p.constexpr and p.name in checked_constexpr) or (not p.constexpr and p.name in checked_runtime)]
-    return KeyLayout(tuple(items + [("<options>", "options"), ("<device>", "device")]))
+    """What each position of the key means."""
+    return _key_items(params, checked_runtime, checked_constexpr, 0)[1]
 
 
 def _signature_source(params: list[Param]) -> tuple[str, dict]:
@@ -110,35 +128,18 @@ def _constexpr_item(p: Param) -> str:
 
 
 def make_binder(name: str, params: list[Param], checked_runtime: set[str], checked_constexpr: set[str],
-                device: Callable[[], int] | int) -> tuple[Callable, Callable, KeyLayout]:
-    """Return (bind, as_dict, layout) for this kernel and policy. `device` is the current-device
-    getter, or a constant when only one device is visible."""
+                device: Callable[[], int] | int) -> tuple[Callable, KeyLayout]:
+    """`bind(*args, **kwargs) -> (key, values)` with the hit path's key items (for tests and tools),
+    and the key layout. `device` is the current-device getter, or a constant with one visible device."""
     import torch
 
     sig, ns = _signature_source(params)
-    items, layout = [], []
-    for p in params:
-        if p.constexpr and p.name in checked_constexpr:
-            items.append(_constexpr_item(p))
-            layout.append((p.name, "constexpr"))
-        elif not p.constexpr and p.name in checked_runtime:
-            items.append(_runtime_item(p))
-            layout.append((p.name, "runtime"))
-    items.append("tuple(options.items()) if options else ()")
-    layout.append(("<options>", "options"))
-    items.append(str(device) if isinstance(device, int) else "_device()")
-    layout.append(("<device>", "device"))
+    items, layout = _key_items(params, checked_runtime, checked_constexpr, device)
     values = ", ".join(p.name for p in params)
-    src = (
-        f"def bind({sig}):\n"
-        f"    return ({', '.join(items)},), ({values}{',' if len(params) == 1 else ''})\n"
-        f"def as_dict({sig}):\n"
-        f"    return {{{', '.join(f'{p.name!r}: {p.name}' for p in params)}}}\n"
-    )
+    src = f"def bind({sig}):\n    return ({', '.join(items)},), ({values}{',' if len(params) == 1 else ''})\n"
     ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device)
-    code = compile(src, f"<jitlab binder for {name}>", "exec")
-    exec(code, ns)  # noqa: S102 - generated from the kernel's own signature, like Triton's binder
-    return ns["bind"], ns["as_dict"], KeyLayout(tuple(layout))
+    exec(compile(src, f"<jitlab binder for {name}>", "exec"), ns)  # noqa: S102 - from the kernel's own signature
+    return ns["bind"], layout
 
 
 def make_packer(params: list[Param], frozen: dict[int, Any]) -> Callable[..., tuple] | None:
@@ -197,20 +198,12 @@ def make_launch(name: str, params: list[Param], checked_runtime: set[str], check
                 device: Callable[[], int] | int, namespace: dict, hints: dict[str, str] | None = None) -> Callable:
     """The generated hit path `launch(grid, *args, **kwargs)`; `namespace` supplies the slow paths
     and readers it calls (_tables, _table, _fallback, _miss, _verify, _stream, _hooks, _hooked, ...).
-    `hints` (param name -> value kind at the first launch) orders each key expression's branches."""
-    hints = hints or {}
-    keyer, _ = _native_keyer(params, checked_runtime, checked_constexpr)
+    `hints` (param name -> likely value kind, see static_hints) orders each key expression's branches."""
     import torch
 
+    keyer, _ = _native_keyer(params, checked_runtime, checked_constexpr)
     sig, ns = _signature_source(params)
-    items = []
-    for p in params:
-        if p.constexpr and p.name in checked_constexpr:
-            items.append(_constexpr_item(p))
-        elif not p.constexpr and p.name in checked_runtime:
-            items.append(_runtime_item(p, hints.get(p.name)))
-    items.append("tuple(options.items()) if options else ()")
-    items.append(str(device) if isinstance(device, int) else "_device()")
+    items, _ = _key_items(params, checked_runtime, checked_constexpr, device, hints)
     names = [p.name for p in params]
     vals = ", ".join(names) + ("," if len(names) == 1 else "")
     if keyer is not None:  # the same items, computed in C (native_key.h)

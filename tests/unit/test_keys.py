@@ -31,7 +31,7 @@ def our_keys(jit_fn, name, vals):
     params = adapter_mod.params_of(jit_fn)
     rt = {p.name for p in params if not p.constexpr}
     cx = {p.name for p in params if p.constexpr}
-    bind, _, layout = make_binder("k", params, rt, cx, lambda: 0)
+    bind, layout = make_binder("k", params, rt, cx, lambda: 0)
     pos = [n for n, _ in layout.items].index(name)
     defaults = {p.name: (torch.empty(4) if not p.constexpr else 16) for p in params}
     out = []
@@ -66,7 +66,7 @@ def test_key_partition_refines_triton(jit_fn, name):
 
 def test_generic_spec_matches_inline_binder():
     params = adapter_mod.params_of(many_kinds)
-    bind, _, layout = make_binder("k", params, {"n"}, set(), lambda: 0)
+    bind, layout = make_binder("k", params, {"n"}, set(), lambda: 0)
     for v in INTS:
         kw = dict(x_ptr=None, y_ptr=None, opt_ptr=None, n=v, stride=1, scale=1.0, flag=True, BLOCK=16, MODE=0)
         assert bind(**kw)[0][0] == keys.spec(v), v
@@ -97,7 +97,7 @@ def test_native_keyer_matches_python_items():
         keyer, why = native.make_keyer(key_codes(params, rt, cx))
         if keyer is None:
             pytest.skip(why)
-        bind, _, _ = make_binder("k", params, rt, cx, 0)
+        bind, _ = make_binder("k", params, rt, cx, 0)
         for v in values() + [[1]]:
             for p in params:
                 kw = {q.name: (torch.empty(4) if not q.constexpr else 16) for q in params}
