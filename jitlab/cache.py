@@ -262,9 +262,10 @@ class JitCache:
             if self.policy.cache_launch_grid:
                 g = grid(self._param_dict(args, kwargs)) if callable(grid) else grid
                 cached_grid = tuple(g) + (1,) * (3 - len(g))
+            pack = make_packer(self._params, frozen)
             launch, how = self._native_launch(compiled, frozen, device)
             if launch is None:
-                launch = _triton_launch(compiled, make_packer(self._params, frozen))
+                launch = _triton_launch(compiled, pack)
         except Exception as e:  # noqa: BLE001 - fall back to Triton for this key, never fail differently
             log.warning("jitlab: %s: cannot prepare a fast launch (%s); using Triton for this key", self.name, e)
             table.fallback_keys[key] = f"prepare:{type(e).__name__}"
@@ -272,7 +273,7 @@ class JitCache:
         log.debug("jitlab: %s: prepared entry %d in scope %s (%.1f ms)", self.name, len(table.entries),
                   table.scope.name, compile_ns / 1e6)
         return Entry(index=len(table.entries), key=key, compiled=compiled, launch=launch,
-                     pack=make_packer(self._params, frozen), grid=cached_grid, device=device, spec=spec,
+                     pack=pack, grid=cached_grid, device=device, spec=spec,
                      options=options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
                      compile_ns=compile_ns)
 
