@@ -92,3 +92,14 @@ def clean_otel_env(monkeypatch):
     yield
     R.activate(prev)
     settings.reload()
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago (tests start servers on it)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -286,19 +286,26 @@ def test_bad_policy_names_kernel_and_choices(kwargs, match):
     assert "add_one" in str(e.value)
 
 
-@pytest.mark.parametrize("level, every, hits_recorded", [("full", 1, 9), ("sampled", 3, 3), ("summary", 0, 0)])
-def test_hit_path_records_per_level(fake_adapter, level, every, hits_recorded):
+def launch_recorded(rec, n=10):
+    """n launches of a fresh jitcache(add_one) with `rec` as the active recorder; returns rec."""
     from jitlab.telemetry import recorder as R
 
     k = jitcache(add_one)
     x, y = t(), t()
-    rec = R.Recorder(level, capacity=100, sample_every=every)
     prev = R.activate(rec)
     try:
-        for _ in range(10):
+        for _ in range(n):
             k[(1,)](x, y, 64)
     finally:
         R.activate(prev)
+    return rec
+
+
+@pytest.mark.parametrize("level, every, hits_recorded", [("full", 1, 9), ("sampled", 3, 3), ("summary", 0, 0)])
+def test_hit_path_records_per_level(fake_adapter, level, every, hits_recorded):
+    from jitlab.telemetry import recorder as R
+
+    rec = launch_recorded(R.Recorder(level, capacity=100, sample_every=every))
     recs = rec.drain()
     assert [r.outcome for r in recs].count(R.MISS) == 1
     hits = [r for r in recs if r.outcome == R.HIT]
@@ -312,13 +319,5 @@ def test_hit_path_records_per_level(fake_adapter, level, every, hits_recorded):
 def test_full_recorder_counts_drops_when_full(fake_adapter):
     from jitlab.telemetry import recorder as R
 
-    k = jitcache(add_one)
-    x, y = t(), t()
-    rec = R.Recorder("full", capacity=4)
-    prev = R.activate(rec)
-    try:
-        for _ in range(10):
-            k[(1,)](x, y, 64)
-    finally:
-        R.activate(prev)
+    rec = launch_recorded(R.Recorder("full", capacity=4))
     assert len(rec.drain()) == 4 and rec.dropped == 6 and rec.seen == 10

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from jitlab.telemetry import recorder as R
+
+from .conftest import free_port
 from jitlab.telemetry import replay as replay_mod
 from jitlab.telemetry.session import Run
 
@@ -30,12 +32,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,8 @@ from jitlab.telemetry import export, recorder as R
 from jitlab.telemetry.load import load_traces, otlp_json_to_proto_dict, parse_line
 from jitlab.telemetry.session import Run
 
+from .conftest import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -39,12 +40,6 @@ def launches(rec, n, outcome=R.HIT):
         rec.record("add_kernel", "default", "safe", outcome, 3, t, t + 120, t + 500, 7 if outcome == R.MISS else 0)
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_trace_file_lines_parse_as_otlp(tmp_path):
