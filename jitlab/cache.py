@@ -28,6 +28,7 @@ from .guard import check_signature, key_layout, make_binder, make_launch, make_p
 from .policy import Policy
 from .scope import CacheLock, Scope
 from .scope import current as _current_scope
+from .telemetry import clock as _clock
 from .telemetry import recorder as _rec
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Entry:
     """One prepared launch: a compiled binary on one device plus what a hit needs. No user tensors."""
 
     __slots__ = ("index", "key", "compiled", "launch", "pack", "grid", "device", "spec", "options",
-                 "frozen", "verify", "tick", "compile_ns")
+                 "frozen", "verify", "tick", "compile_ns", "head")
 
     def __init__(self, **kw: Any) -> None:
         for k, v in kw.items():
@@ -137,7 +138,7 @@ class JitCache:
         # first launch pays only for compiling and loading, as in Triton. Each key item tests first the
         # type its annotation or name suggests (static_hints); every branch order is exact.
         self._hit = make_launch(self.name, params, checked_rt, checked_cx, device, dict(
-            _ACTIVE=_ACTIVE, _now=_now, _scope=_current_scope, _tables=self._tables, _table=self._table,
+            _ACTIVE=_ACTIVE, _now=_clock.get().now, _scope=_current_scope, _tables=self._tables, _table=self._table,
             _fallback=self._fallback, _miss=self._miss, _verify=self._verify, _stream=ad.get_stream,
             _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name),
             hints=static_hints(params))
@@ -275,7 +276,8 @@ class JitCache:
         return Entry(index=len(table.entries), key=key, compiled=compiled, launch=launch,
                      pack=pack, grid=cached_grid, device=device, spec=spec,
                      options=options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
-                     compile_ns=compile_ns)
+                     compile_ns=compile_ns,
+                     head=(self.name, table.scope.name, self.policy.name, _rec.HIT, len(table.entries)))
 
     def _native_launch(self, compiled: Any, frozen: dict, device: int) -> tuple[Callable | None, str]:
         """jitlab's C launcher for this entry when settings allow and the kernel qualifies, else

@@ -162,11 +162,8 @@ def launch(_jl_grid, {sig}):
     _jl_rec = _ACTIVE.recorder
     if _jl_rec is None:
         _jl_t0 = 0
-    elif _jl_rec.every_hit:  # level "full": count and time every hit without a sampling call
-        _jl_rec.seen += 1
-        _jl_t0 = _now()
-    else:
-        _jl_t0 = _now() if _jl_rec.wants_hit() else 0
+    else:  # level "full" keeps every hit without a sampling call; _now is the record clock (ticks)
+        _jl_t0 = _now() if _jl_rec.every_hit or _jl_rec.wants_hit() else 0
     _jl_table = _tables.get(_scope()) or _table()
     try:
         _jl_key = {key_expr}
@@ -185,12 +182,12 @@ def launch(_jl_grid, {sig}):
     else:
         _hooked(_jl_e, _jl_g, _jl_s, ({vals},))
     next(_jl_table.hits)
-    if _jl_t0:  # one tuple appended (Recorder.record's fields), or record() when the buffer is full
+    if _jl_t0:  # one compact tuple (see telemetry.recorder), or record_hit() when the buffer is full
         _jl_r = _jl_rec.records
         if len(_jl_r) < _jl_rec.capacity:
-            _jl_r.append((_name, _jl_table.scope.name, _policy, 0, _jl_e.index, _jl_t0, _jl_t1, _now(), 0, _ident(), -1))
+            _jl_r.append((_jl_e.head, _jl_t0, _jl_t1, _now(), _ident()))
         else:
-            _jl_rec.record(_name, _jl_table.scope.name, _policy, 0, _jl_e.index, _jl_t0, _jl_t1, _now())
+            _jl_rec.record_hit(_jl_e.head, _jl_t0, _jl_t1, _now())
 '''
 
 

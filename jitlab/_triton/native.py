@@ -16,24 +16,18 @@ Only this module and adapter.py read Triton internals (CompiledKernel.metadata/s
 
 from __future__ import annotations
 
-import hashlib
-import importlib.machinery
 import importlib.util
 import os
 import re
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import _cbuild
+
 _SRC = Path(__file__).with_name("native_launcher.c")
 _MODNAME = "_jitlab_native"
-_FLAGS = ["-O2", "-shared", "-fPIC", "-std=gnu11"]
 
 #: Triton signature type -> native type code. Integer codes are the PyArg_ParseTuple letters that
 #: Triton 3.6's make_launcher generates (driver.py `format_of(ty_to_cpp(ty))`), so conversion and
@@ -60,9 +54,7 @@ def code_of(ty: Any) -> str | None:
 
 # -- building ------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
-    from .. import settings
-
-    return Path(settings.SETTINGS.cache_dir) / "native"
+    return _cbuild.cache_dir("native")
 
 
 def _cuda_include() -> str | None:
@@ -75,45 +67,11 @@ def _cuda_include() -> str | None:
     return next((d for d in cands if os.path.isfile(os.path.join(d, "cuda.h"))), None)
 
 
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc:
-        return shutil.which(cc) or cc
-    return next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
-
-
 def _build() -> Any:
-    cc, inc = _compiler(), _cuda_include()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC)")
+    inc = _cuda_include()
     if inc is None:
         raise RuntimeError("cuda.h not found (Triton's backends/nvidia/include, $CUDA_HOME/include)")
-    py_inc = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    h = hashlib.sha256()
-    for part in (_SRC.read_bytes(), _SRC.with_name("native_key.h").read_bytes(), sys.version.encode(),
-                 suffix.encode(), cc.encode(), " ".join(_FLAGS).encode()):
-        h.update(part)
-    out_dir = cache_dir() / h.hexdigest()[:20]
-    so = out_dir / (_MODNAME + suffix)
-    if not so.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)  # atomic publish: concurrent builders race benignly
-        os.close(fd)
-        cmd = [cc, *_FLAGS, *[f"-I{d}" for d in sorted(py_inc)], f"-I{inc}", f"-I{_SRC.parent}", str(_SRC), "-o", tmp]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if r.returncode != 0:
-                raise RuntimeError(f"C build failed ({' '.join(cmd)}): {(r.stderr or r.stdout)[-2000:]}")
-            os.replace(tmp, so)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    loader = importlib.machinery.ExtensionFileLoader(_MODNAME, str(so))
-    spec = importlib.util.spec_from_file_location(_MODNAME, str(so), loader=loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return _cbuild.build(_MODNAME, _SRC, "native", headers=(_SRC.with_name("native_key.h"),), include_dirs=(inc,))
 
 
 _LOCK = threading.Lock()

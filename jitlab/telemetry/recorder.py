@@ -1,9 +1,12 @@
 """Per-launch records kept as plain integers: the only telemetry module the hot path touches.
 
-The jitcache's hit path does `rec = recorder.ACTIVE.recorder` and, when it is not None, asks
-`rec.wants_hit()` (the sampling check), takes `perf_counter_ns()` timestamps and calls
-`rec.record(...)`, which appends one tuple. Misses, locked misses, fallbacks and pass-through
-launches are recorded without asking `wants_hit()`. Everything else (spans, files, exporters)
+The jitcache's generated hit path reads `recorder.ACTIVE.recorder`; when it is not None and the
+hit is kept (`every_hit`, or `wants_hit()` for sampling) it reads the record clock (`clock.py`)
+three times and appends one compact tuple `(entry.head, t_enter, t_args, t_exit, thread)`, where
+`head` is the entry's prebuilt `(kernel, scope, policy, HIT, key)` and the times are clock ticks.
+Misses, locked misses, fallbacks and pass-through launches go through `record()` (perf_counter_ns,
+full field list) without asking `wants_hit()`. Readers (`drain_raw`, `drain`, `peek`, `on_full`)
+always get full `FIELDS` tuples in perf_counter_ns. Everything else (spans, files, exporters)
 happens later, outside any timed region, in `jitlab.telemetry.spans` / `session` / `export`.
 
 This module imports nothing from OpenTelemetry (nor does anything it imports).
@@ -16,18 +19,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import clock as _clock
+
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
 HIT, MISS, LOCKED_MISS, FALLBACK, PASSTHROUGH = 0, 1, 2, 3, 4
 OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough")
 
 LEVELS = ("off", "summary", "sampled", "full")
 
-# Field order of the tuples in `Recorder.records` (and of `Record`).
+# Field order of the tuples readers get (and of `Record`); `Recorder.records` also holds compact hits.
 FIELDS = (
     "kernel", "scope", "policy", "outcome", "key", "t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason",
 )
 
 _get_ident = threading.get_ident
+_COMPACT = 5  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
 
 
 @dataclass
@@ -83,16 +89,20 @@ class Recorder:
         self.capacity = capacity
         # summary keeps no hits; sampled keeps every Nth; full keeps all.
         self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
-        # The hit path reads this flag and, when set, counts `seen` and appends the record tuple
-        # itself (no wants_hit()/record() calls); the tuple layout is FIELDS either way.
+        # The hit path reads this flag and, when set, appends every hit's compact tuple without a
+        # wants_hit() call (so `seen` is derived from the records, not counted per launch).
         self.every_hit = self.sample_every == 1
         self.on_full = on_full
+        # The clock compact hits are stamped with: the hit path's `_now` is this same process-wide clock.
+        self.clock = _clock.get()
         self.records: list[tuple] = []
         self.dropped = 0  # records refused because the buffer was full and there is no on_full
-        self.seen = 0  # hits offered to wants_hit() (sampled or not)
         self.flushes = 0  # times on_full was called
         self.flush_ns = 0  # time spent inside on_full (it runs on the hot path: report it)
         self.taken = 0  # records handed out by drain()/on_full so far
+        self._offered = 0  # wants_hit() calls
+        self._hits_out = 0  # compact hits handed out or dropped
+        self._full_buffered = 0  # full-field tuples (record()) in the buffer now
         self._tick = 0
         self._strings: dict[str, int] = {}
         self._names: list[str] = []
@@ -125,8 +135,8 @@ class Recorder:
 
     # -- hot path ---------------------------------------------------------------------------------
     def wants_hit(self) -> bool:
-        """Called before timing a hit: False means this hit is not sampled (no timestamps taken)."""
-        self.seen += 1
+        """Called before timing a hit (below level full): False means this hit is not sampled."""
+        self._offered += 1
         n = self.sample_every
         if n == 1:
             return True
@@ -138,24 +148,60 @@ class Recorder:
             return True
         return False
 
+    @property
+    def seen(self) -> int:
+        """Launches offered for sampling through the hit path (kept or not). Below level full these
+        are the wants_hit() calls made at entry; at full, where the hit path calls nothing, they are
+        the compact hits (kept or dropped) plus the misses/fallbacks it sent to record()."""
+        if not self.every_hit:
+            return self._offered
+        return self._offered + self._hits_out + len(self.records) - self._full_buffered
+
     def record(self, kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns=0, reason=-1):
-        recs = self.records
-        if len(recs) >= self.capacity:
-            if self.on_full is None:
-                self.dropped += 1
-                return
-            self._flush_full()
-            recs = self.records
-        recs.append((kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, _get_ident(), reason))
+        """One launch with every field; times in perf_counter_ns."""
+        if self.every_hit and reason != "passthrough":  # see `seen`
+            self._offered += 1
+        if len(self.records) >= self.capacity and not self._make_room():
+            return
+        self._full_buffered += 1
+        self.records.append((kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, _get_ident(),
+                             reason))
+
+    def record_hit(self, head: tuple, t_enter: int, t_args: int, t_exit: int) -> None:
+        """A compact hit (times in `clock` ticks): what the hit path calls when the buffer is full."""
+        if len(self.records) >= self.capacity and not self._make_room():
+            self._hits_out += 1
+            return
+        self.records.append((head, t_enter, t_args, t_exit, _get_ident()))
 
     # -- slow path --------------------------------------------------------------------------------
+    def _make_room(self) -> bool:
+        """The buffer is full: hand it to on_full (True) or count one drop (False)."""
+        if self.on_full is None:
+            self.dropped += 1
+            return False
+        self._flush_full()
+        return True
+
+    def _take(self) -> list[tuple]:
+        """Swap the buffer for an empty one (caller holds the lock); the taken records, as FIELDS tuples."""
+        out, self.records = self.records, []
+        n_full, self._full_buffered = self._full_buffered, 0
+        self.taken += len(out)
+        self._hits_out += len(out) - n_full
+        return out if n_full == len(out) else self._expand(out)
+
+    def _expand(self, recs: list[tuple]) -> list[tuple]:
+        """Compact hits -> FIELDS tuples in perf_counter_ns; full tuples unchanged."""
+        conv = self.clock.converter()
+        return [r if len(r) != _COMPACT else (*r[0], conv(r[1]), conv(r[2]), conv(r[3]), 0, r[4], -1) for r in recs]
+
     def _flush_full(self) -> None:
         with self._lock:
             if len(self.records) < self.capacity:  # another thread flushed meanwhile
                 return
             t0 = time.perf_counter_ns()
-            out, self.records = self.records, []
-            self.taken += len(out)
+            out = self._take()
             self.flushes += 1
             try:
                 self.on_full(out)  # type: ignore[misc]
@@ -166,13 +212,15 @@ class Recorder:
     def drain_raw(self) -> list[tuple]:
         """Take every buffered record as tuples (field order `FIELDS`); the buffer is emptied."""
         with self._lock:
-            out, self.records = self.records, []
-            self.taken += len(out)
-        return out
+            return self._take()
 
     def drain(self) -> list[Record]:
         """Take every buffered record as `Record`s; the buffer is emptied."""
         return [Record(*r) for r in self.drain_raw()]
+
+    def peek(self, start: int = 0) -> list[tuple]:
+        """The buffered records from position `start` on, as FIELDS tuples, without taking them."""
+        return self._expand(self.records[start:])
 
     @property
     def recorded(self) -> int:
@@ -189,6 +237,7 @@ class Recorder:
             "dropped": self.dropped,
             "flushes": self.flushes,
             "flush_ns": self.flush_ns,
+            "clock": self.clock.name,
         }
 
 

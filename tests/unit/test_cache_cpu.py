@@ -6,6 +6,7 @@ import contextlib
 import gc
 import random
 import threading
+import time
 import weakref
 
 import pytest
@@ -305,14 +306,16 @@ def launch_recorded(rec, n=10):
 def test_hit_path_records_per_level(fake_adapter, level, every, hits_recorded):
     from jitlab.telemetry import recorder as R
 
+    t_before = time.perf_counter_ns()
     rec = launch_recorded(R.Recorder(level, capacity=100, sample_every=every))
+    t_after = time.perf_counter_ns()
     recs = rec.drain()
     assert [r.outcome for r in recs].count(R.MISS) == 1
     hits = [r for r in recs if r.outcome == R.HIT]
     # `seen` counts launches offered for sampling at entry, before hit or miss is known: all 10
     assert len(hits) == hits_recorded and rec.seen == 10
     for r in hits:
-        assert r.kernel == "add_one" and r.scope == "global" and r.t_enter <= r.t_args <= r.t_exit
+        assert r.kernel == "add_one" and r.scope == "global" and t_before <= r.t_enter <= r.t_args <= r.t_exit <= t_after
         assert r.policy == "safe" and r.key == 0 and r.thread == threading.get_ident()
 
 

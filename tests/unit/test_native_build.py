@@ -24,14 +24,14 @@ import pytest
 import triton
 import triton.language as tl
 
-from jitlab import settings
+from jitlab import _cbuild, settings
 from jitlab._triton import native
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _have_compiler() -> bool:
-    return native._compiler() is not None and shutil.which(native._compiler()) is not None
+    return _cbuild.compiler() is not None and shutil.which(_cbuild.compiler()) is not None
 
 
 needs_cc = pytest.mark.skipif(not _have_compiler(), reason="no C compiler (cc/gcc/clang or $CC)")
@@ -467,7 +467,7 @@ def stub_dir(built, tmp_path_factory):
     d = tmp_path_factory.mktemp("stubcuda")
     src = d / "stub.c"
     src.write_text(STUB)
-    r = subprocess.run([native._compiler(), "-O1", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", str(src),
+    r = subprocess.run([_cbuild.compiler(), "-O1", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", str(src),
                         "-o", str(d / "libcuda.so.1")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return d
@@ -490,7 +490,7 @@ def test_driver_missing_symbols_is_a_reason(built, tmp_path):
     """A libcuda.so.1 without the entry points (any machine): a clear reason, from make_launch too."""
     src = tmp_path / "empty.c"
     src.write_text("int cuInit(unsigned f) { return 0; }\n")
-    subprocess.run([native._compiler(), "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", str(src), "-o",
+    subprocess.run([_cbuild.compiler(), "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", str(src), "-o",
                     str(tmp_path / "libcuda.so.1")], check=True)
     script = textwrap.dedent("""
         from types import SimpleNamespace

@@ -123,3 +123,52 @@ def test_recorder_imports_no_opentelemetry():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_compact_hits_read_back_as_fields_in_perf_counter_ns():
+    """The hit path's compact tuples (clock ticks) come out of drain/peek/on_full as FIELDS tuples
+    whose times lie on perf_counter_ns, next to record()'s full tuples, in order."""
+    chunks: list = []
+    rec = R.Recorder("full", capacity=100, on_full=chunks.append)
+    now = rec.clock.now
+    head = ("k", "s", "p", R.HIT, 2)
+    t_before = time.perf_counter_ns()
+    for i in range(8):
+        a = now()
+        b = now()
+        rec.records.append((head, a, b, now(), threading.get_ident()))  # what the generated hit path appends
+        if i == 3:
+            rec.record("k", "s", "p", R.MISS, 3, *[time.perf_counter_ns()] * 3, 77)
+    rec.record_hit(head, now(), now(), now())  # what the hit path calls when the buffer is full
+    t_after = time.perf_counter_ns()
+    assert rec.seen == 10 and rec.flushes == 0
+    peeked = rec.peek(7)
+    out = rec.drain_raw()
+    assert rec.records == [] and rec.recorded == 10
+    for p, r in zip(peeked, out[7:], strict=True):  # each read re-calibrates: ns agree to a few ns
+        assert p[:5] == r[:5] and p[8:] == r[8:] and all(abs(x - y) < 100 for x, y in zip(p[5:8], r[5:8]))
+    assert [r[3] for r in out] == [R.HIT] * 4 + [R.MISS] + [R.HIT] * 5
+    for r in out:
+        assert len(r) == len(R.FIELDS) and r[1:3] == ("s", "p")
+        assert t_before - 2_000 <= r[5] <= r[6] <= r[7] <= t_after + 2_000, (t_before, r, t_after)
+    assert [r[4] for r in out if r[3] == R.HIT] == [2] * 9 and out[4][8] == 77
+
+    full = R.Recorder("full", capacity=2, on_full=chunks.append)
+    for _ in range(5):
+        full.record_hit(head, now(), now(), now())
+    assert [len(c) for c in chunks] == [2, 2] and all(len(r) == len(R.FIELDS) for c in chunks for r in c)
+    dropping = R.Recorder("full", capacity=2)
+    for _ in range(5):
+        dropping.record_hit(head, now(), now(), now())
+    assert dropping.dropped == 3 and dropping.seen == 5 and len(dropping.drain()) == 2
+
+
+def test_seen_counts_launches_offered_at_each_level():
+    full, sampled = R.Recorder("full"), R.Recorder("sampled", sample_every=4)
+    for rec in (full, sampled):
+        for _ in range(10):
+            if rec.every_hit or rec.wants_hit():
+                rec.record_hit(("k", 0, 0, R.HIT, 0), 1, 2, 3)
+        rec.record("k", 0, 0, R.FALLBACK, -1, 1, 1, 2, 0, "passthrough")  # not through the hit path
+    assert full.seen == 10 and sampled.seen == 10
+    assert len(full.drain()) == 11 and len(sampled.drain()) == 2 + 1

@@ -228,7 +228,7 @@ class _Trial:
 
         if rec.flushes != flushes:
             return {"per_launch_note": "recorder flushed during the trial; per-launch times not computed"}
-        recs = [r for r in rec.records[i0:] if r[3] == _rec.HIT and t_start <= r[5] <= t_end]
+        recs = [r for r in rec.peek(i0) if r[3] == _rec.HIT and t_start <= r[5] <= t_end]
         if not recs:
             return {}
         by: dict[str, list] = {}

@@ -1,0 +1,71 @@
+"""Build and import a one-file C extension with the host C compiler, cached on disk.
+
+Used by jitlab's C launcher (`_triton/native.py`) and the tracing clock (`telemetry/clock.py`).
+The shared object goes to $JITLAB_CACHE_DIR/<subdir>/<hash>/, keyed by the sources, the Python
+build and the compiler, and is published atomically (concurrent builders race benignly).
+Failures raise RuntimeError with the compiler's message; callers turn that into a fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FLAGS = ["-O2", "-shared", "-fPIC", "-std=gnu11"]
+
+
+def compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc) or cc
+    return next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
+
+
+def cache_dir(subdir: str) -> Path:
+    from . import settings
+
+    return Path(settings.SETTINGS.cache_dir) / subdir
+
+
+def build(modname: str, src: Path, subdir: str, headers: tuple[Path, ...] = (),
+          include_dirs: tuple[str, ...] = ()) -> Any:
+    """Compile `src` (which #includes `headers`) into extension module `modname` and import it."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    py_inc = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    h = hashlib.sha256()
+    for part in (src.read_bytes(), *(p.read_bytes() for p in headers), sys.version.encode(),
+                 suffix.encode(), cc.encode(), " ".join(FLAGS).encode(), "|".join(include_dirs).encode()):
+        h.update(part)
+    out_dir = cache_dir(subdir) / h.hexdigest()[:20]
+    so = out_dir / (modname + suffix)
+    if not so.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
+        os.close(fd)
+        incs = [f"-I{d}" for d in (*sorted(py_inc), *include_dirs, str(src.parent))]
+        cmd = [cc, *FLAGS, *incs, str(src), "-o", tmp]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError(f"C build failed ({' '.join(cmd)}): {(r.stderr or r.stdout)[-2000:]}")
+            os.replace(tmp, so)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    loader = importlib.machinery.ExtensionFileLoader(modname, str(so))
+    spec = importlib.util.spec_from_file_location(modname, str(so), loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
