@@ -1,6 +1,6 @@
 """Build and import a one-file C extension with the host C compiler, cached on disk.
 
-Used by jitlab's C launcher (`_triton/native.py`) and the tracing clock (`telemetry/clock.py`).
+Used by jitlab's C launcher (`_triton/native.py`); nothing here is specific to Triton or CUDA.
 The shared object goes to $JITLAB_CACHE_DIR/<subdir>/<hash>/, keyed by the sources, the Python
 build and the compiler, and is published atomically (concurrent builders race benignly).
 Failures raise RuntimeError with the compiler's message; callers turn that into a fallback.

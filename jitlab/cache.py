@@ -28,7 +28,6 @@ from .guard import check_signature, key_layout, make_binder, make_launch, make_p
 from .policy import Policy
 from .scope import CacheLock, Scope
 from .scope import current as _current_scope
-from .telemetry import clock as _clock
 from .telemetry import recorder as _rec
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,9 @@ def _warn_once(msg: str) -> None:
 
 
 def _count(c: itertools.count) -> int:
-    return c.__reduce__()[1][0]  # itertools.count's current value, without advancing it
+    """itertools.count's current value, without advancing it: its repr is "count(N)" (pickle
+    support, `__reduce__`, is deprecated since Python 3.12 and removed in 3.14)."""
+    return int(repr(c)[6:-1])
 
 
 class Entry:
@@ -138,7 +139,7 @@ class JitCache:
         # first launch pays only for compiling and loading, as in Triton. Each key item tests first the
         # type its annotation or name suggests (static_hints); every branch order is exact.
         self._hit = make_launch(self.name, params, checked_rt, checked_cx, device, dict(
-            _ACTIVE=_ACTIVE, _now=_clock.get().now, _scope=_current_scope, _tables=self._tables, _table=self._table,
+            _ACTIVE=_ACTIVE, _now=_now, _scope=_current_scope, _tables=self._tables, _table=self._table,
             _fallback=self._fallback, _miss=self._miss, _verify=self._verify, _stream=ad.get_stream,
             _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name),
             hints=static_hints(params))

@@ -162,7 +162,7 @@ def launch(_jl_grid, {sig}):
     _jl_rec = _ACTIVE.recorder
     if _jl_rec is None:
         _jl_t0 = 0
-    else:  # level "full" keeps every hit without a sampling call; _now is the record clock (ticks)
+    else:  # level "full" keeps every hit without a sampling call (or a counter: see Recorder.seen)
         _jl_t0 = _now() if _jl_rec.every_hit or _jl_rec.wants_hit() else 0
     _jl_table = _tables.get(_scope()) or _table()
     try:

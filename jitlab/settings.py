@@ -47,10 +47,6 @@ class Settings:
     trace_sample: int = field(default_factory=lambda: _env_int("JITLAB_TRACE_SAMPLE", 100))
     #: JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to traces/<experiment>-<run_id>.jsonl).
     trace_file: str | None = field(default_factory=lambda: os.environ.get("JITLAB_TRACE_FILE") or None)
-    #: JITLAB_TRACE_CLOCK=auto|counter|perf_counter: what launch records are stamped with (auto: the CPU counter
-    #: where the kernel trusts it as its clocksource; see jitlab.telemetry.clock). Records always read as perf_counter_ns.
-    trace_clock: str = field(default_factory=lambda: _env_choice("JITLAB_TRACE_CLOCK", "auto",
-                                                                 ("auto", "counter", "perf_counter")))
     #: JITLAB_RECORDER_CAPACITY=N: launch records kept in memory before drops are counted.
     recorder_capacity: int = field(default_factory=lambda: _env_int("JITLAB_RECORDER_CAPACITY", 2_000_000))
     #: JITLAB_LAUNCHER=auto|triton|native: which launcher a prepared entry uses (native = jitlab's C launcher when it builds).

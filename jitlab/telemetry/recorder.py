@@ -1,12 +1,13 @@
 """Per-launch records kept as plain integers: the only telemetry module the hot path touches.
 
 The jitcache's generated hit path reads `recorder.ACTIVE.recorder`; when it is not None and the
-hit is kept (`every_hit`, or `wants_hit()` for sampling) it reads the record clock (`clock.py`)
+hit is kept (`every_hit`, or `wants_hit()` for sampling) it reads `perf_counter_ns()`
 three times and appends one compact tuple `(entry.head, t_enter, t_args, t_exit, thread)`, where
-`head` is the entry's prebuilt `(kernel, scope, policy, HIT, key)` and the times are clock ticks.
-Misses, locked misses, fallbacks and pass-through launches go through `record()` (perf_counter_ns,
-full field list) without asking `wants_hit()`. Readers (`drain_raw`, `drain`, `peek`, `on_full`)
-always get full `FIELDS` tuples in perf_counter_ns. Everything else (spans, files, exporters)
+`head` is the entry's prebuilt `(kernel, scope, policy, HIT, key)`: at level full that append is
+all it does, no method call and no counter (see `seen`). Misses, locked misses, fallbacks and
+pass-through launches go through `record()` with every field, without asking `wants_hit()`.
+Readers (`drain_raw`, `drain`, `peek`, `on_full`) always get full `FIELDS` tuples. All times are
+`time.perf_counter_ns()`. Everything else (spans, files, exporters)
 happens later, outside any timed region, in `jitlab.telemetry.spans` / `session` / `export`.
 
 This module imports nothing from OpenTelemetry (nor does anything it imports).
@@ -18,8 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
-
-from . import clock as _clock
 
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
 HIT, MISS, LOCKED_MISS, FALLBACK, PASSTHROUGH = 0, 1, 2, 3, 4
@@ -93,8 +92,6 @@ class Recorder:
         # wants_hit() call (so `seen` is derived from the records, not counted per launch).
         self.every_hit = self.sample_every == 1
         self.on_full = on_full
-        # The clock compact hits are stamped with: the hit path's `_now` is this same process-wide clock.
-        self.clock = _clock.get()
         self.records: list[tuple] = []
         self.dropped = 0  # records refused because the buffer was full and there is no on_full
         self.flushes = 0  # times on_full was called
@@ -158,7 +155,7 @@ class Recorder:
         return self._offered + self._hits_out + len(self.records) - self._full_buffered
 
     def record(self, kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns=0, reason=-1):
-        """One launch with every field; times in perf_counter_ns."""
+        """One launch with every field."""
         if self.every_hit and reason != "passthrough":  # see `seen`
             self._offered += 1
         if len(self.records) >= self.capacity and not self._make_room():
@@ -168,7 +165,7 @@ class Recorder:
                              reason))
 
     def record_hit(self, head: tuple, t_enter: int, t_args: int, t_exit: int) -> None:
-        """A compact hit (times in `clock` ticks): what the hit path calls when the buffer is full."""
+        """A compact hit: what the hit path calls when the buffer is full."""
         if len(self.records) >= self.capacity and not self._make_room():
             self._hits_out += 1
             return
@@ -191,10 +188,10 @@ class Recorder:
         self._hits_out += len(out) - n_full
         return out if n_full == len(out) else self._expand(out)
 
-    def _expand(self, recs: list[tuple]) -> list[tuple]:
-        """Compact hits -> FIELDS tuples in perf_counter_ns; full tuples unchanged."""
-        conv = self.clock.converter()
-        return [r if len(r) != _COMPACT else (*r[0], conv(r[1]), conv(r[2]), conv(r[3]), 0, r[4], -1) for r in recs]
+    @staticmethod
+    def _expand(recs: list[tuple]) -> list[tuple]:
+        """Compact hits -> FIELDS tuples; full tuples unchanged."""
+        return [r if len(r) != _COMPACT else (*r[0], r[1], r[2], r[3], 0, r[4], -1) for r in recs]
 
     def _flush_full(self) -> None:
         with self._lock:
@@ -237,7 +234,6 @@ class Recorder:
             "dropped": self.dropped,
             "flushes": self.flushes,
             "flush_ns": self.flush_ns,
-            "clock": self.clock.name,
         }
 
 

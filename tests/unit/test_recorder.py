@@ -125,12 +125,12 @@ def test_recorder_imports_no_opentelemetry():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_compact_hits_read_back_as_fields_in_perf_counter_ns():
-    """The hit path's compact tuples (clock ticks) come out of drain/peek/on_full as FIELDS tuples
-    whose times lie on perf_counter_ns, next to record()'s full tuples, in order."""
+def test_compact_hits_read_back_as_fields():
+    """The hit path's compact tuples come out of drain/peek/on_full as FIELDS tuples, next to
+    record()'s full tuples, in order."""
     chunks: list = []
     rec = R.Recorder("full", capacity=100, on_full=chunks.append)
-    now = rec.clock.now
+    now = time.perf_counter_ns
     head = ("k", "s", "p", R.HIT, 2)
     t_before = time.perf_counter_ns()
     for i in range(8):
@@ -144,13 +144,11 @@ def test_compact_hits_read_back_as_fields_in_perf_counter_ns():
     assert rec.seen == 10 and rec.flushes == 0
     peeked = rec.peek(7)
     out = rec.drain_raw()
-    assert rec.records == [] and rec.recorded == 10
-    for p, r in zip(peeked, out[7:], strict=True):  # each read re-calibrates: ns agree to a few ns
-        assert p[:5] == r[:5] and p[8:] == r[8:] and all(abs(x - y) < 100 for x, y in zip(p[5:8], r[5:8]))
+    assert peeked == out[7:] and rec.records == [] and rec.recorded == 10
     assert [r[3] for r in out] == [R.HIT] * 4 + [R.MISS] + [R.HIT] * 5
     for r in out:
         assert len(r) == len(R.FIELDS) and r[1:3] == ("s", "p")
-        assert t_before - 2_000 <= r[5] <= r[6] <= r[7] <= t_after + 2_000, (t_before, r, t_after)
+        assert t_before <= r[5] <= r[6] <= r[7] <= t_after, (t_before, r, t_after)
     assert [r[4] for r in out if r[3] == R.HIT] == [2] * 9 and out[4][8] == 77
 
     full = R.Recorder("full", capacity=2, on_full=chunks.append)
