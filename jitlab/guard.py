@@ -14,11 +14,11 @@ constexprs included).
 from __future__ import annotations
 
 import inspect
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import keys
+from .telemetry import recorder
 from ._triton.adapter import Param
 
 _P = inspect.Parameter
@@ -182,12 +182,10 @@ def launch(_jl_grid, {sig}):
     else:
         _hooked(_jl_e, _jl_g, _jl_s, ({vals},))
     next(_jl_table.hits)
-    if _jl_t0:  # one compact tuple (see telemetry.recorder), or record_hit() when the buffer is full
-        _jl_r = _jl_rec.records
-        if len(_jl_r) < _jl_rec.capacity:
-            _jl_r.append((_jl_e.head, _jl_t0, _jl_t1, _now(), _ident()))
-        else:
-            _jl_rec.record_hit(_jl_e.head, _jl_t0, _jl_t1, _now())
+    if _jl_t0:  # stamp t_exit, append a compact tuple (telemetry.recorder); nonzero: the buffer is full
+        _jl_x = _append_hit(_jl_rec.records, _jl_rec.capacity, _jl_e.head, _jl_t0, _jl_t1)
+        if _jl_x:
+            _jl_rec.record_hit(_jl_e.head, _jl_t0, _jl_t1, _jl_x)
 '''
 
 
@@ -213,7 +211,7 @@ def make_launch(name: str, params: list[Param], checked_runtime: set[str], check
         as_dict="{" + ", ".join(f"{n!r}: {n}" for n in names) + "}")
     ns.update(namespace)
     ns.update(_Tensor=torch.Tensor, _spec=keys.spec, _cx=keys.constexpr_item, _device=device, _keyer=keyer,
-              _ident=threading.get_ident)
+              _append_hit=recorder.hit_appender()[0])
     exec(compile(src, f"<jitlab launch for {name}>", "exec"), ns)  # noqa: S102
     return ns["launch"]
 

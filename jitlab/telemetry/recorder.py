@@ -1,10 +1,11 @@
 """Per-launch records kept as plain integers: the only telemetry module the hot path touches.
 
 The jitcache's generated hit path reads `recorder.ACTIVE.recorder`; when it is not None and the
-hit is kept (`every_hit`, or `wants_hit()` for sampling) it reads `perf_counter_ns()`
-three times and appends one compact tuple `(entry.head, t_enter, t_args, t_exit, thread)`, where
-`head` is the entry's prebuilt `(kernel, scope, policy, HIT, key)`: at level full that append is
-all it does, no method call and no counter (see `seen`). Misses, locked misses, fallbacks and
+hit is kept (`every_hit`, or `wants_hit()` for sampling) it reads `perf_counter_ns()` twice
+(entry, arguments ready) and, after the launch, calls `hit_appender()`'s function, which stamps
+t_exit and appends one compact tuple `(entry.head, t_enter, t_args, t_exit, thread)` (`head` is
+the entry's prebuilt `(kernel, scope, policy, HIT, key)`). At level full that is all it does: no
+Recorder method call and no counter (see `seen`). Misses, locked misses, fallbacks and
 pass-through launches go through `record()` with every field, without asking `wants_hit()`.
 Readers (`drain_raw`, `drain`, `peek`, `on_full`) always get full `FIELDS` tuples. All times are
 `time.perf_counter_ns()`. Everything else (spans, files, exporters)
@@ -15,9 +16,11 @@ This module imports nothing from OpenTelemetry (nor does anything it imports).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
@@ -33,6 +36,52 @@ FIELDS = (
 
 _get_ident = threading.get_ident
 _COMPACT = 5  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
+log = logging.getLogger(__name__)
+
+
+def _append_hit_py(records: list, capacity: int, head: tuple, t_enter: int, t_args: int) -> int:
+    """Append a compact hit stamped with t_exit now; 0, or t_exit (nothing appended) when `records`
+    already holds `capacity`. The Python twin of hit_record.c's append_hit: same contract."""
+    t_exit = time.perf_counter_ns()
+    if len(records) >= capacity:
+        return t_exit
+    records.append((head, t_enter, t_args, t_exit, _get_ident()))
+    return 0
+
+
+_APPENDER: tuple[Callable, str] | None = None
+_APPENDER_LOCK = threading.Lock()
+
+
+def hit_appender() -> tuple[Callable, str]:
+    """(append_hit, what it is): hit_record.c's one-call tail of a traced hit where it builds and its
+    clock reads as perf_counter_ns, else `_append_hit_py`. Chosen once, by the first hit path made."""
+    global _APPENDER
+    if _APPENDER is None:
+        with _APPENDER_LOCK:
+            if _APPENDER is None:
+                _APPENDER = _load_appender()
+                log.debug("jitlab: hit records appended by %s", _APPENDER[1])
+    return _APPENDER
+
+
+def _load_appender() -> tuple[Callable, str]:
+    from .. import _cbuild, settings
+
+    if settings.SETTINGS.launcher == "triton":  # JITLAB_LAUNCHER=triton: no jitlab C code at all
+        return _append_hit_py, "python (JITLAB_LAUNCHER=triton)"
+    try:
+        mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record")
+        a, c, b = time.perf_counter_ns(), mod.now_ns(), time.perf_counter_ns()
+        if not a <= c <= b:
+            raise RuntimeError(f"its clock is not perf_counter_ns here ({a} <= {c} <= {b} fails)")
+        probe: list = []
+        if mod.append_hit(probe, 1, (), 1, 2) != 0 or mod.append_hit(probe, 1, (), 1, 2) == 0 or len(probe) != 1:
+            raise RuntimeError("append_hit does not keep its contract")
+    except Exception as e:  # noqa: BLE001 - the Python twin is exact, only slower
+        log.info("jitlab: hit records appended in Python (%s: %s)", type(e).__name__, e)
+        return _append_hit_py, f"python ({type(e).__name__})"
+    return mod.append_hit, "c"
 
 
 @dataclass
@@ -234,6 +283,7 @@ class Recorder:
             "dropped": self.dropped,
             "flushes": self.flushes,
             "flush_ns": self.flush_ns,
+            "appender": hit_appender()[1],
         }
 
 

@@ -170,3 +170,47 @@ def test_seen_counts_launches_offered_at_each_level():
         rec.record("k", 0, 0, R.FALLBACK, -1, 1, 1, 2, 0, "passthrough")  # not through the hit path
     assert full.seen == 10 and sampled.seen == 10
     assert len(full.drain()) == 11 and len(sampled.drain()) == 2 + 1
+
+
+def _appenders():
+    fn, what = R.hit_appender()
+    return [pytest.param(R._append_hit_py, id="python")] + (
+        [pytest.param(fn, id="c")] if what == "c" else [pytest.param(None, id="c", marks=pytest.mark.skip(what))])
+
+
+@pytest.mark.parametrize("append_hit", _appenders())
+def test_append_hit_contract(append_hit):
+    """hit_record.c's append_hit and its Python twin: append until `capacity`, then append nothing
+    and return t_exit; t_exit is perf_counter_ns, the thread is threading.get_ident()."""
+    recs: list = []
+    head = ("k", "s", "p", R.HIT, 0)
+    a = time.perf_counter_ns()
+    assert [append_hit(recs, 3, head, 10, 20) for _ in range(3)] == [0, 0, 0]
+    t_exit = append_hit(recs, 3, head, 10, 20)
+    b = time.perf_counter_ns()
+    assert len(recs) == 3 and a <= t_exit <= b
+    for r in recs:
+        assert r[:3] == (head, 10, 20) and a <= r[3] <= t_exit and r[4] == threading.get_ident()
+    box: list = []
+    th = threading.Thread(target=lambda: append_hit(box, 1, head, 1, 2))
+    th.start()
+    th.join()
+    assert box[0][4] == th.ident
+    if append_hit is not R._append_hit_py:  # the C one refuses what it cannot append to
+        with pytest.raises(TypeError):
+            append_hit((), 3, head, 1, 2)
+
+
+def test_c_appender_where_a_compiler_is(monkeypatch):
+    from jitlab import _cbuild, settings
+
+    if _cbuild.compiler() is None:
+        pytest.skip("no C compiler: the Python twin is used")
+    assert R.hit_appender()[1] == "c"
+    monkeypatch.setenv("JITLAB_LAUNCHER", "triton")  # "no jitlab C code at all"
+    settings.reload()
+    try:
+        assert R._load_appender() == (R._append_hit_py, "python (JITLAB_LAUNCHER=triton)")
+    finally:
+        monkeypatch.delenv("JITLAB_LAUNCHER")
+        settings.reload()
