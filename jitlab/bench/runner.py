@@ -209,23 +209,25 @@ def _time_one(v: Variant, device: Device, config: Config, warmup: int, row: dict
 def _paired_trace_cost(v: Variant, device: Device, config: Config, block: int = 25) -> list[float]:
     """Tracing cost as paired differences: back-to-back blocks of launches with recording off and at
     the variant's level (one GPU hold covers them all), so host drift cancels within each pair; µs per
-    launch, one value per pair. The variant's own p50 is over separate repeats and drifts more."""
+    launch, one value per pair. The variant's own p50 is over separate repeats and drifts more.
+    Pairs alternate which block runs first, so a warm-up advantage of the second block cancels too;
+    the garbage collector stays on, so the collections tracing's allocations cause are counted."""
     import time
 
     diffs = []
     device.hold(block * 2 * (config.launches // block) * 60 + 2000)
-    for _ in range(config.launches // block):
-        per = []
-        for level in ("off", v.trace_level):
+    for i in range(config.launches // block):
+        per = {}
+        for level in (("off", v.trace_level) if i % 2 == 0 else (v.trace_level, "off")):
             rec = None if level == "off" else _rec.Recorder(level=level, capacity=block + 8,
                                                              sample_every=config.sample_every)
             prev = _rec.activate(rec)
             t0 = time.perf_counter_ns()
             for _ in range(block):
                 v.launch()
-            per.append(time.perf_counter_ns() - t0)
+            per[level] = time.perf_counter_ns() - t0
             _rec.activate(prev)
-        diffs.append((per[1] - per[0]) / block / 1e3)
+        diffs.append((per[v.trace_level] - per["off"]) / block / 1e3)
     device.sync()
     return diffs
 
