@@ -283,7 +283,7 @@ class Recorder:
             "dropped": self.dropped,
             "flushes": self.flushes,
             "flush_ns": self.flush_ns,
-            "appender": hit_appender()[1],
+            "appender": _APPENDER[1] if _APPENDER is not None else "none (no hit path made)",
         }
 
 

@@ -389,6 +389,7 @@ class Run:
                     "jitlab.recorder.hits_seen": stats.get("hits_seen", 0),
                     "jitlab.recorder.flushes": stats.get("flushes", 0),
                     "jitlab.recorder.flush_ns": stats.get("flush_ns", 0),
+                    "jitlab.recorder.appender": stats.get("appender", ""),
                     "jitlab.run.interrupted": self._interrupted,
                     "jitlab.trace.launch_spans": self._builder.launch_spans,
                 }

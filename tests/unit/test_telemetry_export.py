@@ -73,6 +73,35 @@ def test_trace_file_lines_parse_as_otlp(tmp_path):
     assert ids == {s.context.span_id.to_bytes(8, "big") for s in mem.get_finished_spans()}
 
 
+def _committed_h200_traces() -> list[Path]:
+    try:
+        out = subprocess.run(["git", "ls-files", "--", "traces/*.jsonl", "traces/**/*.jsonl"], cwd=REPO,
+                             capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted({REPO / f for f in out if (REPO / f).is_file()})
+
+
+@pytest.mark.parametrize("path", _committed_h200_traces() or [pytest.param(None, marks=pytest.mark.skip(
+    "no committed traces (not a git checkout)"))], ids=lambda p: p.name if p else "none")
+def test_committed_h200_trace_parses_as_otlp_and_loads(path):
+    """Each committed trace: its lines parse as OTLP TracesData with the proto package (the first
+    lines of the big ones), the loader reads it whole, and it says where it was recorded."""
+    big = path.stat().st_size > 2_000_000
+    with path.open() as f:
+        for i, line in enumerate(f):
+            if big and i >= 3:
+                break
+            data = trace_pb2.TracesData()
+            json_format.ParseDict(otlp_json_to_proto_dict(json.loads(line)), data)
+            assert data.resource_spans
+    df = load_traces(path)
+    run = df[df["name"] == "jitlab.run"]
+    assert len(run) == 1 and len(df) > 10
+    res = run.iloc[0]
+    assert "H200" in str(res["resource.jitlab.gpu.name"]) and res["resource.jitlab.git.commit"]
+
+
 def test_load_traces_dataframe(tmp_path):
     for i in range(2):
         with Run("loader", level="full", trace_file=tmp_path / f"r{i}.jsonl") as run:
