@@ -18,16 +18,9 @@ import triton
 import jitlab.kernels as kernels
 from jitlab.kernels import cache_write, layers, paged_attention, tiny
 from jitlab.kernels.case import Case
-from jitlab.kernels.interpret import interpreted, nested_jit_names, python_fn
+from jitlab.kernels.interpret import interpreted, nested_jit_names
 
-
-def _jit(kernel):
-    """A JITFunction view of `kernel`, even in a session run with TRITON_INTERPRET=1."""
-    if hasattr(kernel, "params"):
-        return kernel
-    from triton.runtime.jit import JITFunction
-
-    return JITFunction(python_fn(kernel))
+from .offline_compile import compile_sm90, jit_view
 
 
 def run_checked(case: Case) -> Case:
@@ -41,7 +34,7 @@ def run_checked(case: Case) -> Case:
 
 def check_case_fields(case: Case) -> None:
     """The Case's name lists refer to real parameters of the right kind."""
-    params = {p.name: p for p in _jit(case.kernel).params}
+    params = {p.name: p for p in jit_view(case.kernel).params}
     runtime = {n for n, p in params.items() if not p.is_constexpr}
     constexprs = set(params) - runtime
     assert set(case.strides) <= runtime and set(case.scales) <= runtime
@@ -58,7 +51,7 @@ def check_case_fields(case: Case) -> None:
 
 
 def counts(kernel) -> tuple[int, int]:
-    params = _jit(kernel).params
+    params = jit_view(kernel).params
     return sum(not p.is_constexpr for p in params), sum(p.is_constexpr for p in params)
 
 
@@ -132,7 +125,7 @@ def test_paged_attention_2d_early_exit_and_prefill_skip():
 
 
 def test_paged_attention_2d_signature_and_fields():
-    k = _jit(paged_attention.kernel_paged_attention_2d)
+    k = jit_view(paged_attention.kernel_paged_attention_2d)
     assert counts(k) == (26, 10)
     runtime = [p.name for p in k.params if not p.is_constexpr]
     assert runtime[:7] == ["output_ptr", "query_ptr", "key_cache_ptr", "value_cache_ptr", "block_tables_ptr",
@@ -193,7 +186,7 @@ def test_cache_write(variant):
 
 def test_cache_write_signature_and_fields():
     assert counts(cache_write.reshape_and_cache_kernel_flash) == (14, 7)
-    k = _jit(cache_write.reshape_and_cache_kernel_flash)
+    k = jit_view(cache_write.reshape_and_cache_kernel_flash)
     assert [p.name for p in k.params if p.is_constexpr] == [
         "num_heads", "head_size", "block_size", "x", "USE_HEAD_MAJOR_LAYOUT", "FP8_KV_CACHE", "TILE_SIZE"]
     case = cache_write.make_case("cpu")
@@ -282,33 +275,6 @@ def test_cases_registry():
 
 # ------------------------------------------------------------------------------ sm_90 compile-only
 
-_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
-          torch.int64: "i64", torch.float8_e4m3fn: "fp8e4nv"}
-
-
-def _compile_sm90(case: Case):
-    """Compile the case's kernel for an H100/H200 (no GPU needed; Triton's bundled ptxas runs):
-    catches what the interpreter accepts but the compiler rejects (tl.dot shapes, dtypes, ...)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    kernel = _jit(case.kernel)
-    bound = dict(zip([p.name for p in kernel.params], case.args)) | case.kwargs
-    sig, consts = {}, {}
-    for p in kernel.params:
-        v = bound[p.name]
-        if p.is_constexpr or v is None:
-            sig[p.name], consts[p.name] = "constexpr", v
-        elif isinstance(v, torch.Tensor):
-            sig[p.name] = "*" + _TYPES[v.dtype]
-        elif isinstance(v, float):
-            sig[p.name] = "fp32"
-        else:
-            sig[p.name] = "i64" if p.annotation == "i64" else "i32"
-    options = {"num_warps": case.kwargs.get("num_warps", 4)}
-    return triton.compile(ASTSource(kernel, sig, consts), target=GPUTarget("cuda", 90, 32), options=options)
-
-
 @pytest.mark.parametrize("make,shape", [
     (tiny.make_case, {}),
     (paged_attention.make_case, dict(num_seqs=2, context=64)),
@@ -324,4 +290,5 @@ def _compile_sm90(case: Case):
         "rms_norm_residual", "rms_norm", "rope", "silu_and_mul"])
 def test_compiles_for_sm90_bf16(make, shape):
     case = make("cpu", dtype=torch.bfloat16, **shape)
-    assert _compile_sm90(case).asm["cubin"]
+    bound = dict(zip([p.name for p in jit_view(case.kernel).params], case.args)) | case.kwargs
+    assert compile_sm90(case.kernel, bound, case.kwargs.get("num_warps", 4)).asm["cubin"]

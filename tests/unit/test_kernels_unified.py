@@ -9,23 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from .offline_compile import compile_sm90, jit_view
+
 # --------------------------------------------------------------------------------------------
 # In-process checks (no launch)
-
-
-def _jit(kernel):
-    """A JITFunction view of `kernel` even when this process runs with TRITON_INTERPRET=1."""
-    if hasattr(kernel, "params"):
-        return kernel
-    from triton.runtime.jit import JITFunction
-
-    return JITFunction(kernel.fn)
 
 
 def test_param_counts_match_vllm_0_26():
     from jitlab.kernels import unified_attention as ua
 
-    attn, red = _jit(ua.kernel_unified_attention), _jit(ua.reduce_segments)
+    attn, red = jit_view(ua.kernel_unified_attention), jit_view(ua.reduce_segments)
     n_rt = sum(not p.is_constexpr for p in attn.params)
     n_ce = sum(p.is_constexpr for p in attn.params)
     assert (len(attn.params), n_rt, n_ce) == (77, 43, 34)
@@ -59,7 +52,7 @@ def test_case_fields(mode):
     c = ua.make_case("cpu", dtype=torch.float32, num_seqs=3, context=[37, 40, 5], mode=mode,
                      num_query_heads=4, num_kv_heads=2, head_size=32,
                      prefill_tokens=20 if mode == "2d" else 0)
-    params = {p.name: p for p in _jit(c.kernel).params}
+    params = {p.name: p for p in jit_view(c.kernel).params}
     runtime = {n for n, p in params.items() if not p.is_constexpr}
     assert c.args == () and set(c.kwargs) - {"num_warps"} <= set(params)
     assert {n for n, p in params.items() if not p.has_default} <= set(c.kwargs)
@@ -76,46 +69,24 @@ def test_case_fields(mode):
     else:
         assert live == 27 and c.grid == (num_tokens // 8 + 3, 2, 16)
         r = c.extra["reduce"]
-        assert r.grid == (3, 4) and r.args == () and set(r.kwargs) <= {p.name for p in _jit(r.kernel).params}
+        assert r.grid == (3, 4) and r.args == () and set(r.kwargs) <= {p.name for p in jit_view(r.kernel).params}
         assert c.kwargs["softmax_segm_output_ptr"] is c.extra["segm_buffers"][0]
 
 
 def test_compiles_for_sm90():
     """Compile-only (no GPU needed): catches what the interpreter accepts but the compiler rejects."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from jitlab.kernels import unified_attention as ua
-
-    types = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.int32: "i32"}
-
-    def compile_(kernel, kwargs):
-        kernel = _jit(kernel)
-        sig, consts = {}, {}
-        for p in kernel.params:
-            v = kwargs.get(p.name, p.default)
-            if p.is_constexpr or v is None:
-                sig[p.name], consts[p.name] = "constexpr", v
-            elif isinstance(v, torch.Tensor):
-                sig[p.name] = "*" + types[v.dtype]
-            elif isinstance(v, float):
-                sig[p.name] = "fp32"
-            else:
-                sig[p.name] = "i64" if p.annotation == "i64" else "i32"
-        src = ASTSource(kernel, sig, consts)
-        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
 
     c2 = ua.make_case("cpu", num_seqs=4, context=64, prefill_tokens=16)
     c3 = ua.make_case("cpu", num_seqs=4, context=64, mode="3d")
     for c in (c2, c3, c3.extra["reduce"]):
-        assert compile_(c.kernel, c.kwargs).asm["cubin"]
+        assert compile_sm90(c.kernel, c.kwargs).asm["cubin"]
     b = c2.extra["batch"]
     (_, kw), _ = ua.attention_launch(b["q"], b["kv_cache"], torch.empty_like(b["q"]),
                                      b["query_start_len"], b["seq_lens"], b["block_tables"], 0.1,
                                      softcap=30.0, sliding_window=20, sinks=torch.zeros(32),
                                      alibi_slopes=torch.zeros(32))
-    compile_(ua.kernel_unified_attention, kw)
+    compile_sm90(ua.kernel_unified_attention, kw)
 
 
 # --------------------------------------------------------------------------------------------
