@@ -63,6 +63,13 @@ def require(path: str | os.PathLike | None, experiment: str) -> Path:
     return p
 
 
+def open_run(path: str | os.PathLike | None, experiment: str) -> tuple[pd.DataFrame, dict]:
+    """One experiment's trace: its spans (`load`) and its run span's attributes (`run_info`), with
+    `require`'s clear error when there is no trace."""
+    df = load(require(path, experiment))
+    return df, run_info(df)
+
+
 def load(path: str | os.PathLike | Iterable) -> pd.DataFrame:
     """All spans of one trace file (or several), one row per span (`jitlab.telemetry.load_traces`)."""
     if isinstance(path, (str, os.PathLike)):

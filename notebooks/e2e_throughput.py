@@ -62,9 +62,7 @@ import pandas as pd  # noqa: E402
 
 C.script_args(globals(), ["trace", "focus_config", "gain_threshold", "figure_dir"])
 C.setup_matplotlib()
-path = C.require(trace, "e2e_decode")
-df = C.load(path)
-info = C.run_info(df)
+df, info = C.open_run(trace, "e2e_decode")
 C.say(C.banner(info, trace))
 
 # %%

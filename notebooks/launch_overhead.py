@@ -65,9 +65,7 @@ import pandas as pd  # noqa: E402
 
 C.script_args(globals(), ["trace", "save_figure", "figure_path", "figure_dir"])
 C.setup_matplotlib()
-path = C.require(trace, "launch_overhead")
-df = C.load(path)
-info = C.run_info(df)
+df, info = C.open_run(trace, "launch_overhead")
 C.say(C.banner(info, trace))
 
 # %% [markdown]

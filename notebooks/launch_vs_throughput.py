@@ -76,10 +76,8 @@ import pandas as pd  # noqa: E402
 C.script_args(globals(), ["launch_trace", "e2e_trace", "kernel_workload", "mode_policy", "gain_threshold",
                           "figure_dir"])
 C.setup_matplotlib()
-lpath = C.require(launch_trace, "launch_overhead")
-epath = C.require(e2e_trace, "e2e_decode")
-ldf, edf = C.load(lpath), C.load(epath)
-linfo, einfo = C.run_info(ldf), C.run_info(edf)
+ldf, linfo = C.open_run(launch_trace, "launch_overhead")
+edf, einfo = C.open_run(e2e_trace, "e2e_decode")
 C.say("**Launch overhead** — " + C.banner(linfo, launch_trace) + "\n\n**End to end** — " + C.banner(einfo, e2e_trace))
 if linfo.get("jitlab.provenance.gpu") != einfo.get("jitlab.provenance.gpu"):
     C.say(f"> The two runs were made on different GPUs ({linfo.get('jitlab.provenance.gpu')} vs "
