@@ -53,10 +53,6 @@ def code_of(ty: Any) -> str | None:
 
 
 # -- building ------------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    return _cbuild.cache_dir("native")
-
-
 def _cuda_include() -> str | None:
     """The folder holding cuda.h: Triton ships one (backends/nvidia/include) next to its own launcher."""
     spec = importlib.util.find_spec("triton")

@@ -97,9 +97,9 @@ def _build_c_floor() -> ctypes.CDLL:
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
     if nvcc is None:
         raise RuntimeError("nvcc not found: the C floor is skipped")
-    from .._triton.native import cache_dir
+    from .._cbuild import cache_dir
 
-    out = cache_dir().parent / "floor" / (hashlib.sha256(src.read_bytes()).hexdigest()[:16] + ".so")
+    out = cache_dir("floor") / (hashlib.sha256(src.read_bytes()).hexdigest()[:16] + ".so")
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([nvcc, "-O2", "-shared", "-Xcompiler", "-fPIC", "-x", "cu", str(src), "-lcuda",
