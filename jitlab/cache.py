@@ -16,11 +16,13 @@ Counters add up: every launch is exactly one of hit, miss, fallback, locked_miss
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import threading
 import time
 import warnings
+import weakref
 from typing import Any, Callable
 
 from . import keys, settings
@@ -105,6 +107,7 @@ class JitCache:
         self._tables: dict[Scope, Table] = {}
         self._tables_lock = threading.Lock()
         self._source = ""
+        self.dispatcher_reason = "pass-through"
         self.fn = _adapter_mod.inner_jit_function(fn)
         self.name = getattr(self.fn or fn, "__name__", type(fn).__name__)
         self.verify_every = policy.verify or settings.SETTINGS.verify
@@ -149,11 +152,52 @@ class JitCache:
             fallback=self._fallback, miss=self._miss, verify=self._verify, stream=ad.get_stream,
             hooks=ad.hooks, hooked=self._launch_hooked, fn=self.fn, globals_changed=ad.used_globals_changed),
             _native_keyer, hints=static_hints(params))
+        self._entry_point = self._hit  # the dispatcher replaces it once built (_use_dispatcher)
         if self._top is not self.fn:  # autotune/heuristics above us: a copy of their stack calls our run()
             stack = _adapter_mod.restack(self._top, self)
             self._launch = functools.partial(_run_stack, stack)
         else:
             self._launch = self._hit
+        self.dispatcher_reason = self._start_dispatcher()
+
+    def _start_dispatcher(self) -> str:
+        """Ask for the C++ dispatcher (built once, in the background); until it is there, and where it
+        cannot be, launches take the generated Python hit path, which stays the reference."""
+        if settings.SETTINGS.launcher not in ("auto", "native"):
+            return f"JITLAB_LAUNCHER={settings.SETTINGS.launcher}"
+        if any(s.native() is None for s in self._spec.state):
+            return "Triton state only the Python hit path reads (Triton 3.3's TRITON_DEBUG)"
+        from ._triton import native
+
+        ref = weakref.WeakMethod(self._use_dispatcher)
+        mod, why = native.DISPATCH.get(on_ready=lambda m: (f := ref()) is not None and f(m))
+        if mod is None:
+            return why
+        return self._use_dispatcher(mod)
+
+    def _use_dispatcher(self, mod: Any) -> str:
+        import torch
+
+        from ._triton import native
+        from .scope import _CURRENT
+
+        p0 = self._params
+        kw_only = [p.index for p in p0 if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        holder, chain = _adapter_mod.hook_location()
+        d, why = native.make_dispatcher(
+            mod, names=tuple(self._names), defaults=tuple(p.default for p in p0), required=inspect.Parameter.empty,
+            npositional=kw_only[0] if kw_only else len(p0), codes=self._spec.codes(),
+            state=tuple(s.native() for s in self._spec.state), device=self._spec.device, get_stream=self._stream,
+            hook_holder=holder, hook_chain=chain, active=_ACTIVE, scope_var=_CURRENT, tables=self._tables,
+            fn=self.fn, slow=self._hit, tensor_type=torch.Tensor, spec=keys.spec, constexpr_item=keys.constexpr_item)
+        self.dispatcher_reason = why
+        if d is None:
+            (log.warning if settings.SETTINGS.launcher == "native" else log.debug)("jitlab: %s: %s", self.name, why)
+            return why
+        self._entry_point = d
+        if self._launch is self._hit:
+            self._launch = d
+        return why
 
     def _disable(self, reason: str) -> None:
         self.passthrough_reason = reason
@@ -168,7 +212,7 @@ class JitCache:
         """Triton's KernelInterface.run, so autotune/heuristics stacked above us can call it."""
         if warmup or self.passthrough_reason is not None:
             return self.fn.run(*args, grid=grid, warmup=warmup, **kwargs)
-        return self._hit(grid, *args, **kwargs)
+        return self._entry_point(grid, *args, **kwargs)
 
     def bind(self, *args: Any, **kwargs: Any) -> tuple[tuple, tuple]:
         """(cache key, launch values) of a call, as the hit path computes them (for tests and tools)."""
@@ -321,7 +365,9 @@ class JitCache:
             return None, "JITLAB_LAUNCHER=triton"
         from ._triton import native
 
-        launch, how = native.make_launch(compiled, frozen, device=device)
+        # The dispatcher launches its own module's launchers without a Python call: use that module once built.
+        module = native.DISPATCH.get()[0] if self._entry_point is not self._hit else None
+        launch, how = native.make_launch(compiled, frozen, device=device, module=module)
         if launch is None:
             (log.warning if choice == "native" else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)
         return launch, how

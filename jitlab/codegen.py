@@ -133,8 +133,9 @@ class _Writer:
         P = self.P
         items = [f"{P}tuple({P}options.items()) if {P}options else ()"]
         for i, s in enumerate(spec.state):
-            self.ns.update({f"{P}s{i}_{k}": v for k, v in s.namespace.items()})
-            items.append(s.expr.format(P=f"{P}s{i}_"))
+            expr, ns = s.python(f"{P}s{i}_")
+            self.ns.update(ns)
+            items.append(expr)
         items.append(str(spec.device) if isinstance(spec.device, int) else f"{P}device()")
         self.ns[P + "device"] = spec.device
         return items

@@ -52,8 +52,13 @@ class Settings:
     #: JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming the key
     #: parts that keep changing (entries are never evicted: a warning, not a limit).
     max_entries: int = field(default_factory=lambda: _env_int("JITLAB_MAX_ENTRIES", 1024))
-    #: JITLAB_LAUNCHER=auto|triton|native: which launcher a prepared entry uses (native = jitlab's C launcher when it builds).
-    launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto", ("auto", "triton", "native")))
+    #: JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one C call,
+    #: built once in the background) and C launcher where they build, else the generated Python hit path;
+    #: native: the same, warning when a native part is unavailable; python: the generated Python hit path
+    #: with jitlab's C launcher (the reference the native path is tested against); triton: the Python hit
+    #: path with Triton's own launcher, no jitlab C code.
+    launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto",
+                                                              ("auto", "native", "python", "triton")))
     #: JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default $XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).
     cache_dir: str = field(default_factory=lambda: os.environ.get("JITLAB_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab"))

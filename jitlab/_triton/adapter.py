@@ -26,12 +26,30 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StateItem:
     """Triton state that `JITFunction.run` reads on every launch and that feeds its key or makes it
-    do something else (a knob, the pre-run hooks). `expr` is a Python expression for the generated
-    hit path, with `{P}` before each name it takes from `namespace`; its value goes into jitlab's key."""
+    do something else (a knob, the pre-run hooks); its value goes into jitlab's key. `reads` are
+    (object, attribute) pairs and `op` combines them: "v" the value, "n" not the value, "o" the first
+    or the second, "z" the value is None (the generated hit path and the C dispatcher both do this);
+    "py" only for the Python hit path: `expr`, with `{P}` before each name taken from `namespace`."""
 
     name: str
-    expr: str
-    namespace: dict
+    op: str
+    reads: tuple[tuple[Any, str], ...] = ()
+    expr: str = ""
+    namespace: dict | None = None
+
+    def python(self, prefix: str) -> tuple[str, dict]:
+        """(expression, namespace) for generated code whose names for this item start with `prefix`."""
+        if self.op == "py":
+            return self.expr.format(P=prefix), {prefix + k: v for k, v in (self.namespace or {}).items()}
+        names = [f"{prefix}{i}.{attr}" for i, (_, attr) in enumerate(self.reads)]
+        expr = {"v": "{0}", "n": "not {0}", "o": "{0} or {1}", "z": "{0} is None"}[self.op].format(*names)
+        return expr, {f"{prefix}{i}": obj for i, (obj, _) in enumerate(self.reads)}
+
+    def native(self) -> tuple | None:
+        """(op, obj, attr[, obj2, attr2]) for the C dispatcher, or None when only Python can read it."""
+        if self.op == "py":
+            return None
+        return (self.op, *(x for read in self.reads for x in read))
 
 
 @dataclass(frozen=True)
@@ -137,9 +155,8 @@ def restack(top: Any, inner: Any) -> Any:
     return layer
 
 
-def _hook_reader() -> Callable[[], tuple | None]:
-    """A function returning (enter, exit) hooks when any is set, else None: read per launch, so a
-    profiler that attaches hooks after a kernel was prepared is still called (dejavu froze them)."""
+def hook_location() -> tuple[Any, type | None]:
+    """(the object whose launch_enter_hook/launch_exit_hook Triton reads, the HookChain type or None)."""
     source = probe.hook_source()
     if source == "compiled-kernel":
         from triton.compiler.compiler import CompiledKernel as holder
@@ -148,6 +165,13 @@ def _hook_reader() -> Callable[[], tuple | None]:
 
         holder = knobs.runtime
     chain = getattr(__import__("triton").knobs, "HookChain", None) if source == "knobs-chain" else None
+    return holder, chain
+
+
+def _hook_reader() -> Callable[[], tuple | None]:
+    """A function returning (enter, exit) hooks when any is set, else None: read per launch, so a
+    profiler that attaches hooks after a kernel was prepared is still called (dejavu froze them)."""
+    holder, chain = hook_location()
 
     def active_hooks():
         e = holder.launch_enter_hook
@@ -252,12 +276,12 @@ class Adapter:
         through Triton, which calls them)."""
         items = [self._injected[name](jit_fn) for name in probe.run_injected_options()]
         if hasattr(jit_fn, "pre_run_hooks"):
-            items.append(StateItem("<pre_run_hooks>", "not {P}fn.pre_run_hooks", {"fn": jit_fn}))
+            items.append(StateItem("<pre_run_hooks>", "n", ((jit_fn, "pre_run_hooks"),)))
         if probe.run_calls_stages_hook():
             from triton import knobs
 
-            items.append(StateItem("<knobs.runtime.add_stages_inspection_hook>",
-                                   "{P}rt.add_stages_inspection_hook is None", {"rt": knobs.runtime}))
+            items.append(StateItem("<knobs.runtime.add_stages_inspection_hook>", "z",
+                                   ((knobs.runtime, "add_stages_inspection_hook"),)))
         return tuple(items)
 
     @staticmethod
@@ -338,15 +362,16 @@ def _injected_option_readers() -> dict[str, Callable[[Any], StateItem]]:
         from triton import knobs
     except ImportError:  # 3.3: `kwargs.get("debug", self.debug) or os.environ.get("TRITON_DEBUG", "0") == "1"`
         return {"debug": lambda fn: StateItem(
-            "<debug>", '{P}fn.debug or {P}environ.get("TRITON_DEBUG", "0") == "1"', {"fn": fn, "environ": os.environ})}
+            "<debug>", "py", expr='{P}fn.debug or {P}environ.get("TRITON_DEBUG", "0") == "1"',
+            namespace={"fn": fn, "environ": os.environ})}
     cm = knobs.compilation
     out = {  # 3.4+: `kwargs.get("debug", self.debug) or knobs.runtime.debug`; 3.6+: instrumentation_mode
-        "debug": lambda fn: StateItem("<debug>", "{P}fn.debug or {P}rt.debug", {"fn": fn, "rt": knobs.runtime}),
-        "instrumentation_mode": lambda fn: StateItem("<knobs.compilation.instrumentation_mode>",
-                                                     "{P}cm.instrumentation_mode", {"cm": cm})}
+        "debug": lambda fn: StateItem("<debug>", "o", ((fn, "debug"), (knobs.runtime, "debug"))),
+        "instrumentation_mode": lambda fn: StateItem("<knobs.compilation.instrumentation_mode>", "v",
+                                                     ((cm, "instrumentation_mode"),))}
     if hasattr(cm, "fpsan_homomorphic_casts"):  # 3.9: a sanitizer option
-        out["fpsan_homomorphic_casts"] = lambda fn: StateItem("<knobs.compilation.fpsan_homomorphic_casts>",
-                                                              "{P}cm.fpsan_homomorphic_casts", {"cm": cm})
+        out["fpsan_homomorphic_casts"] = lambda fn: StateItem("<knobs.compilation.fpsan_homomorphic_casts>", "v",
+                                                              ((cm, "fpsan_homomorphic_casts"),))
     return out
 
 

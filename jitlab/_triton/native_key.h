@@ -39,12 +39,16 @@ static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
   } else if (t == &PyFloat_Type) {
     return Py_NewRef(k->s_fp32);
   } else if ((PyObject *)t == k->tensor_type) {
+#ifdef JITLAB_TORCH /* dispatch.cpp: dtype and address through torch's C++ API, no method calls */
+    PyObject *fast = torch_key_item(v, align);
+    if (fast || PyErr_Occurred()) return fast;
+#endif
     PyObject *dtype = PyObject_GetAttr(v, k->s_dtype);
     if (!dtype) return NULL;
     PyObject *aligned = Py_True;
     if (align) {
       PyObject *p = PyObject_CallMethodNoArgs(v, s_data_ptr);
-      if (!p) return Py_DECREF(dtype), NULL;
+      if (!p) return Py_DECREF(dtype), (PyObject *)NULL;
       unsigned long long a = PyLong_AsUnsignedLongLongMask(p);
       Py_DECREF(p);
       aligned = (a & 15) ? Py_False : Py_True;
@@ -56,21 +60,15 @@ static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
   return PyObject_CallFunction(k->spec, "OOO", v, specialize ? Py_True : Py_False, align ? Py_True : Py_False);
 }
 
-static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-  Keyer *k = (Keyer *)callable;
-  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-  if (n < 1 || (kwnames && PyTuple_GET_SIZE(kwnames)) || !PyTuple_CheckExact(args[n - 1]) ||
-      PyTuple_GET_SIZE(args[n - 1]) != k->n)
-    return PyErr_Format(PyExc_TypeError, "keyer takes (*tail_items, values: tuple of %zd)", k->n);
-  PyObject *vals = args[n - 1];
-  Py_ssize_t ntail = n - 1;
+/* The key of one call: the checked items of vals[0..k->n), then the ntail tail items as given. */
+static PyObject *build_key(Keyer *k, PyObject *const *vals, PyObject *const *tail, Py_ssize_t ntail) {
   PyObject *key = PyTuple_New(k->nchecked + ntail);
   if (!key) return NULL;
   Py_ssize_t j = 0;
   for (Py_ssize_t i = 0; i < k->n; i++) {
     char c = k->codes[i];
     if (c == '-') continue;
-    PyObject *v = PyTuple_GET_ITEM(vals, i), *item;
+    PyObject *v = vals[i], *item;
     if (c == 'c') {
       PyTypeObject *t = Py_TYPE(v);
       if (v == Py_None || t == &PyLong_Type) item = Py_NewRef(v);
@@ -79,11 +77,20 @@ static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t na
     } else {
       item = runtime_item(k, c, v);
     }
-    if (!item) return Py_DECREF(key), NULL;
+    if (!item) return Py_DECREF(key), (PyObject *)NULL;
     PyTuple_SET_ITEM(key, j++, item);
   }
-  for (Py_ssize_t i = 0; i < ntail; i++) PyTuple_SET_ITEM(key, j++, Py_NewRef(args[i]));
+  for (Py_ssize_t i = 0; i < ntail; i++) PyTuple_SET_ITEM(key, j++, Py_NewRef(tail[i]));
   return key;
+}
+
+static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+  Keyer *k = (Keyer *)callable;
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  if (n < 1 || (kwnames && PyTuple_GET_SIZE(kwnames)) || !PyTuple_CheckExact(args[n - 1]) ||
+      PyTuple_GET_SIZE(args[n - 1]) != k->n)
+    return PyErr_Format(PyExc_TypeError, "keyer takes (*tail_items, values: tuple of %zd)", k->n);
+  return build_key(k, ((PyTupleObject *)args[n - 1])->ob_item, args, n - 1);
 }
 
 static void keyer_dealloc(PyObject *o) {
@@ -94,15 +101,17 @@ static void keyer_dealloc(PyObject *o) {
   Py_TYPE(o)->tp_free(o);
 }
 
-static PyTypeObject KeyerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_jitlab_native.Keyer",
-    .tp_basicsize = sizeof(Keyer),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Keyer, vectorcall),
-    .tp_dealloc = keyer_dealloc,
-};
+static PyTypeObject KeyerType;
+
+static int init_keyer_type(void) {
+  KeyerType.tp_name = "_jitlab_native.Keyer";
+  KeyerType.tp_basicsize = sizeof(Keyer);
+  KeyerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL;
+  KeyerType.tp_call = PyVectorcall_Call;
+  KeyerType.tp_vectorcall_offset = offsetof(Keyer, vectorcall);
+  KeyerType.tp_dealloc = keyer_dealloc;
+  return PyType_Ready(&KeyerType);
+}
 
 /* make_keyer(codes: bytes, tensor_type, spec, constexpr_item) */
 static PyObject *make_keyer(PyObject *mod, PyObject *args) {

@@ -70,13 +70,32 @@ class FakeAdapter(adapter_mod.Adapter):
                               "stream": self.get_stream(self.device), "vals": None, "md": None})
 
 
-@pytest.fixture
-def fake_adapter(monkeypatch):
+@pytest.fixture(params=["python", "native"])
+def fake_adapter(request, monkeypatch):
+    """The fake adapter, once with the generated Python hit path (JITLAB_LAUNCHER=python, the reference)
+    and once with the C++ dispatcher in front of it (built here if needed; skipped where it cannot be)."""
+    import dataclasses
+
+    from jitlab import settings
+
+    if request.param == "native":
+        from jitlab._triton import native
+
+        mod, why = native.DISPATCH.get(wait=True)
+        if mod is None:
+            pytest.skip(why)
+    else:
+        monkeypatch.setattr(settings, "SETTINGS", dataclasses.replace(settings.SETTINGS, launcher="python"))
+    yield install_fake_adapter(monkeypatch)
+    adapter_mod.reset()
+
+
+def install_fake_adapter(monkeypatch) -> FakeAdapter:
+    """Make a FakeAdapter jitlab's adapter for the rest of the test."""
     fake = FakeAdapter()
     monkeypatch.setattr(adapter_mod, "_ADAPTER", fake)
     monkeypatch.setattr(adapter_mod, "_REASON", None)
-    yield fake
-    adapter_mod.reset()
+    return fake
 
 
 OTEL_VARS = (

@@ -221,10 +221,12 @@ BAD_POLICIES = [
 
 @pytest.mark.parametrize("kwargs, match", BAD_POLICIES)
 @pytest.mark.parametrize("backend", ["gpu", "no-driver", "interpreter"])
-def test_validation_does_not_depend_on_the_backend(request, kwargs, match, backend):
+def test_validation_does_not_depend_on_the_backend(request, monkeypatch, kwargs, match, backend):
+    from .conftest import install_fake_adapter
+
     kernel = K.add_one
     if backend == "gpu":
-        request.getfixturevalue("fake_adapter")
+        install_fake_adapter(monkeypatch)
     elif backend == "no-driver":
         request.getfixturevalue("no_gpu_driver")
     else:
@@ -355,6 +357,7 @@ def test_tracebacks_through_a_hit_show_the_generated_line(fake_adapter):
     import traceback
 
     k = jitcache(K.add_one)
+    k._launch = k._hit  # the generated Python hit path (the dispatcher in front of it is C)
     x, y = t(), t()
     k[(1,)](x, y, 64)
     k.entries()[0].launch = None  # make the hit path's launch line raise
