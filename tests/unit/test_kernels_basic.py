@@ -295,3 +295,10 @@ def test_compiles_for_sm90_bf16(make, shape):
     case = make("cpu", dtype=torch.bfloat16, **shape)
     bound = dict(zip([p.name for p in jit_view(case.kernel).params], case.args)) | case.kwargs
     assert compile_sm90(case.kernel, bound, case.kwargs.get("num_warps", 4)).asm["cubin"]
+
+
+def test_native_launch_benchmark_case():
+    """The kernel python -m jitlab.bench.native_launch times (on a GPU) computes what its Case says."""
+    from jitlab.bench.native_launch import many_args_case
+
+    run_checked(many_args_case("cpu"))
