@@ -2,8 +2,8 @@
 
     python -m jitlab.bench.native_launch
 
-Two kernels: `many_args` (13 pointers + 13 i32, the 26-argument case of the launch-overhead notes) and
-the registry's `tiny` (3 arguments). Each is compiled and loaded once through Triton, then launched by
+Two workloads of `jitlab.kernels`: `many_args` (13 pointers + 13 i32, the 26-argument case of the
+launch-overhead notes) and `tiny` (3 arguments). Each is compiled and loaded once through Triton, then launched by
 `compiled_run` (Triton's `CompiledKernel.run`, stream and hooks read per launch, as the launch-overhead
 experiment's baseline of that name) and by the native launcher (`jitlab._triton.native`) given tensors,
 given int addresses, and with every argument frozen into its parameter template (about the
@@ -16,28 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-import triton
-import triton.language as tl
-
 from ..kernels.case import Case
-
-
-@triton.jit
-def many_args(p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12,
-              n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, n11, n12):
-    """26 runtime arguments (13 pointers, 13 i32): the launch-overhead case of the notes."""
-    v = n0 + n1 + n2 + n3 + n4 + n5 + n6 + n7 + n8 + n9 + n10 + n11 + n12
-    tl.store(p0 + tl.program_id(0), v)
-
-
-def many_args_case(device: str = "cuda") -> Case:
-    import torch
-
-    ptrs = [torch.zeros(64, device=device, dtype=torch.int32) for _ in range(13)]
-    ints = list(range(3, 16))
-    want = torch.tensor([sum(ints)], device=device, dtype=torch.int32)
-    return Case(name="many_args", kernel=many_args, grid=(1,), args=tuple(ptrs + ints), kwargs={},
-                outputs=[ptrs[0][:1]], reference=lambda: [want])
 
 
 def launchers(case: Case) -> dict[str, Callable[[], None]]:
@@ -73,7 +52,7 @@ def run(launches: int = 400, repeats: int = 15, warmup: int = 100) -> list[dict[
         raise SystemExit("jitlab.bench.native_launch needs a CUDA GPU")
     device = Device(True)
     rows = []
-    for case in (many_args_case(), kernels.make_case("tiny", cuda=True)):
+    for case in (kernels.make_case("many_args", cuda=True), kernels.make_case("tiny", cuda=True)):
         for name, launch in launchers(case).items():
             case.poison()
             launch()

@@ -41,6 +41,7 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("rope", "layers", "make_rope_case", {},
              {"num_tokens": 2, "num_q_heads": 4, "num_kv_heads": 2, "head_size": 16, "max_position": 32}),
     Workload("silu_and_mul", "layers", "make_silu_and_mul_case", {}, {"num_tokens": 2, "intermediate": 64}),
+    Workload("many_args", "many_args", "make_case", {}, {}),
 )}
 
 

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from jitlab._triton import native
-from jitlab.bench.native_launch import many_args, many_args_case  # its timing: python -m jitlab.bench.native_launch
+from jitlab.kernels import many_args as many  # its timing: python -m jitlab.bench.native_launch
 
 DEV = "cuda"
 
@@ -121,7 +121,7 @@ def test_driver_param_sizes_match_plan(capsys):
     ok, why = native.available()
     assert ok, why
     for kern, args in ((mix_kernel, mix_args()), (mix_kernel, mix_args(opt=False)),
-                       (scalars_kernel, scalar_args()), (many_args, list(many_args_case(DEV).args))):
+                       (scalars_kernel, scalar_args()), (many.many_args, list(many.make_case(DEV).args))):
         ck = load(kern, args)
         p, reason = native.plan(ck)
         assert p is not None, reason

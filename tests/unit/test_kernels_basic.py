@@ -297,8 +297,6 @@ def test_compiles_for_sm90_bf16(make, shape):
     assert compile_sm90(case.kernel, bound, case.kwargs.get("num_warps", 4)).asm["cubin"]
 
 
-def test_native_launch_benchmark_case():
-    """The kernel python -m jitlab.bench.native_launch times (on a GPU) computes what its Case says."""
-    from jitlab.bench.native_launch import many_args_case
-
-    run_checked(many_args_case("cpu"))
+def test_many_args():
+    """The 26-argument kernel python -m jitlab.bench.native_launch times on a GPU."""
+    run_checked(kernels.make_case("many_args", cuda=False))
