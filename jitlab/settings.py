@@ -49,6 +49,9 @@ class Settings:
     trace_file: str | None = field(default_factory=lambda: os.environ.get("JITLAB_TRACE_FILE") or None)
     #: JITLAB_RECORDER_CAPACITY=N: launch records kept in memory before drops are counted.
     recorder_capacity: int = field(default_factory=lambda: _env_int("JITLAB_RECORDER_CAPACITY", 2_000_000))
+    #: JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming the key
+    #: parts that keep changing (entries are never evicted: a warning, not a limit).
+    max_entries: int = field(default_factory=lambda: _env_int("JITLAB_MAX_ENTRIES", 1024))
     #: JITLAB_LAUNCHER=auto|triton|native: which launcher a prepared entry uses (native = jitlab's C launcher when it builds).
     launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto", ("auto", "triton", "native")))
     #: JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default $XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).

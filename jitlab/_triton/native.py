@@ -241,18 +241,15 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
     return launcher, f"native {p.codes.decode()}+{p.n_tail} tail"
 
 
-def make_keyer(codes: str) -> tuple[Callable | None, str]:
-    """jitlab's cache key computed in C (native_key.h): `keyer(options_item, device, *values)`, or
-    (None, why) when the module is unavailable. Codes per bound argument: '-' unchecked,
-    'c' constexpr, 'r'/'a'/'u'/'v' runtime (specialize/align combinations)."""
+def make_keyer(codes: str, tensor_type: type, spec: Callable, constexpr_item: Callable) -> tuple[Callable | None, str]:
+    """jitlab's cache key computed in C (native_key.h): `keyer(*tail_items, values)`, or (None, why)
+    when the module is unavailable. Codes per bound argument: '-' unchecked, 'c' constexpr, 'r'/'a'/'u'/'v'
+    runtime (specialize/align combinations). `spec` and `constexpr_item` are the Python references
+    (jitlab.keys) the keyer calls for values it has no C branch for."""
     ok, reason = available()
     if not ok:
         return None, reason
-    import torch
-
-    from .. import keys
-
     try:
-        return _MOD.make_keyer(codes.encode(), torch.Tensor, keys.spec), "native"
+        return _MOD.make_keyer(codes.encode(), tensor_type, spec, constexpr_item), "native"
     except Exception as e:  # noqa: BLE001
         return None, f"native keyer not created: {type(e).__name__}: {e}"
