@@ -10,31 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ..kernels import builder
-from .policies import load_sweep, policy_for
+from .. import kernels
+from .policies import policy_for
 from .runner import Config, Variant
-
-# Shapes per workload: (GPU, CPU demo). The GPU shapes are the issue's decode shapes; timing holds the
-# GPU busy, so kernel run time does not enter the host numbers.
-SHAPES = {
-    "tiny": ({}, {"n": 256}),
-    "paged_attention_2d": ({"num_seqs": 16, "context": 1024},
-                           {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "unified_attention_2d": ({"num_seqs": 16, "context": 1024},
-                             {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "unified_attention_3d": ({"num_seqs": 16, "context": 1024},
-                             {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "cache_write": ({"num_tokens": 16}, {"num_tokens": 4, "num_heads": 2, "head_size": 16, "num_blocks": 8}),
-}
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def cpu_demo_config(cfg: Config) -> Config:
@@ -45,31 +23,15 @@ def cpu_demo_config(cfg: Config) -> Config:
     return cfg
 
 
-def load_policies(path: str) -> list[dict]:
-    return load_sweep(path)
-
-
 def workloads(names: Iterable[str], cuda: bool) -> list[tuple[str, Callable[[], Any]]]:
-    out = []
-    for name in names:
-        gpu_shape, cpu_shape = SHAPES.get(name, ({}, {}))
-        make = builder(name)
-        if cuda:
-            out.append((name, lambda make=make, s=gpu_shape: make("cuda", **s)))
-        else:
-            # fp32 on CPU: Triton 3.6's interpreter gets bf16 tl.dot wrong (see kernels/interpret.py)
-            out.append((name, lambda make=make, s=cpu_shape: _interpreted_case(make("cpu", **_fp32(s)))))
-    return out
-
-
-def _fp32(shape: dict) -> dict:
-    import torch
-
-    return {"dtype": torch.float32, **shape}
+    """(name, build) per workload of `jitlab.kernels.WORKLOADS`; on CPU the kernels are interpreted."""
+    if cuda:
+        return [(name, lambda name=name: kernels.make_case(name, cuda=True)) for name in names]
+    return [(name, lambda name=name: _interpreted_case(kernels.make_case(name, cuda=False))) for name in names]
 
 
 def _interpreted_case(case: Any) -> Any:
-    from ..kernels.interpret import interpreted
+    from .._triton.interpreter import interpreted
 
     case.kernel = interpreted(case.kernel)
     if "reduce" in case.extra:
@@ -115,12 +77,21 @@ class _PythonCall:
 
     def __init__(self, kernel: Any):
         import functools
+        import inspect
 
-        from .._triton import inner_jit_function, params_of
-        from ..guard import _signature_source
+        from .._triton.introspect import signature
 
-        fn = inner_jit_function(kernel) or kernel
-        sig, ns = _signature_source(params_of(fn)) if hasattr(fn, "params") else ("*args, **options", {})
+        parts, ns, kw_only = [], {}, False
+        for p in signature(kernel).parameters.values():  # Triton kernels: positional-or-keyword, keyword-only
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and not kw_only:
+                parts.append("*")
+                kw_only = True
+            if p.default is inspect.Parameter.empty:
+                parts.append(p.name)
+            else:
+                ns[f"_d_{p.name}"] = p.default
+                parts.append(f"{p.name}=_d_{p.name}")
+        sig = ", ".join(parts + ["**options"])  # launch options (num_warps, ...) as Triton accepts them
         exec(f"def noop(grid, {sig}):\n    return None\n", ns)  # noqa: S102
         self._noop, self._partial = ns["noop"], functools.partial
 
@@ -142,7 +113,9 @@ def _first_launch(case: Any) -> list[Variant]:
 
     from .. import jitcache
 
-    raw = getattr(case.kernel, "fn", None)
+    from .._triton.introspect import python_fn
+
+    raw = python_fn(case.kernel)
 
     def make_timer(wrap: Callable[[Any], Any]) -> Callable[[int], int]:
         def timer(n: int) -> int:
@@ -154,8 +127,6 @@ def _first_launch(case: Any) -> list[Variant]:
             return (time.perf_counter_ns() - t0) * n  # the runner divides by n
         return timer
 
-    if raw is None:
-        return [Variant("first_launch:triton", "first", skip="kernel has no Python function")]
     out = []
     for name, wrap in (("first_launch:triton", lambda k: k), ("first_launch:jitcache", jitcache)):
         timer = make_timer(wrap)

@@ -30,6 +30,7 @@ def provenance_line(attrs: dict) -> str:
 
 def launch_overhead_markdown(path: str) -> str:
     from ..telemetry.load import load_traces
+    from .fmt import num as f
 
     df = load_traces(path)
     attrs = _run_attrs(df)
@@ -45,10 +46,6 @@ def launch_overhead_markdown(path: str) -> str:
             continue
         if r["variant"] == "python_nop":
             continue
-
-        def f(x: Any, fmt: str = "{:.2f}") -> str:
-            return fmt.format(x) if isinstance(x, (int, float)) else ""
-
         au = r.get("arg_update_ns")
         lc = r.get("launch_call_ns")
         out.append(f"| {r['workload']} | {r['variant']} | {f(r['median_us'])} | {f(r.get('p10_us'))}-"

@@ -236,18 +236,13 @@ def print_table(experiment: str, results: list[dict], config: Config, meta: dict
     from rich.console import Console
     from rich.table import Table
 
-    prov = meta.get("provenance", {})
+    from .fmt import caption, num as f
+
     title = f"{experiment} {config.label}".strip()
-    caption = (f"{prov.get('gpu', '?')} · driver {prov.get('driver', '?')} · torch {prov.get('torch', '?')} · "
-               f"triton {prov.get('triton', '?')} · jitlab {prov.get('jitlab_commit', '?')} · {prov.get('date', '')}"
-               f"\ntrace: {meta.get('trace_file')}")
-    table = Table(title=title, caption=caption)
+    table = Table(title=title, caption=caption(meta.get("provenance", {}), meta.get("trace_file")))
     for col in ("workload", "variant", "µs/launch (p50)", "p10", "p90", "x C floor", "arg update µs",
                 "launch call µs", "check", "note"):
         table.add_column(col, justify="right" if "µs" in col or col in ("p10", "p90", "x C floor") else "left")
-
-    def f(x: Any, fmt: str = "{:.2f}") -> str:
-        return fmt.format(x) if isinstance(x, (int, float)) else ""
 
     for r in results:
         note = r.get("skip") or r.get("error") or ""
