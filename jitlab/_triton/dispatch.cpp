@@ -360,7 +360,14 @@ static PyObject *driver_status(PyObject *mod, PyObject *unused) {
   return PyUnicode_FromString(driver_err);
 }
 
+/* noop(*args, **kwargs) -> None: the `c_call` baseline (a C function called exactly as a kernel launch
+ * is: what the call site alone costs, the floor of any dispatcher called that way). */
+static PyObject *noop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL | METH_KEYWORDS, "noop(*args, **kwargs): nothing, in C"},
     {"make", make, METH_VARARGS, "make(function, num_warps, shared, codes, frozen, n_tail=2, device=0)"},
     {"param_sizes", param_sizes, METH_O, "sizes of a loaded CUfunction's parameters (None: unknown)"},
     {"driver_status", driver_status, METH_NOARGS, "None if libcuda is usable, else why not"},

@@ -42,13 +42,21 @@ def _interpreted_case(case: Any) -> Any:
 def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[str] = (),
              graph_launches: int = 64) -> list[Variant]:
     from .. import jitcache
+    from .._triton import native
 
     k, g, a, kw = case.kernel, case.grid, case.args, case.kwargs
     no_gpu = None if cuda else "needs a CUDA GPU"
     call = _python_call(case)
+    # The dispatcher is built once in the background; jitcache variants are timed with it in place.
+    dispatch, why = native.DISPATCH.get(wait=True)
     out = [Variant("python_nop", "baseline", lambda: None, check=False),
-           Variant("python_call", "baseline", lambda: call[g](*a, **kw), check=False),
-           Variant("triton", "baseline", lambda: k[g](*a, **kw))]
+           Variant("python_call", "baseline", lambda: call[g](*a, **kw), check=False)]
+    if dispatch is not None:  # a C no-op called like the kernel: with the C floor, the ideal of a launch
+        c_call = _CCall(dispatch.noop)
+        out.append(Variant("c_call", "baseline", lambda: c_call[g](*a, **kw), check=False))
+    else:
+        out.append(Variant("c_call", "baseline", skip=why))
+    out.append(Variant("triton", "baseline", lambda: k[g](*a, **kw)))
     out.append(_compiled(case) if cuda else Variant("compiled_run", "baseline", skip=no_gpu))
     for table in sweep:
         policy = policy_for(table, case)
@@ -56,6 +64,14 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
         out.append(Variant(f"jitcache:{policy.name}", "jitcache", lambda jk=jk: jk[g](*a, **kw), policy=policy,
                            kernel=jk, after_lock=jk.lock if policy.static else None))
     safe = next((v for v in out if v.kind == "jitcache" and v.policy.name == "safe"), None)
+    if safe is not None:  # the generated Python hit path alone (JITLAB_LAUNCHER=python): the reference
+        py = jitcache(policy=safe.policy)(k)
+        if py.passthrough_reason is None:
+            py_hit = _CCall(py._hit)
+            out.append(Variant("jitcache:safe python-path", "jitcache", lambda: py_hit[g](*a, **kw),
+                               policy=safe.policy, kernel=py))
+        else:
+            out.append(Variant("jitcache:safe python-path", "jitcache", skip=py.passthrough_reason))
     for level in trace_levels if safe is not None else ():
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))
@@ -97,6 +113,18 @@ class _PythonCall:
 
     def __getitem__(self, grid: Any) -> Any:
         return self._partial(self._noop, grid)
+
+
+class _CCall:
+    """`obj[grid](*args, **kwargs)` -> `fn(grid, *args, **kwargs)`, the call shape of a launch."""
+
+    def __init__(self, fn: Any):
+        import functools
+
+        self._fn, self._partial = fn, functools.partial
+
+    def __getitem__(self, grid: Any) -> Any:
+        return self._partial(self._fn, grid)
 
 
 def _python_call(case: Any) -> _PythonCall:

@@ -124,3 +124,21 @@ def test_tuple_and_float_constexprs():
         torch.cuda.synchronize()
         assert torch.equal(want.view(torch.int32), got.view(torch.int32)), (shape, f)
     assert k.counters()["prepare"] == 3 and k.counters()["hit"] == 1
+
+
+def test_dispatcher_and_python_hit_path_launch_the_same_bits():
+    """The C++ dispatcher against the generated Python hit path (its reference) on every flip."""
+    from .test_core_gpu import FLIPS, run_both
+
+    fast, ref = jitcache(K.gather_scale), jitcache(K.gather_scale)
+    if type(fast._launch).__name__ != "Dispatcher":
+        pytest.skip(f"no native dispatcher here: {fast.dispatcher_reason}")
+    ref._launch = ref._hit
+    for f in FLIPS * 2:
+        f = dict(f)
+        if f.get("opt") == "tensor":
+            f["opt"] = torch.randn(f.get("n", 1000) + 1, device=DEV)
+        a, b = run_both(fast, **{"n": 1000, **f})
+        _, c = run_both(ref, **{"n": 1000, **f})
+        assert torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(b.nan_to_num(), c.nan_to_num()), f
+    assert fast.counters()["hit"] == ref.counters()["hit"] > 0
