@@ -52,6 +52,23 @@ static PyObject *torch_key_item(PyObject *o, int align) {
   }
 }
 
+/* keys.spec's tensor item compared with `want` in place: 1 equal, 0 not, -2 not a case for this. */
+static int torch_item_equals(PyObject *o, int align, PyObject *want) {
+  if (!THPVariable_CheckExact(o) || !PyTuple_CheckExact(want) || PyTuple_GET_SIZE(want) != 2) return -2;
+  try {
+    const at::Tensor &t = THPVariable_Unpack(o);
+    if (PyTuple_GET_ITEM(want, 0) != (PyObject *)torch::getTHPDtype(t.scalar_type())) return 0;
+    int aligned = 1;
+    if (align) {
+      if (!t.has_storage()) return -2;
+      aligned = !((uintptr_t)t.data_ptr() & 15);
+    }
+    return PyTuple_GET_ITEM(want, 1) == (aligned ? Py_True : Py_False);
+  } catch (...) {
+    return -2;
+  }
+}
+
 #define JITLAB_TORCH 1
 #include "native_launcher.h"
 #include "native_key.h"
@@ -65,9 +82,20 @@ typedef struct {
   char op; /* 'v' value, 'n' not value, 'o' value or value2, 'z' value is None */
 } StateRead;
 
+/* The entry the last hit found, with what a hit reads from it: the next call with the same key (the
+ * common case: a decode loop) is compared item by item with `key`, with no tuple built or hashed.
+ * Entries are never removed from a table (a cleared scope drops its whole table), so while `table`
+ * is still this scope's table, `entry` is valid. */
+typedef struct {
+  PyObject *scope, *table, *key, *entry, *launch, *device, *hits;
+  int32_t grid[3];
+  int has_grid, verify;
+} LastHit;
+
 typedef struct {
   PyObject_HEAD
   vectorcallfunc vectorcall;
+  LastHit last;
   Py_ssize_t n, npositional; /* parameters; how many may be given positionally */
   PyObject *names[MAX_PARAMS], *defaults[MAX_PARAMS]; /* interned names; NULL: required */
   Keyer *keyer;
@@ -149,27 +177,90 @@ static int grid_dims(PyObject *grid, int32_t g[3]) {
   return 1;
 }
 
+static void forget_last(LastHit *h) {
+  Py_CLEAR(h->scope); Py_CLEAR(h->table); Py_CLEAR(h->key); Py_CLEAR(h->entry); Py_CLEAR(h->launch);
+  Py_CLEAR(h->device); Py_CLEAR(h->hits);
+}
+
+/* Remember `entry` (found under `key` in `table` of `scope`) and what a hit reads from it. 1, or 0 when
+ * the entry is not one the C path launches (verify on, a grid it cannot read), -1 on error. */
+static int remember(Dispatcher *d, PyObject *scope, PyObject *table, PyObject *key, PyObject *entry) {
+  LastHit h = {NULL};
+  PyObject *verify = NULL, *grid = NULL;
+  int rc = -1;
+  if (!(verify = PyObject_GetAttr(entry, s_verify)) || !(grid = PyObject_GetAttr(entry, s_grid)) ||
+      !(h.launch = PyObject_GetAttr(entry, s_launch)) || !(h.device = PyObject_GetAttr(entry, s_device)) ||
+      !(h.hits = PyObject_GetAttr(table, s_hits)))
+    goto done;
+  h.verify = PyObject_IsTrue(verify);
+  if (h.verify < 0) goto done;
+  h.has_grid = grid != Py_None;
+  if (h.has_grid && !grid_dims(grid, h.grid)) { rc = 0; goto done; }
+  h.scope = Py_NewRef(scope), h.table = Py_NewRef(table), h.key = Py_NewRef(key), h.entry = Py_NewRef(entry);
+  forget_last(&d->last);
+  d->last = h;
+  h = LastHit{NULL};
+  rc = 1;
+done:
+  forget_last(&h);
+  Py_XDECREF(verify); Py_XDECREF(grid);
+  return rc;
+}
+
+/* The entry for this call's key, in d->last: 1 found, 0 not (slow path), -1 error. */
+static int find_entry(Dispatcher *d, PyObject *scope, PyObject *const *vals, PyObject *const *tail, int ntail) {
+  PyObject *table = PyDict_GetItemWithError(d->tables, scope); /* borrowed */
+  if (!table) return PyErr_Occurred() ? -1 : 0;
+  if (d->last.table == table && d->last.scope == scope) {
+    int same = key_equals(d->keyer, vals, tail, ntail, d->last.key);
+    if (same) return same;
+  }
+  PyObject *key = build_key(d->keyer, vals, tail, ntail), *entries = NULL;
+  int rc = -1;
+  if (!key) {
+    /* an argument jitlab does not key (keys.Unsupported, ...): the Python path falls back to Triton */
+    if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
+    return rc;
+  }
+  if ((entries = PyObject_GetAttr(table, s_entries))) {
+    PyObject *entry = PyDict_GetItemWithError(entries, key); /* borrowed, alive through `entries` */
+    if (entry) rc = remember(d, scope, table, key, entry);
+    else if (!PyErr_Occurred()) rc = 0;
+    else if (PyErr_ExceptionMatches(PyExc_TypeError)) PyErr_Clear(), rc = 0; /* unhashable: Python path */
+  }
+  Py_DECREF(key);
+  Py_XDECREF(entries);
+  return rc;
+}
+
 /* The hit, or 0 to take the slow path (no error set), or -1 on an error to raise. */
 static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
   PyObject *rec = PyObject_GetAttr(d->active, s_recorder);
   if (!rec) return -1;
   Py_DECREF(rec);
   if (rec != Py_None || nargs < 1) return 0;
-  /* Bind: positional, then keywords by interned name (a name the kernel lacks is a launch option). */
-  PyObject *vals[MAX_PARAMS] = {NULL};
+  /* Bind: positional, then keywords by interned name (a name the kernel lacks is a launch option).
+   * Keywords usually come in parameter order: each search starts after the previous match. */
+  PyObject *vals[MAX_PARAMS];
   PyObject *opt[2 * MAX_OPTIONS];
-  Py_ssize_t npos = nargs - 1, nopt = 0, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  Py_ssize_t npos = nargs - 1, nopt = 0, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, next = npos;
   if (npos > d->npositional) return 0;
+  memset(vals, 0, sizeof(PyObject *) * d->n);
   for (Py_ssize_t i = 0; i < npos; i++) vals[i] = args[1 + i];
   for (Py_ssize_t k = 0; k < nkw; k++) {
     PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-    Py_ssize_t j = 0;
-    while (j < d->n && d->names[j] != name) j++;
-    if (j == d->n) /* not the interned object: compare the text */
-      for (j = 0; j < d->n && PyUnicode_Compare(d->names[j], name) != 0; j++) {}
-    if (j < d->n) {
+    Py_ssize_t j = -1;
+    for (Py_ssize_t s = 0; s < d->n && j < 0; s++) {
+      Py_ssize_t c = (next + s) % d->n;
+      if (d->names[c] == name) j = c;
+    }
+    if (j < 0) /* not the interned object: compare the text */
+      for (Py_ssize_t c = 0; c < d->n && j < 0; c++)
+        if (PyUnicode_Compare(d->names[c], name) == 0) j = c;
+    if (j >= 0) {
       if (vals[j]) return 0; /* given twice: the Python path raises Python's TypeError */
       vals[j] = args[nargs + k];
+      next = j + 1;
     } else {
       if (nopt == MAX_OPTIONS) return 0;
       opt[2 * nopt] = name;
@@ -181,8 +272,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   /* The key's tail: options (as `tuple(options.items())`), Triton state, device. */
   PyObject *tail[2 + MAX_STATE] = {NULL};
   int ntail = 0, rc = -1;
-  PyObject *key = NULL, *scope = NULL, *entries = NULL, *ugv = NULL, *verify = NULL, *eg = NULL, *edev = NULL,
-           *launch = NULL, *hits = NULL, *count = NULL, *stream_obj = NULL;
+  PyObject *scope = NULL, *ugv = NULL, *stream_obj = NULL, *count = NULL;
   if (nopt == 0) {
     tail[ntail++] = Py_NewRef(d->empty);
   } else {
@@ -199,58 +289,50 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!(tail[ntail++] = read_state(&d->state[s]))) goto done;
   tail[ntail++] = PyLong_Check(d->device) ? Py_NewRef(d->device) : PyObject_CallNoArgs(d->device);
   if (!tail[ntail - 1]) goto done;
-  if (!(key = build_key(d->keyer, vals, tail, ntail))) {
-    /* an argument jitlab does not key (keys.Unsupported, unhashable): the Python path falls back */
+  if (PyContextVar_Get(d->scope_var, NULL, &scope) < 0) goto done;
+  if (!scope || (rc = find_entry(d, scope, vals, tail, ntail)) == 0) goto done;
+  if (rc < 0) { /* an error keying this call: the Python path handles it (and falls back to Triton) */
     if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
     goto done;
   }
-  if (PyContextVar_Get(d->scope_var, NULL, &scope) < 0) goto done;
+  rc = -1;
   {
-    PyObject *table = scope ? PyDict_GetItemWithError(d->tables, scope) : NULL; /* borrowed */
-    if (!table) { rc = PyErr_Occurred() ? -1 : 0; goto done; }
-    if (!(entries = PyObject_GetAttr(table, s_entries))) goto done;
-    PyObject *entry = PyDict_GetItemWithError(entries, key); /* borrowed, kept alive by `entries` */
-    if (!entry) {
-      /* an unhashable item raises here: the Python path falls back to Triton for it */
-      if (PyErr_Occurred()) { if (!PyErr_ExceptionMatches(PyExc_TypeError)) goto done; PyErr_Clear(); }
+    LastHit *h = &d->last;
+    /* Globals the kernel read, verify on, hooks set, a callable grid: the Python path does those. */
+    if (!(ugv = PyObject_GetAttr(d->fn, s_used_global_vals))) goto done;
+    int32_t g[3];
+    if (!PyDict_Check(ugv) || PyDict_GET_SIZE(ugv) || h->verify || (!h->has_grid && !grid_dims(args[0], g))) {
       rc = 0;
       goto done;
     }
-    /* Globals the kernel read, verify due, hooks set: the Python path does those. */
-    if (!(ugv = PyObject_GetAttr(d->fn, s_used_global_vals))) goto done;
-    if (!PyDict_Check(ugv) || PyDict_GET_SIZE(ugv)) { rc = 0; goto done; }
-    if (!(verify = PyObject_GetAttr(entry, s_verify))) goto done;
-    if (verify != Py_False && !(PyLong_CheckExact(verify) && PyLong_AsLong(verify) == 0)) { rc = 0; goto done; }
+    if (h->has_grid) memcpy(g, h->grid, sizeof g);
     int quiet = no_hooks(d);
     if (quiet <= 0) { rc = quiet; goto done; }
-    int32_t g[3];
-    if (!(eg = PyObject_GetAttr(entry, s_grid))) goto done;
-    if (!grid_dims(eg != Py_None ? eg : args[0], g)) { rc = 0; goto done; } /* callable grid: Python path */
-    if (!(launch = PyObject_GetAttr(entry, s_launch)) || !(edev = PyObject_GetAttr(entry, s_device))) goto done;
+    PyObject *launch = Py_NewRef(h->launch); /* the hit's own references: a launch may re-enter */
+    PyObject *hits = Py_NewRef(h->hits), *edev = Py_NewRef(h->device);
     /* From here on it is a hit: count it, then launch (as the Python path does). */
-    if (!(hits = PyObject_GetAttr(table, s_hits)) || !(count = PyIter_Next(hits))) goto done;
-    if (!(stream_obj = PyObject_CallOneArg(d->get_stream, edev))) goto done;
-    if (Py_TYPE(launch) == &LauncherType) {
-      uint64_t stream;
-      if (!convert('K', stream_obj, &stream, 3)) goto done;
-      rc = launch_values((Launcher *)launch, g, stream, vals) ? 1 : -1;
-    } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
-      PyObject *call[4 + MAX_PARAMS];
-      PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
-      if (gobj[0] && gobj[1] && gobj[2]) {
-        call[0] = gobj[0], call[1] = gobj[1], call[2] = gobj[2], call[3] = stream_obj;
-        for (Py_ssize_t j = 0; j < d->n; j++) call[4 + j] = vals[j];
-        PyObject *r = PyObject_Vectorcall(launch, call, 4 + d->n, NULL);
-        rc = r ? 1 : -1;
-        Py_XDECREF(r);
+    if ((count = PyIter_Next(hits)) && (stream_obj = PyObject_CallOneArg(d->get_stream, edev))) {
+      if (Py_TYPE(launch) == &LauncherType) {
+        uint64_t stream;
+        rc = convert('K', stream_obj, &stream, 3) && launch_values((Launcher *)launch, g, stream, vals) ? 1 : -1;
+      } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
+        PyObject *call[4 + MAX_PARAMS];
+        PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
+        if (gobj[0] && gobj[1] && gobj[2]) {
+          call[0] = gobj[0], call[1] = gobj[1], call[2] = gobj[2], call[3] = stream_obj;
+          for (Py_ssize_t j = 0; j < d->n; j++) call[4 + j] = vals[j];
+          PyObject *r = PyObject_Vectorcall(launch, call, 4 + d->n, NULL);
+          rc = r ? 1 : -1;
+          Py_XDECREF(r);
+        }
+        decref_all(gobj, 3);
       }
-      decref_all(gobj, 3);
     }
+    Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev);
   }
 done:
   decref_all(tail, ntail);
-  Py_XDECREF(key); Py_XDECREF(scope); Py_XDECREF(entries); Py_XDECREF(ugv); Py_XDECREF(verify);
-  Py_XDECREF(eg); Py_XDECREF(edev); Py_XDECREF(launch); Py_XDECREF(hits); Py_XDECREF(count); Py_XDECREF(stream_obj);
+  Py_XDECREF(scope); Py_XDECREF(ugv); Py_XDECREF(stream_obj); Py_XDECREF(count);
   return rc;
 }
 
@@ -268,6 +350,8 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   Py_VISIT(d->active); Py_VISIT(d->scope_var); Py_VISIT(d->tables); Py_VISIT(d->fn); Py_VISIT(d->slow);
   for (Py_ssize_t j = 0; j < d->n; j++) Py_VISIT(d->defaults[j]);
   for (int s = 0; s < d->nstate; s++) { Py_VISIT(d->state[s].obj); Py_VISIT(d->state[s].obj2); }
+  Py_VISIT(d->last.scope); Py_VISIT(d->last.table); Py_VISIT(d->last.key); Py_VISIT(d->last.entry);
+  Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits);
   return 0;
 }
 
@@ -276,6 +360,7 @@ static int dispatcher_clear(PyObject *o) {
   Py_CLEAR(d->keyer); Py_CLEAR(d->device); Py_CLEAR(d->get_stream); Py_CLEAR(d->hook_holder); Py_CLEAR(d->hook_chain);
   Py_CLEAR(d->active); Py_CLEAR(d->scope_var); Py_CLEAR(d->tables); Py_CLEAR(d->fn); Py_CLEAR(d->slow);
   Py_CLEAR(d->empty);
+  forget_last(&d->last);
   for (Py_ssize_t j = 0; j < d->n; j++) { Py_CLEAR(d->names[j]); Py_CLEAR(d->defaults[j]); }
   for (int s = 0; s < d->nstate; s++) {
     Py_CLEAR(d->state[s].obj); Py_CLEAR(d->state[s].attr); Py_CLEAR(d->state[s].obj2); Py_CLEAR(d->state[s].attr2);
@@ -309,6 +394,7 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
   Dispatcher *d = PyObject_GC_New(Dispatcher, &DispatcherType);
   if (!d) return NULL;
   d->vectorcall = dispatch_call;
+  d->last = LastHit{NULL};
   d->n = 0;
   d->nstate = 0;
   d->npositional = npositional;

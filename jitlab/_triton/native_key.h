@@ -60,28 +60,79 @@ static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
   return PyObject_CallFunction(k->spec, "OOO", v, specialize ? Py_True : Py_False, align ? Py_True : Py_False);
 }
 
+/* The key item of bound value v under code c (a new reference). */
+static PyObject *key_item(Keyer *k, char c, PyObject *v) {
+  if (c != 'c') return runtime_item(k, c, v);
+  PyTypeObject *t = Py_TYPE(v);
+  if (v == Py_None || t == &PyLong_Type) return Py_NewRef(v);
+  if (t == &PyBool_Type || t == &PyUnicode_Type) return PyTuple_Pack(2, (PyObject *)t, v);
+  return PyObject_CallOneArg(k->cx, v);
+}
+
 /* The key of one call: the checked items of vals[0..k->n), then the ntail tail items as given. */
 static PyObject *build_key(Keyer *k, PyObject *const *vals, PyObject *const *tail, Py_ssize_t ntail) {
   PyObject *key = PyTuple_New(k->nchecked + ntail);
   if (!key) return NULL;
   Py_ssize_t j = 0;
   for (Py_ssize_t i = 0; i < k->n; i++) {
-    char c = k->codes[i];
-    if (c == '-') continue;
-    PyObject *v = vals[i], *item;
-    if (c == 'c') {
-      PyTypeObject *t = Py_TYPE(v);
-      if (v == Py_None || t == &PyLong_Type) item = Py_NewRef(v);
-      else if (t == &PyBool_Type || t == &PyUnicode_Type) item = PyTuple_Pack(2, (PyObject *)t, v);
-      else item = PyObject_CallOneArg(k->cx, v);
-    } else {
-      item = runtime_item(k, c, v);
-    }
+    if (k->codes[i] == '-') continue;
+    PyObject *item = key_item(k, k->codes[i], vals[i]);
     if (!item) return Py_DECREF(key), (PyObject *)NULL;
     PyTuple_SET_ITEM(key, j++, item);
   }
   for (Py_ssize_t i = 0; i < ntail; i++) PyTuple_SET_ITEM(key, j++, Py_NewRef(tail[i]));
   return key;
+}
+
+static int same_item(PyObject *a, PyObject *b) {
+  return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+/* Whether the key of this call equals `key` (1), not (0), or an error (-1), without building it: the
+ * common items (ints, None, bool, float, CUDA tensors) are compared in place. */
+static int key_equals(Keyer *k, PyObject *const *vals, PyObject *const *tail, Py_ssize_t ntail, PyObject *key) {
+  if (PyTuple_GET_SIZE(key) != k->nchecked + ntail) return 0;
+  Py_ssize_t j = 0;
+  for (Py_ssize_t i = 0; i < k->n; i++) {
+    char c = k->codes[i];
+    if (c == '-') continue;
+    PyObject *v = vals[i], *want = PyTuple_GET_ITEM(key, j++);
+    PyTypeObject *t = Py_TYPE(v);
+    if (c != 'c' && v != Py_None && t == &PyLong_Type) { /* a runtime int: its class, no allocation */
+      int overflow = 0;
+      long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+      if (!overflow && x >= INT32_MIN && x <= INT32_MAX) {
+        int specialize = c == 'r' || c == 'a', align = c == 'r' || c == 'u';
+        int cls = !specialize ? 0 : x == 1 ? 1 : (align && (x & 15) == 0) ? 2 : 0;
+        if (!PyLong_CheckExact(want) || PyLong_AsLong(want) != cls) return PyErr_Occurred() ? -1 : 0;
+        continue;
+      }
+    }
+#ifdef JITLAB_TORCH /* dispatch.cpp: a tensor's (dtype, aligned) compared in place */
+    if (c != 'c' && (PyObject *)t == k->tensor_type) {
+      int r = torch_item_equals(v, c == 'r' || c == 'u', want);
+      if (r != -2) {
+        if (r <= 0) return r;
+        continue;
+      }
+    }
+#endif
+    if (c == 'c' && t == &PyLong_Type) {
+      int r = PyLong_CheckExact(want) ? same_item(v, want) : 0;
+      if (r <= 0) return r;
+      continue;
+    }
+    PyObject *item = key_item(k, c, v);
+    if (!item) return -1;
+    int r = same_item(item, want);
+    Py_DECREF(item);
+    if (r <= 0) return r;
+  }
+  for (Py_ssize_t i = 0; i < ntail; i++) {
+    int r = same_item(tail[i], PyTuple_GET_ITEM(key, j++));
+    if (r <= 0) return r;
+  }
+  return 1;
 }
 
 static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {

@@ -241,10 +241,12 @@ static PyObject *launcher_call(PyObject *callable, PyObject *const *args, size_t
   PyObject *const *vals;
   if (kwnames && PyTuple_GET_SIZE(kwnames))
     return PyErr_SetString(PyExc_TypeError, "launcher takes no keyword arguments"), (PyObject *)NULL;
-  if (n == 4 + self->nargs && self->nargs != 1)
-    vals = args + 4;
-  else if (n == 5 && PyTuple_Check(args[4]) && PyTuple_GET_SIZE(args[4]) == self->nargs)
+  /* With one bound argument both forms have 5 arguments: a tuple there is the tuple form (a kernel
+   * argument is never a tuple on this path: native.plan refuses tuple parameters). */
+  if (n == 5 && PyTuple_Check(args[4]) && PyTuple_GET_SIZE(args[4]) == self->nargs)
     vals = ((PyTupleObject *)args[4])->ob_item;
+  else if (n == 4 + self->nargs)
+    vals = args + 4;
   else
     return PyErr_Format(PyExc_TypeError, "launcher takes (gx, gy, gz, stream, *vals) with %zd values", self->nargs);
   if (!load_driver()) return PyErr_Format(PyExc_RuntimeError, "%s", driver_err);

@@ -504,3 +504,86 @@ def test_driver_missing_symbols_is_a_reason(built, tmp_path):
     """)
     r = _run_with_driver(tmp_path, script, built.cache)
     assert r.returncode == 0 and "EMPTY-OK" in r.stdout, r.stdout + r.stderr
+
+
+DISPATCH_SCRIPT = r"""
+import contextvars, ctypes, inspect, itertools, struct
+import torch
+from jitlab import keys
+from jitlab._triton import native
+m, why = native.DISPATCH.get(wait=True); assert m is not None, why
+stub = ctypes.CDLL("libcuda.so.1")
+
+def config(sizes):
+    arr = (ctypes.c_size_t * len(sizes))(*sizes); stub.stub_config(1, 0, len(sizes), arr)
+def state():
+    out = (ctypes.c_uint64 * 16)(); stub.stub_state(out); return list(out)
+def record():
+    buf = ctypes.create_string_buffer(4096); n = stub.stub_record(buf); return buf.raw[:n]
+
+DEV = 0x700000001000
+config([8, 4, 4, 8, 8])
+launch = m.make(0xABC, 4, 0, b"Piix", (m.LIVE,) * 4, 2, 0)
+class Table: pass
+class Entry: pass
+class Active: recorder = None
+class Fn: used_global_vals = {}; debug = None
+class Hooks: launch_enter_hook = None; launch_exit_hook = None
+table = Table(); table.entries = {}; table.hits = itertools.count()
+slow_calls = []
+R = inspect.Parameter.empty
+d, why = native.make_dispatcher(
+    m, names=("x", "n", "s", "BLOCK"), defaults=(R, R, 1, 64), required=R, npositional=4, codes="rrrc",
+    state=(("v", Fn, "debug"),), device=0, get_stream=lambda dev: 777, hook_holder=Hooks, hook_chain=None,
+    active=Active, scope_var=contextvars.ContextVar("scope", default="s"), tables={"s": table}, fn=Fn,
+    slow=lambda grid, *a, **kw: slow_calls.append((grid, a, kw)), tensor_type=torch.Tensor, spec=keys.spec,
+    constexpr_item=keys.constexpr_item)
+assert d is not None, why
+e = Entry(); e.verify = 0; e.grid = None; e.launch = launch; e.device = 0
+table.entries[(keys.spec(DEV), keys.spec(17), keys.spec(1), 64, (), None, 0)] = e
+
+def hits_since(n0):
+    return next(table.hits) - n0 - 1
+n0 = next(table.hits)
+d((3, 2), DEV, 17)                      # a hit: launched in C, counted, the bytes Triton's launcher would pass
+s = state()
+assert not slow_calls and s[6:9] == [3, 2, 1] and s[11] == 777, (slow_calls, s)
+assert record() == struct.pack("<Qii", DEV, 17, 1) + b"\0" * 16
+d((3,), n=17, x=DEV + 16)               # keywords in any order, the same key class: a hit
+d((3,), DEV, 17, s=1, BLOCK=64)         # defaults given explicitly: the same entry
+assert not slow_calls and record()[:8] == struct.pack("<Q", DEV)
+assert hits_since(n0) == 3, "three hits counted"
+misses = [((3,), (DEV, 16), {}),                       # n % 16 == 0: another key
+          ((3,), (DEV, 17), {"BLOCK": 32}),            # another constexpr
+          ((3,), (DEV, 17), {"num_warps": 4}),         # a launch option
+          ((lambda meta: (1,)), (DEV, 17), {})]        # a callable grid: the Python path evaluates it
+for grid, a, kw in misses:
+    d(grid, *a, **kw)
+assert len(slow_calls) == 4, slow_calls
+Fn.debug = True; d((3,), DEV, 17); Fn.debug = None           # Triton state changed
+Active.recorder = object(); d((3,), DEV, 17); Active.recorder = None   # tracing on
+Hooks.launch_enter_hook = print; d((3,), DEV, 17); Hooks.launch_enter_hook = None  # a profiler hook
+Fn.used_global_vals = {("G", 1): (1, {})}; d((3,), DEV, 17); Fn.used_global_vals = {}  # a kernel that read globals
+e2 = Entry(); e2.verify = 5; e2.grid = None; e2.launch = launch; e2.device = 0
+table.entries[(keys.spec(DEV), keys.spec(32), keys.spec(1), 64, (), None, 0)] = e2
+d((3,), DEV, 32)                                              # verify due on that entry: the Python path
+d((3,), DEV)                                                  # a missing argument: Python raises it
+d((3,), DEV, 17, x=DEV)                                       # given twice: Python raises it
+d((3,), (1, 2), 17)                                           # a value jitlab does not key
+assert len(slow_calls) == 12, len(slow_calls)
+n1 = state()[0]
+d((3,), DEV, 17)
+assert state()[0] == n1 + 1 and len(slow_calls) == 12         # and back on the C path
+print("DISPATCH-OK")
+"""
+
+
+@needs_cc
+def test_dispatcher_against_stub_driver(built, stub_dir):
+    """The C++ dispatcher's hit path launches the bytes jitlab's launcher packs, counts the hit, and
+    sends every other case (a new key, options, callable grid, state, tracing, hooks, globals, verify,
+    binding errors) to the Python hit path."""
+    if native.DISPATCH.get(wait=True)[0] is None:
+        pytest.skip(native.DISPATCH.get()[1])
+    r = _run_with_driver(stub_dir, DISPATCH_SCRIPT, built.cache)
+    assert r.returncode == 0 and "DISPATCH-OK" in r.stdout, r.stdout + r.stderr
