@@ -6,9 +6,10 @@
  * dtype and address read through torch's C++ API instead of Python method calls), finds the entry in
  * the same per-scope table, and launches it (native_launcher.h), with no Python frame.
  *
+ * A traced hit records in C as the generated hit path does (the same compact record, the same clock).
  * Anything else leaves through `slow`, the generated Python hit path (codegen.py), called with the
- * original arguments: a miss, a fallback, tracing on, verify due, hooks set, a kernel that read
- * globals, a callable grid, an argument binding it does not handle. So the Python path stays the
+ * original arguments: a miss, a fallback, verify on, hooks set, a kernel that read globals, a
+ * callable grid, an argument binding it does not handle. So the Python path stays the
  * reference implementation, and the dispatcher only ever takes the path it would take on a plain hit.
  *
  * Built on first use with the host C++ compiler against the installed torch (jitlab/_cbuild.py). */
@@ -18,6 +19,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <stdint.h>
+#include <time.h>
 
 /* The address of a CUDA torch.Tensor: 1 (in *p), 0 when `o` is anything else (the generic path
  * decides), -1 on error. Triton's launcher asks data_ptr() and cuPointerGetAttribute; for a CUDA
@@ -87,7 +89,7 @@ typedef struct {
  * Entries are never removed from a table (a cleared scope drops its whole table), so while `table`
  * is still this scope's table, `entry` is valid. */
 typedef struct {
-  PyObject *scope, *table, *key, *entry, *launch, *device, *hits;
+  PyObject *scope, *table, *key, *entry, *launch, *device, *hits, *head;
   int32_t grid[3];
   int has_grid, verify;
 } LastHit;
@@ -112,7 +114,7 @@ typedef struct {
   PyObject *empty;      /* () */
 } Dispatcher;
 
-static PyObject *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
+static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_wants_hit, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
     *s_enter, *s_exit, *s_calls;
 
 static void decref_all(PyObject **objs, int n) {
@@ -179,7 +181,38 @@ static int grid_dims(PyObject *grid, int32_t g[3]) {
 
 static void forget_last(LastHit *h) {
   Py_CLEAR(h->scope); Py_CLEAR(h->table); Py_CLEAR(h->key); Py_CLEAR(h->entry); Py_CLEAR(h->launch);
-  Py_CLEAR(h->device); Py_CLEAR(h->hits);
+  Py_CLEAR(h->device); Py_CLEAR(h->hits); Py_CLEAR(h->head);
+}
+
+/* time.perf_counter_ns() on Linux: CLOCK_MONOTONIC, which is what the recorder's timestamps use. */
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The tail of a traced hit, as the generated hit path's: stamp t_exit and append the compact record
+ * `(head, t_enter, t_args, t_exit, thread)` to rec.records, or hand it to rec.record_hit when the
+ * buffer holds rec.capacity records (telemetry.recorder). 1, or -1 on error. */
+static int record_hit(PyObject *rec, PyObject *head, long long t_enter, long long t_args) {
+  long long t_exit = now_ns();
+  PyObject *records = PyObject_GetAttr(rec, s_records), *cap = PyObject_GetAttr(rec, s_capacity);
+  PyObject *r = NULL;
+  int rc = -1;
+  if (records && cap && PyList_Check(records)) {
+    Py_ssize_t capacity = PyLong_AsSsize_t(cap);
+    if (!(capacity == -1 && PyErr_Occurred())) {
+      if (PyList_GET_SIZE(records) < capacity) {
+        r = Py_BuildValue("(OLLLk)", head, t_enter, t_args, t_exit, PyThread_get_thread_ident());
+        rc = r && PyList_Append(records, r) == 0 ? 1 : -1;
+      } else {
+        r = PyObject_CallMethod(rec, "record_hit", "OLLL", head, t_enter, t_args, t_exit);
+        rc = r ? 1 : -1;
+      }
+    }
+  }
+  Py_XDECREF(r); Py_XDECREF(records); Py_XDECREF(cap);
+  return rc;
 }
 
 /* Remember `entry` (found under `key` in `table` of `scope`) and what a hit reads from it. 1, or 0 when
@@ -190,7 +223,7 @@ static int remember(Dispatcher *d, PyObject *scope, PyObject *table, PyObject *k
   int rc = -1;
   if (!(verify = PyObject_GetAttr(entry, s_verify)) || !(grid = PyObject_GetAttr(entry, s_grid)) ||
       !(h.launch = PyObject_GetAttr(entry, s_launch)) || !(h.device = PyObject_GetAttr(entry, s_device)) ||
-      !(h.hits = PyObject_GetAttr(table, s_hits)))
+      !(h.hits = PyObject_GetAttr(table, s_hits)) || !(h.head = PyObject_GetAttr(entry, s_head)))
     goto done;
   h.verify = PyObject_IsTrue(verify);
   if (h.verify < 0) goto done;
@@ -235,10 +268,11 @@ static int find_entry(Dispatcher *d, PyObject *scope, PyObject *const *vals, PyO
 
 /* The hit, or 0 to take the slow path (no error set), or -1 on an error to raise. */
 static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-  PyObject *rec = PyObject_GetAttr(d->active, s_recorder);
+  PyObject *rec = PyObject_GetAttr(d->active, s_recorder); /* kept alive by ACTIVE while we run */
   if (!rec) return -1;
   Py_DECREF(rec);
-  if (rec != Py_None || nargs < 1) return 0;
+  if (nargs < 1) return 0;
+  long long t_enter = rec != Py_None ? now_ns() : 0; /* traced: stamped like the Python path's t_enter */
   /* Bind: positional, then keywords by interned name (a name the kernel lacks is a launch option).
    * Keywords usually come in parameter order: each search starts after the previous match. */
   PyObject *vals[MAX_PARAMS];
@@ -309,8 +343,21 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     int quiet = no_hooks(d);
     if (quiet <= 0) { rc = quiet; goto done; }
     PyObject *launch = Py_NewRef(h->launch); /* the hit's own references: a launch may re-enter */
-    PyObject *hits = Py_NewRef(h->hits), *edev = Py_NewRef(h->device);
+    PyObject *hits = Py_NewRef(h->hits), *edev = Py_NewRef(h->device), *head = Py_NewRef(h->head);
+    if (t_enter) { /* level full keeps every hit; below it the recorder samples (wants_hit, as in Python) */
+      PyObject *every = PyObject_GetAttr(rec, s_every_hit);
+      int keep = every ? PyObject_IsTrue(every) : -1;
+      Py_XDECREF(every);
+      if (keep == 0) {
+        PyObject *w = PyObject_CallMethodNoArgs(rec, s_wants_hit);
+        keep = w ? PyObject_IsTrue(w) : -1;
+        Py_XDECREF(w);
+      }
+      if (keep < 0) { Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev); Py_DECREF(head); goto done; }
+      if (!keep) t_enter = 0;
+    }
     /* From here on it is a hit: count it, then launch (as the Python path does). */
+    long long t_args = t_enter ? now_ns() : 0;
     if ((count = PyIter_Next(hits)) && (stream_obj = PyObject_CallOneArg(d->get_stream, edev))) {
       if (Py_TYPE(launch) == &LauncherType) {
         uint64_t stream;
@@ -327,8 +374,9 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
         }
         decref_all(gobj, 3);
       }
+      if (rc > 0 && t_enter) rc = record_hit(rec, head, t_enter, t_args);
     }
-    Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev);
+    Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev); Py_DECREF(head);
   }
 done:
   decref_all(tail, ntail);
@@ -351,7 +399,7 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   for (Py_ssize_t j = 0; j < d->n; j++) Py_VISIT(d->defaults[j]);
   for (int s = 0; s < d->nstate; s++) { Py_VISIT(d->state[s].obj); Py_VISIT(d->state[s].obj2); }
   Py_VISIT(d->last.scope); Py_VISIT(d->last.table); Py_VISIT(d->last.key); Py_VISIT(d->last.entry);
-  Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits);
+  Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits); Py_VISIT(d->last.head);
   return 0;
 }
 
@@ -467,10 +515,12 @@ PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
   s_data_ptr = PyUnicode_InternFromString("data_ptr");
   s_is_cuda = PyUnicode_InternFromString("is_cuda");
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
-                         "launch_enter_hook", "launch_exit_hook", "calls"};
+                         "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",
+                         "every_hit", "wants_hit"};
   PyObject **slots[] = {&s_recorder, &s_entries, &s_hits, &s_used_global_vals, &s_verify, &s_grid, &s_device,
-                        &s_launch, &s_enter, &s_exit, &s_calls};
-  for (int i = 0; i < 11; i++)
+                        &s_launch, &s_enter, &s_exit, &s_calls, &s_records, &s_capacity, &s_head, &s_every_hit,
+                        &s_wants_hit};
+  for (int i = 0; i < 16; i++)
     if (!(*slots[i] = PyUnicode_InternFromString(attrs[i]))) return NULL;
   LIVE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
   PyObject *m = PyModule_Create(&moddef);

@@ -539,7 +539,7 @@ d, why = native.make_dispatcher(
     slow=lambda grid, *a, **kw: slow_calls.append((grid, a, kw)), tensor_type=torch.Tensor, spec=keys.spec,
     constexpr_item=keys.constexpr_item)
 assert d is not None, why
-e = Entry(); e.verify = 0; e.grid = None; e.launch = launch; e.device = 0
+e = Entry(); e.verify = 0; e.grid = None; e.launch = launch; e.device = 0; e.head = ("k", "global", "safe", 0, 0)
 table.entries[(keys.spec(DEV), keys.spec(17), keys.spec(1), 64, (), None, 0)] = e
 
 def hits_since(n0):
@@ -561,19 +561,29 @@ for grid, a, kw in misses:
     d(grid, *a, **kw)
 assert len(slow_calls) == 4, slow_calls
 Fn.debug = True; d((3,), DEV, 17); Fn.debug = None           # Triton state changed
-Active.recorder = object(); d((3,), DEV, 17); Active.recorder = None   # tracing on
+assert len(slow_calls) == 5
+from jitlab.telemetry.recorder import Recorder
+rec = Active.recorder = Recorder("full", capacity=2)            # traced at level full: recorded in C
+d((3,), DEV, 17); d((3,), DEV, 17); d((3,), DEV, 17)            # the third finds the buffer full: dropped
+assert [r[0] for r in rec.records] == [e.head] * 2 and rec.dropped == 1 and len(slow_calls) == 5, rec.records
+assert all(r[1] <= r[2] <= r[3] for r in rec.records) and rec.records[0][4] > 0
+rec = Active.recorder = Recorder("sampled", capacity=10, sample_every=2)   # sampled: asks wants_hit()
+for _ in range(4):
+    d((3,), DEV, 17)
+assert len(rec.records) == 2 and rec.seen == 4, (rec.records, rec.seen)
+Active.recorder = None
 Hooks.launch_enter_hook = print; d((3,), DEV, 17); Hooks.launch_enter_hook = None  # a profiler hook
 Fn.used_global_vals = {("G", 1): (1, {})}; d((3,), DEV, 17); Fn.used_global_vals = {}  # a kernel that read globals
-e2 = Entry(); e2.verify = 5; e2.grid = None; e2.launch = launch; e2.device = 0
+e2 = Entry(); e2.verify = 5; e2.grid = None; e2.launch = launch; e2.device = 0; e2.head = e.head
 table.entries[(keys.spec(DEV), keys.spec(32), keys.spec(1), 64, (), None, 0)] = e2
 d((3,), DEV, 32)                                              # verify due on that entry: the Python path
 d((3,), DEV)                                                  # a missing argument: Python raises it
 d((3,), DEV, 17, x=DEV)                                       # given twice: Python raises it
 d((3,), (1, 2), 17)                                           # a value jitlab does not key
-assert len(slow_calls) == 12, len(slow_calls)
+assert len(slow_calls) == 11, len(slow_calls)
 n1 = state()[0]
 d((3,), DEV, 17)
-assert state()[0] == n1 + 1 and len(slow_calls) == 12         # and back on the C path
+assert state()[0] == n1 + 1 and len(slow_calls) == 11         # and back on the C path
 print("DISPATCH-OK")
 """
 
@@ -581,8 +591,8 @@ print("DISPATCH-OK")
 @needs_cc
 def test_dispatcher_against_stub_driver(built, stub_dir):
     """The C++ dispatcher's hit path launches the bytes jitlab's launcher packs, counts the hit, and
-    sends every other case (a new key, options, callable grid, state, tracing, hooks, globals, verify,
-    binding errors) to the Python hit path."""
+    records traced hits as the Python path does, and sends every other case (a new key, options,
+    callable grid, state, hooks, globals, verify, binding errors) to the Python hit path."""
     if native.DISPATCH.get(wait=True)[0] is None:
         pytest.skip(native.DISPATCH.get()[1])
     r = _run_with_driver(stub_dir, DISPATCH_SCRIPT, built.cache)
