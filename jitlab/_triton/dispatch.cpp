@@ -94,10 +94,19 @@ typedef struct {
   int has_grid, verify;
 } LastHit;
 
+/* The active recorder's parts the traced hit path uses, read once per recorder: its list object is
+ * never replaced (the recorder copies records out in place) and capacity/every_hit are fixed. */
+typedef struct {
+  PyObject *rec, *records;
+  Py_ssize_t capacity;
+  int every_hit;
+} RecorderView;
+
 typedef struct {
   PyObject_HEAD
   vectorcallfunc vectorcall;
   LastHit last;
+  RecorderView rv;
   Py_ssize_t n, npositional; /* parameters; how many may be given positionally */
   PyObject *names[MAX_PARAMS], *defaults[MAX_PARAMS]; /* interned names; NULL: required */
   Keyer *keyer;
@@ -191,28 +200,48 @@ static long long now_ns(void) {
   return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* The tail of a traced hit, as the generated hit path's: stamp t_exit and append the compact record
- * `(head, t_enter, t_args, t_exit, thread)` to rec.records, or hand it to rec.record_hit when the
- * buffer holds rec.capacity records (telemetry.recorder). 1, or -1 on error. */
-static int record_hit(PyObject *rec, PyObject *head, long long t_enter, long long t_args) {
-  long long t_exit = now_ns();
-  PyObject *records = PyObject_GetAttr(rec, s_records), *cap = PyObject_GetAttr(rec, s_capacity);
-  PyObject *r = NULL;
-  int rc = -1;
-  if (records && cap && PyList_Check(records)) {
-    Py_ssize_t capacity = PyLong_AsSsize_t(cap);
-    if (!(capacity == -1 && PyErr_Occurred())) {
-      if (PyList_GET_SIZE(records) < capacity) {
-        r = Py_BuildValue("(OLLLk)", head, t_enter, t_args, t_exit, PyThread_get_thread_ident());
-        rc = r && PyList_Append(records, r) == 0 ? 1 : -1;
-      } else {
-        r = PyObject_CallMethod(rec, "record_hit", "OLLL", head, t_enter, t_args, t_exit);
-        rc = r ? 1 : -1;
-      }
-    }
+/* Point d->rv at `rec` (read its list, capacity and every_hit once). 1, or -1 on error. */
+static int view_recorder(RecorderView *rv, PyObject *rec) {
+  if (rv->rec == rec) return 1;
+  PyObject *records = PyObject_GetAttr(rec, s_records), *cap = PyObject_GetAttr(rec, s_capacity),
+           *every = PyObject_GetAttr(rec, s_every_hit);
+  int ok = records && cap && every && PyList_Check(records);
+  Py_ssize_t capacity = ok ? PyLong_AsSsize_t(cap) : -1;
+  int every_hit = ok ? PyObject_IsTrue(every) : -1;
+  Py_XDECREF(cap); Py_XDECREF(every);
+  if (!ok || PyErr_Occurred() || every_hit < 0) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "jitlab: the active recorder has no records list");
+    Py_XDECREF(records);
+    return -1;
   }
-  Py_XDECREF(r); Py_XDECREF(records); Py_XDECREF(cap);
-  return rc;
+  Py_XSETREF(rv->records, records);
+  Py_XSETREF(rv->rec, Py_NewRef(rec));
+  rv->capacity = capacity, rv->every_hit = every_hit;
+  return 1;
+}
+
+/* The tail of a traced hit, as the generated hit path's: stamp t_exit and append the compact record
+ * `(head, t_enter, t_args, t_exit, thread)` to the recorder's list, or hand it to rec.record_hit when
+ * the list holds `capacity` records (telemetry.recorder). 1, or -1 on error. */
+static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long long t_args) {
+  long long t_exit = now_ns();
+  if (PyList_GET_SIZE(rv->records) < rv->capacity) {
+    PyObject *r = PyTuple_New(5);
+    if (!r) return -1;
+    PyTuple_SET_ITEM(r, 0, Py_NewRef(head));
+    PyObject *parts[4] = {PyLong_FromLongLong(t_enter), PyLong_FromLongLong(t_args), PyLong_FromLongLong(t_exit),
+                          PyLong_FromUnsignedLong(PyThread_get_thread_ident())};
+    for (int i = 0; i < 4; i++) {
+      if (!parts[i]) { decref_all(parts + i + 1, 3 - i); Py_DECREF(r); return -1; }
+      PyTuple_SET_ITEM(r, 1 + i, parts[i]);
+    }
+    int rc = PyList_Append(rv->records, r);
+    Py_DECREF(r);
+    return rc == 0 ? 1 : -1;
+  }
+  PyObject *r = PyObject_CallMethod(rv->rec, "record_hit", "OLLL", head, t_enter, t_args, t_exit);
+  Py_XDECREF(r);
+  return r ? 1 : -1;
 }
 
 /* Remember `entry` (found under `key` in `table` of `scope`) and what a hit reads from it. 1, or 0 when
@@ -345,9 +374,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     PyObject *launch = Py_NewRef(h->launch); /* the hit's own references: a launch may re-enter */
     PyObject *hits = Py_NewRef(h->hits), *edev = Py_NewRef(h->device), *head = Py_NewRef(h->head);
     if (t_enter) { /* level full keeps every hit; below it the recorder samples (wants_hit, as in Python) */
-      PyObject *every = PyObject_GetAttr(rec, s_every_hit);
-      int keep = every ? PyObject_IsTrue(every) : -1;
-      Py_XDECREF(every);
+      int keep = view_recorder(&d->rv, rec) < 0 ? -1 : d->rv.every_hit;
       if (keep == 0) {
         PyObject *w = PyObject_CallMethodNoArgs(rec, s_wants_hit);
         keep = w ? PyObject_IsTrue(w) : -1;
@@ -374,7 +401,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
         }
         decref_all(gobj, 3);
       }
-      if (rc > 0 && t_enter) rc = record_hit(rec, head, t_enter, t_args);
+      if (rc > 0 && t_enter) rc = record_hit(&d->rv, head, t_enter, t_args);
     }
     Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev); Py_DECREF(head);
   }
@@ -400,6 +427,7 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   for (int s = 0; s < d->nstate; s++) { Py_VISIT(d->state[s].obj); Py_VISIT(d->state[s].obj2); }
   Py_VISIT(d->last.scope); Py_VISIT(d->last.table); Py_VISIT(d->last.key); Py_VISIT(d->last.entry);
   Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits); Py_VISIT(d->last.head);
+  Py_VISIT(d->rv.rec); Py_VISIT(d->rv.records);
   return 0;
 }
 
@@ -409,6 +437,7 @@ static int dispatcher_clear(PyObject *o) {
   Py_CLEAR(d->active); Py_CLEAR(d->scope_var); Py_CLEAR(d->tables); Py_CLEAR(d->fn); Py_CLEAR(d->slow);
   Py_CLEAR(d->empty);
   forget_last(&d->last);
+  Py_CLEAR(d->rv.rec); Py_CLEAR(d->rv.records);
   for (Py_ssize_t j = 0; j < d->n; j++) { Py_CLEAR(d->names[j]); Py_CLEAR(d->defaults[j]); }
   for (int s = 0; s < d->nstate; s++) {
     Py_CLEAR(d->state[s].obj); Py_CLEAR(d->state[s].attr); Py_CLEAR(d->state[s].obj2); Py_CLEAR(d->state[s].attr2);
@@ -443,6 +472,7 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
   if (!d) return NULL;
   d->vectorcall = dispatch_call;
   d->last = LastHit{NULL};
+  d->rv = RecorderView{NULL, NULL, 0, 0};
   d->n = 0;
   d->nstate = 0;
   d->npositional = npositional;

@@ -24,6 +24,7 @@ class FakeAdapter(adapter_mod.Adapter):
     def __init__(self):
         super().__init__()
         self.device = 0
+        self.device_constant = None  # several devices, also on a one-GPU host: the key reads the getter
         self.get_device = lambda: self.device
         self.get_stream = lambda d: 1000 + d
         self.compiles: list[str] = []
