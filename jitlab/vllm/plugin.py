@@ -63,8 +63,9 @@ def installed() -> Installed | None:
     return _STATE
 
 
-def install(policy: str | None = None, scope: str = SCOPE) -> Installed | None:
-    """Wrap vLLM's Triton attention kernels (policy: JITLAB_VLLM_POLICY's syntax; default the variable).
+def install(policy: str | None = None, scope: str = SCOPE, verify: int = 0) -> Installed | None:
+    """Wrap vLLM's Triton attention kernels (policy: JITLAB_VLLM_POLICY's syntax; default the variable;
+    verify=N re-derives Triton's full key on every Nth hit, as JITLAB_VERIFY=N does).
     Idempotent. None when nothing was wrapped ("off", JITLAB_DISABLE=1, or a vLLM the plugin does not know).
     A malformed policy raises ValueError (one line naming the variable, the value and the choices)."""
     global _STATE
@@ -89,6 +90,7 @@ def install(policy: str | None = None, scope: str = SCOPE) -> Installed | None:
         for k in KERNELS:
             original = getattr(modules[k.module], k.name)
             pol = policies.for_kernel(table, groups, k.name)
+            pol = pol.replace(verify=verify) if verify else pol
             params = probe.signature(original)
             pol.validate(k.name, [p.split(":")[0] for p in params if p.endswith(":constexpr")],
                          [p for p in params if not p.endswith(":constexpr")])
