@@ -23,7 +23,7 @@ OFF = "off"
 
 def parse(spec: str) -> tuple[Path, str] | None:
     """(TOML file, policy name), or None for "off". ValueError (one line) on a malformed value."""
-    spec = (spec or "safe").strip()
+    spec = spec.strip() or "safe"
     if spec == OFF:
         return None
     path, sep, name = spec.rpartition(":")
