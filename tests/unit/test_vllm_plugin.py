@@ -76,9 +76,10 @@ def test_install_wraps_the_globals_vllm_calls(plugin):
     state = plugin.install("tuned")
     assert state is plugin.installed() and plugin.install("tuned") is state  # idempotent
     assert current().name == "vllm"
+    originals = {name: orig for _, name, orig, _ in state.patched}
     for k in known.KERNELS:
         w = getattr(_module(k.module), k.name)
-        assert isinstance(w, JitCache) and w.fn is before[k.name] or w.fn.fn is before[k.name].fn
+        assert isinstance(w, JitCache) and w is state.wrappers()[k.name] and originals[k.name] is before[k.name]
     # vLLM's wrappers read the kernels from their module globals at call time: those are ours now
     ua = _module(known.UNIFIED).unified_attention
     assert ua.__globals__["kernel_unified_attention"] is state.wrappers()["kernel_unified_attention"]
