@@ -64,6 +64,8 @@ class Settings:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab"))
     #: JITLAB_COMMIT=sha: the jitlab commit recorded in provenance when the tree has no .git (copies sent to a GPU host).
     commit: str | None = field(default_factory=lambda: os.environ.get("JITLAB_COMMIT") or None)
+    #: JITLAB_VLLM_POLICY=safe|off|<name>|<file.toml>:<name>: what the vLLM plugin wraps vLLM's kernels with (jitlab.vllm).
+    vllm_policy: str = field(default_factory=lambda: os.environ.get("JITLAB_VLLM_POLICY", "").strip() or "safe")
     #: JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG ("+jitlab" for all).
     logs: str = field(default_factory=lambda: os.environ.get("JITLAB_LOGS", ""))
 
