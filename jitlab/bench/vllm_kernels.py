@@ -50,7 +50,7 @@ def cpu_demo_patches():
     CUDA device for its capability) is told sm_90. Only for the labelled CPU demo and tests."""
     import torch
 
-    from ..kernels.interpret import nested_jit_calls_interpreted
+    from .._triton.interpreter import nested_jit_calls_interpreted
 
     saved = torch.cuda.get_device_capability
     torch.cuda.get_device_capability = lambda device=None: (9, 0)

@@ -255,7 +255,7 @@ from jitlab.vllm import kernel_files
 kernel_files.activate(sys.argv[1])
 torch.cuda.get_device_capability = lambda device=None: (9, 0)  # vLLM's cache write asks; no GPU here
 from jitlab.bench import vllm_batches as vb
-from jitlab.kernels.interpret import nested_jit_calls_interpreted
+from jitlab._triton.interpreter import nested_jit_calls_interpreted
 import jitlab.vllm as jv
 for spec in (vb.Spec(3, "mixed", "2d"), vb.Spec(2, "decode", "3d")):
     b = vb.Batch(spec, vb.CPU_SHAPE, "cpu")
