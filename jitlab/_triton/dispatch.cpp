@@ -109,6 +109,7 @@ typedef struct {
   RecorderView rv;
   Py_ssize_t n, npositional; /* parameters; how many may be given positionally */
   PyObject *names[MAX_PARAMS], *defaults[MAX_PARAMS]; /* interned names; NULL: required */
+  PyObject *index; /* {name: position}: keywords that are not the interned objects (and launch options) */
   Keyer *keyer;
   int nstate;
   StateRead state[MAX_STATE];
@@ -317,9 +318,11 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
       Py_ssize_t c = (next + s) % d->n;
       if (d->names[c] == name) j = c;
     }
-    if (j < 0) /* not the interned object: compare the text */
-      for (Py_ssize_t c = 0; c < d->n && j < 0; c++)
-        if (PyUnicode_Compare(d->names[c], name) == 0) j = c;
+    if (j < 0) { /* not the interned object (or a launch option such as num_warps): look the text up */
+      PyObject *pos = PyDict_GetItemWithError(d->index, name);
+      if (pos) j = PyLong_AsSsize_t(pos);
+      else if (PyErr_Occurred()) return -1;
+    }
     if (j >= 0) {
       if (vals[j]) return 0; /* given twice: the Python path raises Python's TypeError */
       vals[j] = args[nargs + k];
@@ -421,7 +424,7 @@ static PyObject *dispatch_call(PyObject *callable, PyObject *const *args, size_t
 
 static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   Dispatcher *d = (Dispatcher *)o;
-  Py_VISIT(d->keyer); Py_VISIT(d->device); Py_VISIT(d->get_stream); Py_VISIT(d->hook_holder); Py_VISIT(d->hook_chain);
+  Py_VISIT(d->keyer); Py_VISIT(d->index); Py_VISIT(d->device); Py_VISIT(d->get_stream); Py_VISIT(d->hook_holder); Py_VISIT(d->hook_chain);
   Py_VISIT(d->active); Py_VISIT(d->scope_var); Py_VISIT(d->tables); Py_VISIT(d->fn); Py_VISIT(d->slow);
   for (Py_ssize_t j = 0; j < d->n; j++) Py_VISIT(d->defaults[j]);
   for (int s = 0; s < d->nstate; s++) { Py_VISIT(d->state[s].obj); Py_VISIT(d->state[s].obj2); }
@@ -433,7 +436,7 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
 
 static int dispatcher_clear(PyObject *o) {
   Dispatcher *d = (Dispatcher *)o;
-  Py_CLEAR(d->keyer); Py_CLEAR(d->device); Py_CLEAR(d->get_stream); Py_CLEAR(d->hook_holder); Py_CLEAR(d->hook_chain);
+  Py_CLEAR(d->keyer); Py_CLEAR(d->index); Py_CLEAR(d->device); Py_CLEAR(d->get_stream); Py_CLEAR(d->hook_holder); Py_CLEAR(d->hook_chain);
   Py_CLEAR(d->active); Py_CLEAR(d->scope_var); Py_CLEAR(d->tables); Py_CLEAR(d->fn); Py_CLEAR(d->slow);
   Py_CLEAR(d->empty);
   forget_last(&d->last);
@@ -481,10 +484,15 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
   d->hook_holder = Py_NewRef(holder); d->hook_chain = Py_NewRef(chain); d->active = Py_NewRef(active);
   d->scope_var = Py_NewRef(scope_var); d->tables = Py_NewRef(tables); d->fn = Py_NewRef(fn); d->slow = Py_NewRef(slow);
   d->empty = PyTuple_New(0);
+  d->index = PyDict_New();
+  if (!d->empty || !d->index) { Py_DECREF(d); return NULL; }
   for (Py_ssize_t j = 0; j < n; j++, d->n++) {
-    PyObject *nm = Py_NewRef(PyTuple_GET_ITEM(names, j));
+    PyObject *nm = Py_NewRef(PyTuple_GET_ITEM(names, j)), *pos = PyLong_FromSsize_t(j);
     PyUnicode_InternInPlace(&nm);
     d->names[j] = nm;
+    d->defaults[j] = NULL;
+    if (!pos || PyDict_SetItem(d->index, nm, pos) < 0) { Py_XDECREF(pos); d->n++; Py_DECREF(d); return NULL; }
+    Py_DECREF(pos);
     PyObject *df = PyTuple_GET_ITEM(defaults, j);
     d->defaults[j] = df == required ? NULL : Py_NewRef(df);
   }

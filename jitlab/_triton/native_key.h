@@ -117,8 +117,14 @@ static int key_equals(Keyer *k, PyObject *const *vals, PyObject *const *tail, Py
       }
     }
 #endif
-    if (c == 'c' && t == &PyLong_Type) {
-      int r = PyLong_CheckExact(want) ? same_item(v, want) : 0;
+    if (c == 'c' && (t == &PyLong_Type || v == Py_None)) {
+      int r = v == Py_None ? want == Py_None : PyLong_CheckExact(want) ? same_item(v, want) : 0;
+      if (r <= 0) return r;
+      continue;
+    }
+    if (c == 'c' && (t == &PyBool_Type || t == &PyUnicode_Type)) { /* want is (type, value) */
+      int r = PyTuple_CheckExact(want) && PyTuple_GET_SIZE(want) == 2 && PyTuple_GET_ITEM(want, 0) == (PyObject *)t
+                  ? same_item(v, PyTuple_GET_ITEM(want, 1)) : 0;
       if (r <= 0) return r;
       continue;
     }
