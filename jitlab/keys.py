@@ -13,6 +13,7 @@ cases of `spec`; this module is the reference and the slow path.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -66,18 +67,27 @@ def constexpr_item(v: Any) -> Any:
     """Key item of a constexpr value. Triton keys constexprs by their text (`str(specialization)`), so
     values that Python calls equal can compile differently: `1`, `True`, `1.0`; `0.0` and `-0.0`;
     `(3, 2)` and `(3.0, 2)`. Our item is never coarser than that text: ints and None are themselves,
-    floats their repr, tuples are keyed element by element, other objects by type, repr and value."""
+    floats their bits (distinct bits have distinct reprs; every NaN reprs as 'nan', so one NaN pattern),
+    tuples are keyed element by element, other objects by type, repr and value."""
     t = type(v)
     if t is int or v is None:
         return v
     if t is bool or t is str:
         return (t, v)
     if t is float:
-        return (t, repr(v))
+        return (t, float_bits(v))
     if t is tuple:
         return (t, tuple(constexpr_item(x) for x in v))
     hash(v)  # unhashable constexprs fall back to Triton (TypeError)
     return (t, repr(v), v)
+
+
+_NAN_BITS = 0x7FF8000000000000
+
+
+def float_bits(v: float) -> int:
+    """The IEEE-754 bits of `v`, every NaN as one pattern (what native_key.h compares in C)."""
+    return _NAN_BITS if v != v else int.from_bytes(struct.pack("<d", v), "little")
 
 
 def describe(item: Any, kind: str = "runtime") -> str:
@@ -88,7 +98,11 @@ def describe(item: Any, kind: str = "runtime") -> str:
     if kind == "options":
         return repr(dict(item)) if item else "no options"
     if kind == "constexpr":
-        return repr(item if item is None or type(item) is int else item[1])
+        if item is None or type(item) is int:
+            return repr(item)
+        if item[0] is float:
+            return repr(struct.unpack("<d", item[1].to_bytes(8, "little"))[0])
+        return repr(item[1])
     if kind == "state":
         return repr(item)
     if item is None:

@@ -313,11 +313,9 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   for (Py_ssize_t i = 0; i < npos; i++) vals[i] = args[1 + i];
   for (Py_ssize_t k = 0; k < nkw; k++) {
     PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-    Py_ssize_t j = -1;
-    for (Py_ssize_t s = 0; s < d->n && j < 0; s++) {
-      Py_ssize_t c = (next + s) % d->n;
-      if (d->names[c] == name) j = c;
-    }
+    Py_ssize_t j = -1, c = next < d->n ? next : 0;
+    for (Py_ssize_t s = 0; s < d->n; s++, c = c + 1 < d->n ? c + 1 : 0)
+      if (d->names[c] == name) { j = c; break; }
     if (j < 0) { /* not the interned object (or a launch option such as num_warps): look the text up */
       PyObject *pos = PyDict_GetItemWithError(d->index, name);
       if (pos) j = PyLong_AsSsize_t(pos);

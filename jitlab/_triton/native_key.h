@@ -122,6 +122,16 @@ static int key_equals(Keyer *k, PyObject *const *vals, PyObject *const *tail, Py
       if (r <= 0) return r;
       continue;
     }
+    if (c == 'c' && t == &PyFloat_Type) { /* want is (float, bits) (keys.float_bits): compared without Python */
+      double x = PyFloat_AS_DOUBLE(v);
+      unsigned long long bits = 0x7FF8000000000000ULL;
+      if (x == x) memcpy(&bits, &x, 8);
+      PyObject *wb = PyTuple_CheckExact(want) && PyTuple_GET_SIZE(want) == 2 ? PyTuple_GET_ITEM(want, 1) : NULL;
+      if (!wb || PyTuple_GET_ITEM(want, 0) != (PyObject *)&PyFloat_Type || !PyLong_CheckExact(wb) ||
+          PyLong_AsUnsignedLongLong(wb) != bits)
+        return PyErr_Occurred() ? -1 : 0;
+      continue;
+    }
     if (c == 'c' && (t == &PyBool_Type || t == &PyUnicode_Type)) { /* want is (type, value) */
       int r = PyTuple_CheckExact(want) && PyTuple_GET_SIZE(want) == 2 && PyTuple_GET_ITEM(want, 0) == (PyObject *)t
                   ? same_item(v, PyTuple_GET_ITEM(want, 1)) : 0;
