@@ -54,7 +54,9 @@ def jitcache(fn: Any = None, *, policy: Policy | None = None, check_keys: Any = 
         except (ValueError, TypeError) as e:
             raise ValueError(f"jitcache({name}): {e}") from None
         from .cache import JitCache
+        from .telemetry.recorder import ensure_process_session
 
+        ensure_process_session()  # JITLAB_TRACE not off: start the process's tracing session (telemetry.process)
         return JitCache(kernel, pol, cache_lock)
 
     if fn is not None:

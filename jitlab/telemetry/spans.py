@@ -43,7 +43,11 @@ A_COMPILE_NS = "jitlab.compile.duration_ns"
 A_REASON = "jitlab.fallback.reason"
 A_THREAD = "thread.id"
 # Frame span attributes.
-A_KIND = "jitlab.span.kind"  # "run" | "trial" | "step"
+A_KIND = "jitlab.span.kind"  # "run" | "trial" | "step" | "span" (telemetry.span) | "batch"
+# Resource (and run span) attribute: time.time_ns() - time.perf_counter_ns() when recording began.
+# Span times are perf_counter_ns + this; `jitlab-export` subtracts it to put spans back on the
+# monotonic clock (CLOCK_MONOTONIC on Linux) for other profilers' timelines.
+A_CLOCK_OFFSET = "jitlab.clock.offset_ns"
 
 # provenance() key -> resource attribute.
 PROVENANCE_RESOURCE = {
@@ -58,6 +62,7 @@ PROVENANCE_RESOURCE = {
     "jitlab": "service.version",
     "jitlab_commit": "jitlab.git.commit",
     "hostname": "host.name",
+    "pid": "process.pid",
 }
 
 _OUTCOMES = _rec.OUTCOME_NAMES
@@ -159,6 +164,7 @@ class Frame:
     ctx: Any = None  # an OTel context holding `span` (parent for children)
     stats0: tuple | None = None  # recorder counters when the frame opened
     ended: bool = False
+    parent_ctx: Any = None  # an OTel context to parent a top-level frame (the program's own current span)
 
     def contains(self, t: int) -> bool:
         return self.t0 <= t and (self.t1 is None or t < self.t1)
@@ -218,10 +224,12 @@ class SpanBuilder:
     def frame_span(self, f: Frame):
         """The frame's span, started (with its explicit start time) on first use."""
         if f.span is None:
-            ctx = None
+            ctx = f.parent_ctx
             if f.parent is not None:
                 ctx = trace_api.set_span_in_context(self.frame_span(f.parent))
             attrs = {A_KIND: f.kind}
+            if f.thread >= 0:  # a process session's per-batch span belongs to no thread
+                attrs[A_THREAD] = int(f.thread)
             f.span = self.tracer.start_span(f.name, context=ctx, attributes=attrs, start_time=f.t0 + self.offset)
             f.ctx = trace_api.set_span_in_context(f.span)
         return f.span
