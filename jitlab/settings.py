@@ -156,6 +156,12 @@ class Settings:
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{k}={getattr(self, k)!r}' for k in self.names())})"
 
+    def given(self, attr: str):
+        """The setting's value if the environment sets its variable, else None (so a command-line
+        default can sit between an explicit flag and the variable)."""
+        raw = self._environ.get(type(self).__dict__[attr].env)
+        return None if raw is None or not raw.strip() else getattr(self, attr)
+
     @classmethod
     def names(cls) -> list[str]:
         return [k for k, v in vars(cls).items() if isinstance(v, _Var)]
