@@ -109,7 +109,7 @@ class _NoSpan:
 _NO_SPAN = _NoSpan()
 
 
-def span(name: str, attributes: dict | None = None, /, **attrs: Any):
+def span(name: str, attributes: dict | None = None, **attrs: Any):
     """A span of the program's own (a request, a decode step) around jitlab launches:
 
         with jitlab.telemetry.span("decode_step", batch=8) as s:
@@ -204,7 +204,7 @@ class ProcessSession:
     def _hand_off(self, chunk: list) -> None:
         self._worker.hand_off(chunk)  # Backlog: the recorder counts the chunk as dropped
 
-    def span(self, name: str, attributes: dict | None = None, /, **attrs: Any) -> _UserSpan:
+    def span(self, name: str, attributes: dict | None = None, **attrs: Any) -> _UserSpan:
         return _UserSpan(self, name, dict(attributes or {}, **attrs))
 
     def _open(self, name: str, attributes: dict):

@@ -268,6 +268,7 @@ class Recorder:
                 self.on_full(out)  # type: ignore[misc]
             except Exception:  # a broken or backlogged sink must never break a launch; count what it lost
                 self.dropped += len(out)
+                self.taken -= len(out)  # not handed out after all: `recorded` excludes them
             self.flush_ns += time.perf_counter_ns() - t0
 
     def drain_raw(self) -> list[tuple]:
