@@ -208,32 +208,22 @@ class ProcessSession:
         return _UserSpan(self, name, dict(attributes or {}, **attrs))
 
     def _open(self, name: str, attributes: dict):
-        from .spans import Frame  # a dataclass; spans imports OpenTelemetry, already loaded by the sink
+        from .spans import Frame, push_frame  # spans imports OpenTelemetry, already loaded by the sink
 
         th = _get_ident()
-        stack = self._stacks.setdefault(th, [])
+        stack = self._stacks.get(th)
         parent = stack[-1] if stack else None
         f = Frame(kind="span", name=name, t0=0, thread=th, parent=parent, attributes=attributes)
         if parent is None:
             f.parent_ctx = _program_context()
-        stack.append(f)
-        with self._lock:
-            self._frames.append(f)
-        f.t0 = _perf_ns()
-        return f
+        return push_frame(f, self._stacks, self._frames, self._lock)
 
     def _close(self, f, et=None, ev=None) -> None:
-        t1 = _perf_ns()
-        if f is None or f.t1 is not None:
-            return
-        f.t1 = t1
-        if et is not None:
-            f.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
-        stack = self._stacks.get(f.thread)
-        if stack and f in stack:
-            stack.remove(f)
-        with self._lock:
-            self._closed_frames.append(f)
+        from .spans import pop_frame
+
+        if pop_frame(f, self._stacks, et, ev):
+            with self._lock:
+                self._closed_frames.append(f)
 
     # -- the exporter thread --------------------------------------------------------------------
     def _work(self, chunks: list, tick: bool) -> None:

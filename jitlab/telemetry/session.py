@@ -36,7 +36,8 @@ from . import process as _process
 from . import recorder as _rec
 from . import shutdown as _shutdown
 from .export import BATCH_SIZE, SpanSink, TraceTargetError
-from .spans import A_CLOCK_OFFSET, RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider, make_resource
+from .spans import (A_CLOCK_OFFSET, RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider, make_resource,
+                    pop_frame, push_frame)
 from .worker import ExportWorker
 
 log = logging.getLogger("jitlab.telemetry")
@@ -253,26 +254,19 @@ class Run:
         if not self._entered or self._closed:
             raise RuntimeError(f"{kind} {name!r} opened outside its Run's with-block")
         th = _get_ident()
-        stack = self._stacks.setdefault(th, [])
+        stack = self._stacks.get(th)
         if parent is None:
             parent = stack[-1] if stack else self._root
         f = Frame(kind=kind, name=name, t0=0, thread=th, parent=parent, attributes=dict(attributes))
         rec = self.recorder
         if rec is not None:
             f.stats0 = (rec.seen, rec.recorded, rec.dropped)
-        stack.append(f)
-        with self._lock:
-            self._frames.append(f)
-        f.t0 = _perf_ns()
-        return f
+        return push_frame(f, self._stacks, self._frames, self._lock)
 
     def _close_frame(self, f: Frame | None, et=None, ev=None) -> None:
-        t1 = _perf_ns()
-        if f is None or f.t1 is not None:
+        if not pop_frame(f, self._stacks, et, ev):
             return
-        f.t1 = t1
         if et is not None:
-            f.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
             f.attributes["jitlab.interrupted"] = issubclass(et, KeyboardInterrupt)
         rec = self.recorder
         s0 = f.stats0
@@ -280,12 +274,6 @@ class Run:
             f.attributes["jitlab.trace.hits_seen"] = rec.seen - s0[0]
             f.attributes["jitlab.trace.records"] = rec.recorded - s0[1]
             f.attributes["jitlab.recorder.dropped"] = rec.dropped - s0[2]
-        stack = self._stacks.get(f.thread)
-        if stack:
-            for i in range(len(stack) - 1, -1, -1):
-                if stack[i] is f:
-                    del stack[i]
-                    break
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> "Run":

@@ -15,6 +15,7 @@ finished spans in a list, which `jitlab.telemetry.export` sends in batches.
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -168,6 +169,34 @@ class Frame:
 
     def contains(self, t: int) -> bool:
         return self.t0 <= t and (self.t1 is None or t < self.t1)
+
+
+def push_frame(f: Frame, stacks: dict, frames: list, lock) -> Frame:
+    """Make `f` the innermost open frame of its thread, keep it in `frames`, stamp its start (last,
+    so the bookkeeping is not inside the interval)."""
+    stacks.setdefault(f.thread, []).append(f)
+    with lock:
+        frames.append(f)
+    f.t0 = time.perf_counter_ns()
+    return f
+
+
+def pop_frame(f: Frame | None, stacks: dict, et=None, ev=None) -> bool:
+    """Stamp `f`'s end (first), note the exception that ended it, take it off its thread's stack.
+    False when it was already closed."""
+    t1 = time.perf_counter_ns()
+    if f is None or f.t1 is not None:
+        return False
+    f.t1 = t1
+    if et is not None:
+        f.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
+    stack = stacks.get(f.thread)
+    if stack:
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is f:
+                del stack[i]
+                break
+    return True
 
 
 def _plain_string(i) -> str:
