@@ -62,8 +62,9 @@ def parse(argv=None) -> argparse.Namespace:
 
 def sweep_from_args(a: argparse.Namespace):
     from jitlab.bench import decode
+    from jitlab.bench.timing import cuda_available
 
-    cuda = not a.cpu and _cuda()
+    cuda = not a.cpu and cuda_available()
     build = decode.gpu_sweep if cuda else decode.cpu_sweep
     over: dict = {}
     explicit = a.batches or a.contexts or a.layers
@@ -92,15 +93,6 @@ def sweep_from_args(a: argparse.Namespace):
     if a.no_sanity:
         over["sanity"] = False
     return build(quick=a.quick, **over)
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def main(argv=None) -> None:

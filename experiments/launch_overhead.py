@@ -56,14 +56,15 @@ def parse() -> Args:
 
 def main() -> None:
     args = parse()
-    from jitlab.bench import launch_variants, runner
+    from jitlab.bench import launch_variants, policies, runner
+    from jitlab.bench.timing import cuda_available
 
-    cuda = launch_variants.cuda_available()
+    cuda = cuda_available()
     cfg = runner.Config(launches=LAUNCHES // (2 if args.quick else 1), repeats=5 if args.quick else REPEATS,
                         warmup=WARMUP, trace=args.trace, trace_file=args.trace_file, cuda=cuda)
     if not cuda:
         cfg = launch_variants.cpu_demo_config(cfg)
-    sweep = launch_variants.load_policies(args.policies)
+    sweep = policies.load_sweep(args.policies)
     runner.run_sweep(
         "launch_overhead",
         launch_variants.workloads(args.workloads, cuda),

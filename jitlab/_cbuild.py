@@ -1,6 +1,7 @@
-"""Build and import a one-file C extension with the host C compiler, cached on disk.
+"""Build and import a one-file C or C++ extension with the host compiler, cached on disk.
 
-Used by jitlab's C launcher (`_triton/native.py`); nothing here is specific to Triton or CUDA.
+Used by jitlab's C launcher and C++ dispatcher (`_triton/native.py`) and the hit recorder; nothing
+here is specific to Triton or CUDA.
 The shared object goes to $JITLAB_CACHE_DIR/<subdir>/<hash>/, keyed by the sources, the Python
 build and the compiler, and is published atomically (concurrent builders race benignly).
 Failures raise RuntimeError with the compiler's message; callers turn that into a fallback.
@@ -21,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 FLAGS = ["-O2", "-shared", "-fPIC", "-std=gnu11"]
+CXX_FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
 
 
-def compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc:
-        return shutil.which(cc) or cc
-    return next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
+def compiler(cxx: bool = False) -> str | None:
+    """$CC / $CXX, else the first of cc, gcc, clang (c++, g++, clang++)."""
+    env = os.environ.get("CXX" if cxx else "CC")
+    if env:
+        return shutil.which(env) or env
+    names = ("c++", "g++", "clang++") if cxx else ("cc", "gcc", "clang")
+    return next((p for p in map(shutil.which, names) if p), None)
 
 
 def cache_dir(subdir: str) -> Path:
@@ -37,16 +41,19 @@ def cache_dir(subdir: str) -> Path:
 
 
 def build(modname: str, src: Path, subdir: str, headers: tuple[Path, ...] = (),
-          include_dirs: tuple[str, ...] = ()) -> Any:
-    """Compile `src` (which #includes `headers`) into extension module `modname` and import it."""
-    cc = compiler()
+          include_dirs: tuple[str, ...] = (), cxx: bool = False, extra: tuple[str, ...] = (),
+          timeout: int = 120) -> Any:
+    """Compile `src` (which #includes `headers`) into extension module `modname` and import it.
+    `cxx`: a C++ source; `extra`: more compiler/linker arguments (they are part of the cache key)."""
+    cc = compiler(cxx)
     if cc is None:
-        raise RuntimeError("no C compiler found (set CC)")
+        raise RuntimeError(f"no {'C++' if cxx else 'C'} compiler found (set {'CXX' if cxx else 'CC'})")
+    flags = [*(CXX_FLAGS if cxx else FLAGS), *extra]
     py_inc = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     h = hashlib.sha256()
     for part in (src.read_bytes(), *(p.read_bytes() for p in headers), sys.version.encode(),
-                 suffix.encode(), cc.encode(), " ".join(FLAGS).encode(), "|".join(include_dirs).encode()):
+                 suffix.encode(), cc.encode(), " ".join(flags).encode(), "|".join(include_dirs).encode()):
         h.update(part)
     out_dir = cache_dir(subdir) / h.hexdigest()[:20]
     so = out_dir / (modname + suffix)
@@ -55,9 +62,9 @@ def build(modname: str, src: Path, subdir: str, headers: tuple[Path, ...] = (),
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
         os.close(fd)
         incs = [f"-I{d}" for d in (*sorted(py_inc), *include_dirs, str(src.parent))]
-        cmd = [cc, *FLAGS, *incs, str(src), "-o", tmp]
+        cmd = [cc, *incs, str(src), "-o", tmp, *flags]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
             if r.returncode != 0:
                 raise RuntimeError(f"C build failed ({' '.join(cmd)}): {(r.stderr or r.stdout)[-2000:]}")
             os.replace(tmp, so)

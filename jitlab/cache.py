@@ -1,30 +1,34 @@
 """JitCache: compile once per cache entry through Triton's normal path, then launch the stored binary.
 
 Lifecycle of a launch `kernel[grid](*args, **kwargs)`:
-  hit      -> generated `bind` computes the key (only the checks the policy keeps) and the
-              launch values; the entry's launcher is called directly. `_launch` below, one screen.
+  hit      -> the generated hit path (codegen.py; `hit_source()` prints it) binds the arguments,
+              computes the key (the checks the policy keeps, plus the Triton state run() reads),
+              finds the entry and calls its launcher directly.
   miss     -> `_miss`: under the table's lock, Triton compiles/loads (its own caches apply), an
               Entry is built with everything a hit needs, then launched.
   locked   -> static mode after lock(): `LockedMiss`, naming the key parts that differ.
   fallback -> anything jitlab does not key (odd argument types, binding errors) goes to Triton's
               own `run`, so errors are exactly Triton's; counted with a reason.
 Entries live in a per-scope Table (jitlab.scope). Nothing here imports OpenTelemetry.
+Counters add up: every launch is exactly one of hit, miss, fallback, locked_miss.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import threading
 import time
 import warnings
+import weakref
 from typing import Any, Callable
 
 from . import keys, settings
 from ._triton import adapter as _adapter_mod
+from .codegen import KeySpec, check_signature, make_binder, make_launch, make_packer, static_hints
 from .errors import AssumptionViolated, LockedMiss
-from .guard import check_signature, key_layout, make_binder, make_launch, make_packer, static_hints
 from .policy import Policy
 from .scope import CacheLock, Scope
 from .scope import current as _current_scope
@@ -92,13 +96,18 @@ class Table:
 class JitCache:
     """A Triton kernel behind jitlab's launch cache. Launch it like the kernel: `k[grid](...)`."""
 
+    #: Marks jitlab's wrappers, so `jitcache(jitcache(k))` can be refused at decoration.
+    _jitlab_wrapper = True
+
     def __init__(self, fn: Any, policy: Policy, cache_lock: CacheLock | None = None):
         self.policy = policy
         self.cache_lock = cache_lock if cache_lock is not None else (CacheLock() if policy.static else None)
         self.passthrough_reason: str | None = None
-        self._top = fn  # what the user decorated (a JITFunction, or an autotune/heuristics stack)
+        self._top = fn  # what the user decorated (a JITFunction, or an autotune/heuristics stack); never written to
         self._tables: dict[Scope, Table] = {}
         self._tables_lock = threading.Lock()
+        self._source = ""
+        self.dispatcher_reason = "pass-through"
         self.fn = _adapter_mod.inner_jit_function(fn)
         self.name = getattr(self.fn or fn, "__name__", type(fn).__name__)
         self.verify_every = policy.verify or settings.SETTINGS.verify
@@ -112,45 +121,83 @@ class JitCache:
                           else f"{type(self._top).__name__} wraps no triton.JITFunction")
             return
         params = _adapter_mod.params_of(self.fn)
-        constexprs = [p.name for p in params if p.constexpr]
-        runtime = [p.name for p in params if not p.constexpr]
-        self.policy.validate(self.name, constexprs, runtime)  # bad input raises even when passing through
         self._params = params
+        self._names = [p.name for p in params]
         ad, reason = _adapter_mod.get_adapter()
         if ad is None:
             self._disable(reason)
             return
         self._ad = ad
         pol = self.policy
-        checked_cx = set(constexprs if pol.check_keys is None else pol.check_keys)
+        constexprs = [p.name for p in params if p.constexpr]
+        runtime = [p.name for p in params if not p.constexpr]
         checked_rt = set(runtime if pol.check_specialization is None else pol.check_specialization)
-        checked_rt -= set(pol.assume_const)
         try:
             check_signature(params)
         except keys.Unsupported as e:
             self._disable(f"unsupported signature: {e}")
             return
         device = ad.device_constant if ad.device_constant is not None else ad.get_device
-        self._checked = (checked_rt, checked_cx, device)
-        self._layout = key_layout(params, checked_rt, checked_cx)
+        self._spec = KeySpec(tuple(params), frozenset(checked_rt - set(pol.assume_const)),
+                             frozenset(constexprs if pol.check_keys is None else pol.check_keys),
+                             ad.state_items(self.fn), device)
+        self._layout = self._spec.layout()
         self._hooks, self._stream = ad.hooks, ad.get_stream
         self._frozen_idx = [p.index for p in params if p.name in pol.assume_const]
-        # The hit path, generated here for this kernel's signature and this policy (guard.py), so the
+        # The hit path, generated here for this kernel's signature and this policy (codegen.py), so the
         # first launch pays only for compiling and loading, as in Triton. Each key item tests first the
         # type its annotation or name suggests (static_hints); every branch order is exact.
-        self._hit = make_launch(self.name, params, checked_rt, checked_cx, device, dict(
-            _ACTIVE=_ACTIVE, _now=_now, _scope=_current_scope, _tables=self._tables, _table=self._table,
-            _fallback=self._fallback, _miss=self._miss, _verify=self._verify, _stream=ad.get_stream,
-            _hooks=ad.hooks, _hooked=self._launch_hooked, _name=self.name, _policy=pol.name),
-            hints=static_hints(params))
-        if self._top is not self.fn:  # autotune/heuristics above us: they call our run() per launch
-            parent = self._top
-            while parent.fn is not self.fn:
-                parent = parent.fn
-            parent.fn = self
-            self._launch = self._via_top
+        self._hit, self._source = make_launch(self.name, self._spec, dict(
+            ACTIVE=_ACTIVE, now=_now, scope=_current_scope, tables=self._tables, table_for=self._table,
+            fallback=self._fallback, miss=self._miss, verify=self._verify, stream=ad.get_stream,
+            hooks=ad.hooks, hooked=self._launch_hooked, fn=self.fn, globals_changed=ad.used_globals_changed),
+            _native_keyer, hints=static_hints(params))
+        self._entry_point = self._hit  # the dispatcher replaces it once built (_use_dispatcher)
+        if self._top is not self.fn:  # autotune/heuristics above us: a copy of their stack calls our run()
+            stack = _adapter_mod.restack(self._top, self)
+            self._launch = functools.partial(_run_stack, stack)
         else:
             self._launch = self._hit
+        self.dispatcher_reason = self._start_dispatcher()
+
+    def _start_dispatcher(self) -> str:
+        """Ask for the C++ dispatcher (built once, in the background); until it is there, and where it
+        cannot be, launches take the generated Python hit path, which stays the reference."""
+        if settings.SETTINGS.launcher not in ("auto", "native"):
+            return f"JITLAB_LAUNCHER={settings.SETTINGS.launcher}"
+        if any(s.native() is None for s in self._spec.state):
+            return "Triton state only the Python hit path reads (Triton 3.3's TRITON_DEBUG)"
+        from ._triton import native
+
+        ref = weakref.WeakMethod(self._use_dispatcher)
+        mod, why = native.DISPATCH.get(on_ready=lambda m: (f := ref()) is not None and f(m))
+        if mod is None:
+            return why
+        return self._use_dispatcher(mod)
+
+    def _use_dispatcher(self, mod: Any) -> str:
+        import torch
+
+        from ._triton import native
+        from .scope import _CURRENT
+
+        p0 = self._params
+        kw_only = [p.index for p in p0 if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        holder, chain = _adapter_mod.hook_location()
+        d, why = native.make_dispatcher(
+            mod, names=tuple(self._names), defaults=tuple(p.default for p in p0), required=inspect.Parameter.empty,
+            npositional=kw_only[0] if kw_only else len(p0), codes=self._spec.codes(),
+            state=tuple(s.native() for s in self._spec.state), device=self._spec.device, get_stream=self._stream,
+            hook_holder=holder, hook_chain=chain, active=_ACTIVE, scope_var=_CURRENT, tables=self._tables,
+            fn=self.fn, slow=self._hit, tensor_type=torch.Tensor, spec=keys.spec, constexpr_item=keys.constexpr_item)
+        self.dispatcher_reason = why
+        if d is None:
+            (log.warning if settings.SETTINGS.launcher == "native" else log.debug)("jitlab: %s: %s", self.name, why)
+            return why
+        self._entry_point = d
+        if self._launch is self._hit:
+            self._launch = d
+        return why
 
     def _disable(self, reason: str) -> None:
         self.passthrough_reason = reason
@@ -165,25 +212,19 @@ class JitCache:
         """Triton's KernelInterface.run, so autotune/heuristics stacked above us can call it."""
         if warmup or self.passthrough_reason is not None:
             return self.fn.run(*args, grid=grid, warmup=warmup, **kwargs)
-        return self._hit(grid, *args, **kwargs)
+        return self._entry_point(grid, *args, **kwargs)
 
     def bind(self, *args: Any, **kwargs: Any) -> tuple[tuple, tuple]:
         """(cache key, launch values) of a call, as the hit path computes them (for tests and tools)."""
-        bind, _ = make_binder(self.name, self._params, *self._checked)
+        bind, _ = make_binder(self.name, self._spec)
         return bind(*args, **kwargs)
 
-    def _param_dict(self, args: tuple, kwargs: dict) -> dict:
-        """Parameter name -> value with defaults applied (what a callable grid receives from Triton)."""
-        names = {p.name for p in self._params}
-        bound = self.fn.signature.bind(*args, **{k: v for k, v in kwargs.items() if k in names})
-        bound.apply_defaults()
-        return dict(bound.arguments)
+    def hit_source(self) -> str:
+        """The generated hit path of this kernel and policy (empty in pass-through)."""
+        return self._source
 
     def warmup(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
         return self._top.warmup(*args, grid=grid, **kwargs)
-
-    def _via_top(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._top.run(*args, grid=grid, warmup=False, **kwargs)
 
     # -- slow paths ---------------------------------------------------------------------------------
     def _table(self) -> Table:
@@ -199,36 +240,51 @@ class JitCache:
         with self._tables_lock:
             self._tables.pop(scope, None)
 
+    def _kwargs(self, vals: tuple, options: dict) -> dict:
+        """The bound values as Triton's keyword arguments (every parameter by name), plus the options."""
+        kw = dict(zip(self._names, vals))
+        kw.update(options)
+        return kw
+
     def _passthrough(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
         table = self._tables.get(_current_scope()) or self._table()
-        return self._fallback(table, "passthrough", grid, args, kwargs)
+        table.fallback("passthrough")
+        rec = _ACTIVE.recorder
+        t0 = _now()
+        out = self._top[grid](*args, **kwargs)
+        if rec is not None:
+            rec.record(self.name, table.scope.name, self.policy.name, _rec.FALLBACK, -1, t0, t0, _now(), 0,
+                       "passthrough")
+        return out
 
-    def _fallback(self, table: Table, reason: str, grid: Any, args: tuple, kwargs: dict) -> Any:
-        """Launch through plain Triton. In pass-through mode that is what the user decorated; on the
-        fast path's behalf it is the JITFunction (an autotuner above us already chose the config)."""
+    def _fallback(self, table: Table, reason: str, grid: Any, vals: tuple, options: dict) -> Any:
+        """Launch through Triton's JITFunction.run (an autotuner above us already chose the config),
+        so results and errors are exactly Triton's."""
         table.fallback(reason)
         rec = _ACTIVE.recorder
         t0 = _now()
-        if self.passthrough_reason is not None:
-            out = self._top[grid](*args, **kwargs)
-        else:
-            out = self.fn.run(*args, grid=grid, warmup=False, **kwargs)
+        out = self._ad.run_triton(self.fn, grid, self._kwargs(vals, options))
         if rec is not None:
-            t1 = _now()
-            rec.record(self.name, table.scope.name, self.policy.name, _rec.FALLBACK, -1, t0, t0, t1, 0,
-                       reason)
+            rec.record(self.name, table.scope.name, self.policy.name, _rec.FALLBACK, -1, t0, t0, _now(), 0, reason)
         return out
 
     def _locked(self, table: Table) -> bool:
         return (self.cache_lock is not None and self.cache_lock.is_locked) or table.scope.cache_lock.is_locked
 
-    def _miss(self, table: Table, key: tuple, vals: tuple, grid: Any, args: tuple, kwargs: dict) -> Any:
+    def _miss(self, table: Table, key: tuple, grid: Any, vals: tuple, options: dict) -> Any:
         t0 = _now()
+        outcome = _rec.MISS
+        if self.fn.used_global_vals and self._ad.used_globals_changed(self.fn):
+            return self._fallback(table, "globals_changed", grid, vals, options)  # Triton raises
         with table.lock:
             entry = table.entries.get(key)
-            if entry is None:
-                if key in table.fallback_keys:
-                    return self._fallback(table, table.fallback_keys[key], grid, args, kwargs)
+            if entry is not None:  # another thread prepared it while we waited for the lock
+                next(table.hits)
+                outcome = _rec.HIT
+            else:
+                reason = table.fallback_keys.get(key)
+                if reason is not None:
+                    return self._fallback(table, reason, grid, vals, options)
                 if self._locked(table):
                     next(table.locked_misses)
                     rec = _ACTIVE.recorder
@@ -236,38 +292,46 @@ class JitCache:
                         rec.record(self.name, table.scope.name, self.policy.name, _rec.LOCKED_MISS, -1,
                                    t0, t0, _now())
                     raise LockedMiss(self.name, table.scope.name, self._differences(table, key))
-                next(table.misses)
-                entry = self._prepare(table, key, vals, grid, args, kwargs)
+                try:
+                    entry = self._prepare(table, key, grid, vals, options)
+                except BaseException:
+                    next(table.misses)  # Triton's own compile error: a miss that raised, as in Triton
+                    raise
                 if entry is None:
-                    return self._fallback(table, table.fallback_keys[key], grid, args, kwargs)
+                    return self._fallback(table, table.fallback_keys[key], grid, vals, options)
+                next(table.misses)
                 table.entries[key] = entry
-        g = entry.grid or (grid(self._param_dict(args, kwargs)) if callable(grid) else grid)
+                self._check_size(table)
+        g = entry.grid or (grid(dict(zip(self._names, vals))) if callable(grid) else grid)
         t1 = _now()
         self._launch_hooked(entry, g, self._stream(entry.device), vals, self._hooks())
         rec = _ACTIVE.recorder
         if rec is not None:
-            rec.record(self.name, table.scope.name, self.policy.name, _rec.MISS, entry.index, t0, t1, _now(),
-                       entry.compile_ns)
+            rec.record(self.name, table.scope.name, self.policy.name, outcome, entry.index, t0, t1, _now(),
+                       entry.compile_ns if outcome == _rec.MISS else 0)
         return None
 
-    def _prepare(self, table: Table, key: tuple, vals: tuple, grid: Any, args: tuple,
-                 kwargs: dict) -> Entry | None:
+    def _prepare(self, table: Table, key: tuple, grid: Any, vals: tuple, options: dict) -> Entry | None:
         ad, device = self._ad, key[-1]
+        kwargs = self._kwargs(vals, options)
         t0 = _now()
-        compiled = ad.compile(self.fn, grid, args, kwargs)  # Triton's errors propagate unchanged
+        compiled = ad.compile(self.fn, grid, (), kwargs)  # Triton's errors propagate unchanged
         compile_ns = _now() - t0
         next(table.prepares)
+        why = ad.needs_triton(self.fn)
+        if why is not None:  # keyed (codegen state items): launches in this state go through Triton
+            table.fallback_keys[key] = why
+            return None
         try:
-            spec, options = ad.specialization(self.fn, device, args, kwargs)
+            spec, full_options = ad.specialization(self.fn, device, (), kwargs)
             frozen = {i: _freeze(vals[i]) for i in self._frozen_idx}
             cached_grid = None
             if self.policy.cache_launch_grid:
-                g = grid(self._param_dict(args, kwargs)) if callable(grid) else grid
-                cached_grid = tuple(g) + (1,) * (3 - len(g))
+                cached_grid = _grid3(grid(dict(zip(self._names, vals))) if callable(grid) else grid)
             pack = make_packer(self._params, frozen)
             launch, how = self._native_launch(compiled, frozen, device)
             if launch is None:
-                launch = _triton_launch(compiled, pack)
+                launch = ad.triton_launch(compiled, pack)
         except Exception as e:  # noqa: BLE001 - fall back to Triton for this key, never fail differently
             log.warning("jitlab: %s: cannot prepare a fast launch (%s); using Triton for this key", self.name, e)
             table.fallback_keys[key] = f"prepare:{type(e).__name__}"
@@ -276,9 +340,22 @@ class JitCache:
                   table.scope.name, compile_ns / 1e6)
         return Entry(index=len(table.entries), key=key, compiled=compiled, launch=launch,
                      pack=pack, grid=cached_grid, device=device, spec=spec,
-                     options=options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
+                     options=full_options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
                      compile_ns=compile_ns,
                      head=(self.name, table.scope.name, self.policy.name, _rec.HIT, len(table.entries)))
+
+    def _check_size(self, table: Table) -> None:
+        """Warn once per kernel and scope when the entries pass JITLAB_MAX_ENTRIES: a key part that
+        changes on (almost) every launch is the usual cause, so name the ones with the most values."""
+        limit = settings.SETTINGS.max_entries
+        if len(table.entries) != limit + 1:
+            return
+        distinct = [len({k[i] for k in table.entries}) for i in range(len(self._layout.items))]
+        worst = sorted(range(len(distinct)), key=lambda i: -distinct[i])[:3]
+        parts = ", ".join(f"{self._layout.items[i][0]} ({distinct[i]} values)" for i in worst if distinct[i] > 1)
+        _warn_once(f"jitlab: {self.name} has more than {limit} cache entries in scope {table.scope.name!r}; "
+                   f"the key parts that keep changing: {parts or 'none'} (a value that should be checked "
+                   f"differently, e.g. do_not_specialize or assume_const, is the usual cause)")
 
     def _native_launch(self, compiled: Any, frozen: dict, device: int) -> tuple[Callable | None, str]:
         """jitlab's C launcher for this entry when settings allow and the kernel qualifies, else
@@ -288,28 +365,28 @@ class JitCache:
             return None, "JITLAB_LAUNCHER=triton"
         from ._triton import native
 
-        launch, how = native.make_launch(compiled, frozen, device=device)
+        # The dispatcher launches its own module's launchers without a Python call: use that module once built.
+        module = native.DISPATCH.get()[0] if self._entry_point is not self._hit else None
+        launch, how = native.make_launch(compiled, frozen, device=device, module=module)
         if launch is None:
             (log.warning if choice == "native" else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)
         return launch, how
 
-    def _launch_hooked(self, entry: Entry, g: tuple, stream: int, vals: tuple, hooks: Any = True) -> None:
+    def _launch_hooked(self, entry: Entry, g: tuple, stream: int, vals: tuple, hooks: Any) -> None:
         """Launch with Triton's launcher and hooks (profilers see the same metadata Triton gives them)."""
-        c = entry.compiled
-        g0, g1, g2 = g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1
-        hooks = self._hooks() if hooks is True else hooks
         if hooks is None:
-            entry.launch(g0, g1, g2, stream, *vals)
+            g = _grid3(g)
+            entry.launch(g[0], g[1], g[2], stream, *vals)
             return
         if entry.pack is not None:
             vals = entry.pack(*vals)
-        md = self._ad.launch_metadata(c, g, stream, vals)
-        c.run(g0, g1, g2, stream, c.function, c.packed_metadata, md, hooks[0], hooks[1], *vals)
+        self._ad.launch_hooked(entry.compiled, g, stream, vals, hooks)
 
     # -- verification and messages -------------------------------------------------------------------
-    def _verify(self, table: Table, entry: Entry, vals: tuple, args: tuple, kwargs: dict) -> None:
+    def _verify(self, table: Table, entry: Entry, grid: Any, vals: tuple, options: dict) -> None:
+        """Re-derive Triton's full key for this launch and compare it with the entry's (verify=N)."""
         next(table.verifications)
-        spec, options = self._ad.specialization(self.fn, entry.device, args, kwargs)
+        spec, full_options = self._ad.specialization(self.fn, entry.device, (), self._kwargs(vals, options))
         pol = self.policy
         for p, old, new in zip(self._params, entry.spec, spec):
             if p.index in entry.frozen and _freeze(vals[p.index]) != entry.frozen[p.index]:
@@ -326,11 +403,16 @@ class JitCache:
             else:
                 why = "jitlab's key (a jitlab bug: please report)"
             raise AssumptionViolated(self.name, p.name, why, f"prepared as {_show(old)}, now {_show(new)}")
-        if options != entry.options:
-            raise AssumptionViolated(self.name, "<launch options>", "options", f"{entry.options} -> {options}")
+        if full_options != entry.options:
+            raise AssumptionViolated(self.name, "<launch options>", "options", f"{entry.options} -> {full_options}")
         changed = self._ad.used_globals_changed(self.fn)
         if changed:
             raise AssumptionViolated(self.name, changed, "unchanged globals", "a global the kernel reads changed")
+        if entry.grid is not None:
+            now = _grid3(grid(dict(zip(self._names, vals))) if callable(grid) else grid)
+            if now != entry.grid:
+                raise AssumptionViolated(self.name, "<grid>", "cache_launch_grid",
+                                         f"prepared with grid {entry.grid}, now {now}")
 
     def _differences(self, table: Table, key: tuple) -> list[str]:
         """Key parts of `key` that differ from the nearest cached entry, for LockedMiss."""
@@ -338,8 +420,8 @@ class JitCache:
             return []
         layout = self._layout.items
         nearest = min(table.entries, key=lambda k: sum(a != b for a, b in zip(k, key)))
-        return [f"{name}: cached {keys.describe(a)}, got {keys.describe(b)}"
-                for (name, _), a, b in zip(layout, nearest, key) if a != b]
+        return [f"{name}: cached {keys.describe(a, kind)}, got {keys.describe(b, kind)}"
+                for (name, kind), a, b in zip(layout, nearest, key) if a != b]
 
     # -- introspection ------------------------------------------------------------------------------------
     def counters(self, scope: Scope | str | None = None) -> dict[str, int]:
@@ -349,9 +431,6 @@ class JitCache:
         s = _current_scope() if scope is None else (get_scope(scope) if isinstance(scope, str) else scope)
         table = self._tables.get(s)
         return table.counters() if table is not None else Table(s).counters()
-
-    def all_counters(self) -> dict[str, dict[str, int]]:
-        return {s.name: t.counters() for s, t in list(self._tables.items())}
 
     def entries(self, scope: Scope | None = None) -> list[Entry]:
         table = self._tables.get(scope or _current_scope())
@@ -365,6 +444,27 @@ class JitCache:
     def __repr__(self) -> str:
         mode = f"pass-through: {self.passthrough_reason}" if self.passthrough_reason else self.policy.name
         return f"<jitcache {self.name} ({mode})>"
+
+
+def _run_stack(stack: Any, grid: Any, *args: Any, **kwargs: Any) -> Any:
+    """A launch through our copy of the user's autotune/heuristics stack (its innermost `.fn` is us)."""
+    return stack.run(*args, grid=grid, warmup=False, **kwargs)
+
+
+def _grid3(g: Any) -> tuple[int, int, int]:
+    g = tuple(g)
+    return (g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1)
+
+
+def _native_keyer(codes: str) -> Callable | None:
+    """The C keyer for these key codes, or None (JITLAB_LAUNCHER=triton: no jitlab C code at all)."""
+    if settings.SETTINGS.launcher == "triton":
+        return None
+    import torch
+
+    from ._triton import native
+
+    return native.make_keyer(codes, torch.Tensor, keys.spec, keys.constexpr_item)[0]
 
 
 def _freeze(v: Any) -> Any:
@@ -382,15 +482,4 @@ def _show(spec_item: Any) -> str:
     return f"{kind} {hints.get(value, repr(value))}".strip()
 
 
-def _triton_launch(c: Any, pack: Callable | None) -> Callable[..., None]:
-    """`launch(g0, g1, g2, stream, *values)` through Triton's own launcher (no hooks: the hit path
-    routes hooked launches through `_launch_hooked`). assume_const slots get their frozen values."""
-    run, function, packed = c.run, c.function, c.packed_metadata
-    if pack is None:
-        def launch(g0: int, g1: int, g2: int, stream: int, *vals: Any) -> None:
-            run(g0, g1, g2, stream, function, packed, None, None, None, *vals)
-    else:
-        def launch(g0: int, g1: int, g2: int, stream: int, *vals: Any) -> None:
-            run(g0, g1, g2, stream, function, packed, None, None, None, *pack(*vals))
-    return launch
 

@@ -17,20 +17,21 @@ _KILL_WARNED = False
 @overload
 def jitcache(fn: Any) -> Any: ...
 @overload
-def jitcache(*, policy: Policy | None = None, check_keys: list[str] | None = None,
+def jitcache(*, policy: Policy | str | None = None, check_keys: list[str] | None = None,
              check_specialization: list[str] | None = None, assume_const: list[str] | None = None,
              cache_launch_grid: bool | None = None, cache_lock: CacheLock | None = None,
              verify: int | None = None) -> Callable[[Any], Any]: ...
 
 
-def jitcache(fn: Any = None, *, policy: Policy | None = None, check_keys: Any = None,
+def jitcache(fn: Any = None, *, policy: Policy | str | None = None, check_keys: Any = None,
              check_specialization: Any = None, assume_const: Any = None, cache_lock: CacheLock | None = None,
              cache_launch_grid: bool | None = None, verify: int | None = None) -> Any:
     """Put jitlab's launch cache over a Triton kernel (`@jitcache` goes above `@triton.jit`,
     `@triton.autotune` or `@triton.heuristics`).
 
     With no argument the key covers everything Triton specializes on. Each argument relaxes one check
-    by name (see `jitlab.Policy` for when each is unsafe); `policy=` passes them as one object.
+    by name (see `jitlab.Policy` for when each is unsafe); `policy=` passes them as one object, or names
+    one ("safe", or "path/to/policies.toml:name"). Bad input raises ValueError here, at decoration.
     """
     overrides = {k: v for k, v in dict(check_keys=check_keys, check_specialization=check_specialization,
                                        assume_const=assume_const, cache_launch_grid=cache_launch_grid,
@@ -47,17 +48,39 @@ def jitcache(fn: Any = None, *, policy: Policy | None = None, check_keys: Any = 
                 warnings.warn("JITLAB_DISABLE=1: jitcache returns kernels unwrapped", RuntimeWarning, stacklevel=3)
             return kernel
         name = getattr(kernel, "__name__", type(kernel).__name__)
-        try:
-            pol = (policy or SAFE).replace(**overrides) if overrides else (policy or SAFE)
-            if cache_lock is not None and not pol.static:
-                pol = pol.replace(static=True)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"jitcache({name}): {e}") from None
+        pol = _policy(name, kernel)
         from .cache import JitCache
         from .telemetry.recorder import ensure_process_session
 
         ensure_process_session()  # JITLAB_TRACE not off: start the process's tracing session (telemetry.process)
         return JitCache(kernel, pol, cache_lock)
+
+    def _policy(name: str, kernel: Any) -> Policy:
+        """The validated policy for `kernel`: the same checks on GPU, in the interpreter and in
+        pass-through (only JITLAB_DISABLE=1 skips them)."""
+        layer = kernel
+        for _ in range(64):  # jitcache(jitcache(k)), or jitcache(autotune(jitcache(k))): one cache per launch
+            if getattr(layer, "_jitlab_wrapper", False):
+                raise ValueError(f"jitcache({name}): the kernel is already wrapped by jitcache ({layer!r}); "
+                                 "apply one jitcache, with the policy you want, over the Triton kernel")
+            layer = getattr(layer, "fn", None)
+            if layer is None:
+                break
+        from ._triton.adapter import kernel_parameters
+
+        names = kernel_parameters(kernel)
+        if names is None:
+            raise ValueError(f"jitcache({name}): {type(kernel).__name__} {name!r} is not a Triton kernel "
+                             "(@triton.jit, @triton.autotune or @triton.heuristics)")
+        try:
+            pol = Policy.named(SAFE if policy is None else policy)
+            pol = pol.replace(**overrides) if overrides else pol
+            if cache_lock is not None and not pol.static:
+                pol = pol.replace(static=True)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"jitcache({name}): {e}") from None
+        pol.validate(name, *names)
+        return pol
 
     if fn is not None:
         if isinstance(fn, Policy):

@@ -63,24 +63,39 @@ def spec(v: Any, specialize: bool = True, align: bool = True) -> Any:
 
 
 def constexpr_item(v: Any) -> Any:
-    """Key item of a constexpr value: the value, with its type where == would conflate types
-    (1 == True == 1.0 hash alike but compile differently)."""
+    """Key item of a constexpr value. Triton keys constexprs by their text (`str(specialization)`), so
+    values that Python calls equal can compile differently: `1`, `True`, `1.0`; `0.0` and `-0.0`;
+    `(3, 2)` and `(3.0, 2)`. Our item is never coarser than that text: ints and None are themselves,
+    floats their repr, tuples are keyed element by element, other objects by type, repr and value."""
     t = type(v)
     if t is int or v is None:
         return v
+    if t is bool or t is str:
+        return (t, v)
+    if t is float:
+        return (t, repr(v))
+    if t is tuple:
+        return (t, tuple(constexpr_item(x) for x in v))
     hash(v)  # unhashable constexprs fall back to Triton (TypeError)
-    return (t, v)
+    return (t, repr(v), v)
 
 
-def describe(item: Any) -> str:
-    """Human-readable key item, for LockedMiss and verify messages."""
+def describe(item: Any, kind: str = "runtime") -> str:
+    """Human-readable key item, for LockedMiss and verify messages. `kind` is the key position's kind
+    (codegen.KeyLayout): runtime, constexpr, options, state or device."""
+    if kind == "device":
+        return f"device {item}"
+    if kind == "options":
+        return repr(dict(item)) if item else "no options"
+    if kind == "constexpr":
+        return repr(item if item is None or type(item) is int else item[1])
+    if kind == "state":
+        return repr(item)
     if item is None:
         return "None"
-    if isinstance(item, int) and not isinstance(item, bool):
+    if type(item) is int:
         r, c = divmod(item, 3)
         return f"{_RANGE_NAMES[r]}{' ' + _CLASS_NAMES[c] if c else ''}"
     if isinstance(item, tuple) and len(item) == 2 and hasattr(item[0], "is_floating_point"):
         return f"tensor {item[0]}{'' if item[1] else ' misaligned'}"
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type):
-        return f"{item[1]!r}"
     return repr(item)

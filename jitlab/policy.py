@@ -7,7 +7,9 @@ says when that is unsafe.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Iterable
 
 
@@ -44,10 +46,15 @@ class Policy:
     verify: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty str, got {self.name!r}")
         object.__setattr__(self, "check_keys", _names(self.check_keys, "check_keys"))
         object.__setattr__(self, "check_specialization", _names(self.check_specialization, "check_specialization"))
         object.__setattr__(self, "assume_const", _names(self.assume_const, "assume_const") or ())
-        if not isinstance(self.verify, int) or self.verify < 0:
+        for flag in ("cache_launch_grid", "static"):  # 1 or "yes" would read as true: say so instead
+            if type(getattr(self, flag)) is not bool:
+                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if type(self.verify) is not int or self.verify < 0:
             raise ValueError(f"verify must be a non-negative int, got {self.verify!r}")
 
     @property
@@ -60,7 +67,51 @@ class Policy:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown policy field(s) {unknown}; valid fields: {sorted(known)}")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> dict[str, "Policy"]:
+        """The policies of a TOML file in the experiments' format (`[[policy]]` tables with a name),
+        by name. Tables that refer to a workload's argument groups (`"@strides"`) need a workload:
+        load those through `jitlab.bench.policies`."""
+        with open(path, "rb") as f:
+            tables = tomllib.load(f).get("policy")
+        if not isinstance(tables, list) or not tables:
+            raise ValueError(f"{path}: expected one or more [[policy]] tables")
+        out: dict[str, Policy] = {}
+        for t in tables:
+            if not isinstance(t.get("name"), str):
+                raise ValueError(f"{path}: every [[policy]] needs a name, got {t}")
+            refs = [k for k, v in t.items() if isinstance(v, str) and v.startswith("@")]
+            if refs:
+                raise ValueError(f"{path}: policy {t['name']!r} refers to workload groups in {refs}; "
+                                 "load it with jitlab.bench.policies for a workload")
+            try:
+                out[t["name"]] = cls.from_dict(t)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}: policy {t['name']!r}: {e}") from None
+        return out
+
+    @classmethod
+    def named(cls, spec: "Policy | str") -> "Policy":
+        """`policy=` of jitcache: a Policy, "safe", or "path.toml:name" (a policy of a TOML file)."""
+        if isinstance(spec, Policy):
+            return spec
+        if not isinstance(spec, str):
+            raise ValueError(f"policy must be a jitlab.Policy or a policy name, got {type(spec).__name__} {spec!r}")
+        if spec == SAFE.name:
+            return SAFE
+        path, sep, name = spec.rpartition(":")
+        if not sep or not path.endswith(".toml"):
+            raise ValueError(f"policy {spec!r}: a name is 'safe' or 'path/to/policies.toml:name'")
+        policies = cls.load(path)
+        if name not in policies:
+            raise ValueError(f"policy {name!r} is not in {path}; valid choices: {sorted(policies)}")
+        return policies[name]
 
     def replace(self, **changes: Any) -> "Policy":
         return Policy.from_dict({**self.to_dict(), **changes})

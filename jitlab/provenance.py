@@ -141,7 +141,22 @@ def provenance() -> dict:
         d = {"gpu": "none", "driver": "none", "cuda_available": False}
     d["pid"] = os.getpid()
     d["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    d.update(_dispatcher())
     return d
+
+
+def _dispatcher() -> dict:
+    """Whether jitlab's C++ dispatcher was built in this process, and how long that took (s)."""
+    import sys
+
+    native = sys.modules.get("jitlab._triton.native")
+    if native is None:
+        return {"dispatcher": "not requested"}
+    mod, why = native.DISPATCH.get() if native.DISPATCH.seconds is not None else (None, "not built")
+    out = {"dispatcher": "built" if mod is not None else why}
+    if native.DISPATCH.seconds is not None:
+        out["dispatcher_build_s"] = round(native.DISPATCH.seconds, 1)
+    return out
 
 
 def clear_cache() -> None:

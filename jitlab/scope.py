@@ -45,15 +45,20 @@ class Scope:
 
     def lock(self) -> None:
         self.cache_lock.lock()
+        _LOCKED.add(self)  # a locked scope stays registered even with no entries and no holder
 
     def unlock(self) -> None:
         self.cache_lock.unlock()
+        _LOCKED.discard(self)
 
     def clear(self) -> None:
-        """Drop every entry (and counters) prepared in this scope, and unlock it."""
+        """Drop every entry (and counters) prepared in this scope and unlock it. Once nothing refers to
+        a cleared scope, it leaves the registry (which holds scopes weakly): per-request scope names
+        do not accumulate."""
         for k in list(self._kernels):
             k._drop_scope(self)
-        self.cache_lock.unlock()
+        self._kernels.clear()
+        self.unlock()
 
     def __repr__(self) -> str:
         return f"Scope({self.name!r})"
@@ -61,7 +66,10 @@ class Scope:
 
 GLOBAL = Scope("global")
 _CURRENT: contextvars.ContextVar[Scope] = contextvars.ContextVar("jitlab_scope", default=GLOBAL)
-_REGISTRY: dict[str, Scope] = {"global": GLOBAL}
+# Scopes by name, held weakly: a scope lives while a kernel has entries in it (JitCache tables hold it),
+# someone holds it (a `with scope(...)` block, a variable) or it is locked.
+_REGISTRY: "weakref.WeakValueDictionary[str, Scope]" = weakref.WeakValueDictionary({"global": GLOBAL})
+_LOCKED: set[Scope] = set()
 _REGISTRY_LOCK = threading.Lock()
 
 current = _CURRENT.get  # the hot path calls this

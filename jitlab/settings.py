@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 TRACE_LEVELS = ("off", "summary", "sampled", "full")
-LAUNCHERS = ("auto", "triton", "native")
+LAUNCHERS = ("auto", "native", "python", "triton")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 #: JITLAB_RECORDER_CAPACITY is clamped to this range. The minimum keeps a buffer worth handing to
@@ -90,7 +91,11 @@ def _text(name: str, v: str) -> str | None:
 
 
 class _Var:
-    """One JITLAB_* variable: parsed on first read of the setting, then cached on the instance."""
+    """One JITLAB_* variable: parsed on first read of the setting, then cached on the instance.
+
+    `Settings` is a frozen dataclass whose fields default to their `_Var`: a field left at that
+    default reads the environment when first used; a value passed in (`dataclasses.replace(SETTINGS,
+    launcher="python")`, as tests do) is used as is."""
 
     def __init__(self, env: str, parse: Callable[[str, str], Any], default: Any, doc: str):
         self.env, self.parse, self.default, self.__doc__ = env, parse, default, doc
@@ -98,10 +103,17 @@ class _Var:
     def __set_name__(self, owner, attr: str) -> None:
         self.attr = attr
 
+    def __set__(self, obj, value) -> None:
+        if value is not self:  # the dataclass default: leave it to the environment
+            obj.__dict__[self.attr] = value
+
     def __get__(self, obj, owner=None):
         if obj is None:
             return self
-        raw = obj._environ.get(self.env)
+        d = obj.__dict__
+        if self.attr in d:
+            return d[self.attr]
+        raw = os.environ.get(self.env)
         if raw is None or raw.strip() == "":
             value = self.default() if callable(self.default) else self.default
         else:
@@ -111,7 +123,7 @@ class _Var:
                 if self.env == "JITLAB_DISABLE" or not obj.disable:
                     raise
                 value = self.default() if callable(self.default) else self.default
-        obj.__dict__[self.attr] = value  # cached: later reads skip the descriptor
+        d[self.attr] = value  # cached: read once
         return value
 
 
@@ -120,38 +132,42 @@ def _default_cache_dir() -> str:
     return os.path.join(base, "jitlab")
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Settings:
-    """The JITLAB_* variables of one environment (default: os.environ), each read when first used."""
+    """The JITLAB_* variables of the environment, each read when first used."""
 
-    disable = _Var("JITLAB_DISABLE", _bool, False,
+    disable: bool = _Var("JITLAB_DISABLE", _bool, False,
                    "JITLAB_DISABLE=1: the kill switch. `jitcache` returns the Triton kernel unwrapped, before any probe runs.")
-    verify = _Var("JITLAB_VERIFY", _int(0), 0,
+    verify: int = _Var("JITLAB_VERIFY", _int(0), 0,
                   "JITLAB_VERIFY=N: re-derive Triton's full key on every Nth hit of every kernel (0 = off).")
-    trace = _Var("JITLAB_TRACE", _choice(*TRACE_LEVELS), "off",
+    trace: str = _Var("JITLAB_TRACE", _choice(*TRACE_LEVELS), "off",
                  "JITLAB_TRACE=off|summary|sampled|full: launch recording level (any process; experiments and Run()).")
-    trace_sample = _Var("JITLAB_TRACE_SAMPLE", _int(1), 100,
+    trace_sample: int = _Var("JITLAB_TRACE_SAMPLE", _int(1), 100,
                         "JITLAB_TRACE_SAMPLE=N: with trace=sampled, keep every Nth hit (misses/fallbacks always kept).")
-    trace_file = _Var("JITLAB_TRACE_FILE", _text, None,
+    trace_file: str | None = _Var("JITLAB_TRACE_FILE", _text, None,
                       "JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to "
                       "traces/<experiment>-<run_id>.jsonl; a plain program writes no file without it).")
-    trace_flush_s = _Var("JITLAB_TRACE_FLUSH_S", _seconds, TRACE_FLUSH_S_DEFAULT,
+    trace_flush_s: float = _Var("JITLAB_TRACE_FLUSH_S", _seconds, TRACE_FLUSH_S_DEFAULT,
                          "JITLAB_TRACE_FLUSH_S=seconds: how often a process's tracing session exports (default 5).")
-    recorder_capacity = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),
+    recorder_capacity: int = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),
                              2_000_000, "JITLAB_RECORDER_CAPACITY=N: launch records buffered before the buffer is "
                              f"handed to the exporter (clamped to {RECORDER_CAPACITY_MIN}..{RECORDER_CAPACITY_MAX}).")
-    launcher = _Var("JITLAB_LAUNCHER", _choice(*LAUNCHERS), "auto",
-                    "JITLAB_LAUNCHER=auto|triton|native: which launcher a prepared entry uses (native = jitlab's C "
-                    "launcher when it builds).")
-    cache_dir = _Var("JITLAB_CACHE_DIR", _text, _default_cache_dir,
+    max_entries: int = _Var("JITLAB_MAX_ENTRIES", _int(1), 1024,
+                       "JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming "
+                       "the key parts that keep changing (entries are never evicted: a warning, not a limit).")
+    launcher: str = _Var("JITLAB_LAUNCHER", _choice(*LAUNCHERS), "auto",
+                    "JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one "
+                    "C call, built once in the background) and C launcher where they build, else the generated Python "
+                    "hit path; native: the same, warning when a native part is unavailable; python: the generated "
+                    "Python hit path with jitlab's C launcher (the reference the native path is tested against); "
+                    "triton: the Python hit path with Triton's own launcher, no jitlab C code.")
+    cache_dir: str = _Var("JITLAB_CACHE_DIR", _text, _default_cache_dir,
                      "JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default "
                      "$XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).")
-    commit = _Var("JITLAB_COMMIT", _text, None,
+    commit: str | None = _Var("JITLAB_COMMIT", _text, None,
                   "JITLAB_COMMIT=sha: the jitlab commit recorded in provenance when the tree has no .git.")
-    logs = _Var("JITLAB_LOGS", lambda name, v: v, "",
+    logs: str = _Var("JITLAB_LOGS", lambda name, v: v, "",
                 "JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG (\"+jitlab\" for all).")
-
-    def __init__(self, environ: dict | None = None):
-        self._environ = os.environ if environ is None else environ
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{k}={getattr(self, k)!r}' for k in self.names())})"
@@ -159,12 +175,12 @@ class Settings:
     def given(self, attr: str):
         """The setting's value if the environment sets its variable, else None (so a command-line
         default can sit between an explicit flag and the variable)."""
-        raw = self._environ.get(type(self).__dict__[attr].env)
+        raw = os.environ.get(type(self).__dict__[attr].env)
         return None if raw is None or not raw.strip() else getattr(self, attr)
 
     @classmethod
     def names(cls) -> list[str]:
-        return [k for k, v in vars(cls).items() if isinstance(v, _Var)]
+        return [f.name for f in fields(cls)]
 
 
 SETTINGS = Settings()

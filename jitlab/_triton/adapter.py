@@ -24,6 +24,35 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class StateItem:
+    """Triton state that `JITFunction.run` reads on every launch and that feeds its key or makes it
+    do something else (a knob, the pre-run hooks); its value goes into jitlab's key. `reads` are
+    (object, attribute) pairs and `op` combines them: "v" the value, "n" not the value, "o" the first
+    or the second, "z" the value is None (the generated hit path and the C dispatcher both do this);
+    "py" only for the Python hit path: `expr`, with `{P}` before each name taken from `namespace`."""
+
+    name: str
+    op: str
+    reads: tuple[tuple[Any, str], ...] = ()
+    expr: str = ""
+    namespace: dict | None = None
+
+    def python(self, prefix: str) -> tuple[str, dict]:
+        """(expression, namespace) for generated code whose names for this item start with `prefix`."""
+        if self.op == "py":
+            return self.expr.format(P=prefix), {prefix + k: v for k, v in (self.namespace or {}).items()}
+        names = [f"{prefix}{i}.{attr}" for i, (_, attr) in enumerate(self.reads)]
+        expr = {"v": "{0}", "n": "not {0}", "o": "{0} or {1}", "z": "{0} is None"}[self.op].format(*names)
+        return expr, {f"{prefix}{i}": obj for i, (obj, _) in enumerate(self.reads)}
+
+    def native(self) -> tuple | None:
+        """(op, obj, attr[, obj2, attr2]) for the C dispatcher, or None when only Python can read it."""
+        if self.op == "py":
+            return None
+        return (self.op, *(x for read in self.reads for x in read))
+
+
+@dataclass(frozen=True)
 class Param:
     """What jitlab needs to know about one parameter of a @triton.jit function."""
 
@@ -83,9 +112,51 @@ def params_of(jit_fn: Any) -> list[Param]:
     return out
 
 
-def _hook_reader() -> Callable[[], tuple | None]:
-    """A function returning (enter, exit) hooks when any is set, else None: read per launch, so a
-    profiler that attaches hooks after a kernel was prepared is still called (dejavu froze them)."""
+def kernel_parameters(fn: Any) -> tuple[list[str], list[str]] | None:
+    """(constexpr names, runtime names) of a Triton kernel in any form (JITFunction, the interpreter's
+    InterpretedFunction, an autotune/heuristics stack over either), or None when `fn` is no Triton
+    kernel. Validation of policies uses this, so it is the same on GPU, interpreter and pass-through."""
+    jit_fn = inner_jit_function(fn)
+    if jit_fn is not None:
+        params = params_of(jit_fn)
+        return [p.name for p in params if p.constexpr], [p.name for p in params if not p.constexpr]
+    for _ in range(64):
+        if is_interpreted(fn):
+            break
+        fn = getattr(fn, "fn", None)
+        if fn is None:
+            return None
+    else:
+        return None
+    from triton.runtime.interpreter import InterpretedFunction
+
+    while not isinstance(fn, InterpretedFunction):
+        fn = fn.fn
+    cx, rt = [], []
+    for p in inspect.signature(fn.fn).parameters.values():
+        a = p.annotation
+        (cx if "constexpr" in (a if isinstance(a, str) else getattr(a, "__name__", repr(a))) else rt).append(p.name)
+    return cx, rt
+
+
+def restack(top: Any, inner: Any) -> Any:
+    """A copy of the autotune/heuristics stack `top` whose innermost `.fn` (the JITFunction) is `inner`.
+    Each layer is a shallow copy, so the user's objects are never written to (two jitcache wrappers
+    over one autotuned kernel stay independent); the copies share the layers' tuning caches, which
+    hold choices that are the same whichever wrapper asks."""
+    import copy
+
+    from triton.runtime.jit import JITFunction
+
+    if isinstance(top, JITFunction):
+        return inner
+    layer = copy.copy(top)
+    layer.fn = restack(top.fn, inner)
+    return layer
+
+
+def hook_location() -> tuple[Any, type | None]:
+    """(the object whose launch_enter_hook/launch_exit_hook Triton reads, the HookChain type or None)."""
     source = probe.hook_source()
     if source == "compiled-kernel":
         from triton.compiler.compiler import CompiledKernel as holder
@@ -94,6 +165,13 @@ def _hook_reader() -> Callable[[], tuple | None]:
 
         holder = knobs.runtime
     chain = getattr(__import__("triton").knobs, "HookChain", None) if source == "knobs-chain" else None
+    return holder, chain
+
+
+def _hook_reader() -> Callable[[], tuple | None]:
+    """A function returning (enter, exit) hooks when any is set, else None: read per launch, so a
+    profiler that attaches hooks after a kernel was prepared is still called (dejavu froze them)."""
+    holder, chain = hook_location()
 
     def active_hooks():
         e = holder.launch_enter_hook
@@ -146,6 +224,7 @@ class Adapter:
         # `device` is an int when it cannot change (one visible GPU): the binder then embeds it.
         self.device_constant = device if isinstance(device, int) else None
         self.get_device = (lambda: device) if isinstance(device, int) else device
+        self._injected = _injected_option_readers()
 
     # -- binding -------------------------------------------------------------------------
     @staticmethod
@@ -180,12 +259,43 @@ class Adapter:
 
     @staticmethod
     def used_globals_changed(jit_fn: Any) -> str | None:
-        """Triton re-checks on every launch that globals the kernel read are unchanged; jitlab
-        does it at prepare and verify time only."""
+        """The first global the kernel read whose value changed since it was compiled, else None:
+        Triton makes this comparison on every launch (after the cache lookup) and raises
+        `RuntimeError: Global variable ... has changed`; the hit path calls this only when the kernel
+        read any global (`jit_fn.used_global_vals` non-empty) and then lets Triton raise."""
         missing = object()
         for (name, _), (val, globals_dict) in jit_fn.used_global_vals.items():
             if globals_dict.get(name, missing) != val:
                 return name
+        return None
+
+    def state_items(self, jit_fn: Any) -> tuple[StateItem, ...]:
+        """The per-launch Triton state jitlab's key must cover for this Triton (see probe.run_injected_options):
+        each option `run()` injects (debug from `@jit(debug=)` or a knob, instrumentation_mode, ...), whether
+        pre-run hooks are set, and (3.7+) whether a stages-inspection hook is set (then every launch goes
+        through Triton, which calls them)."""
+        items = [self._injected[name](jit_fn) for name in probe.run_injected_options()]
+        if hasattr(jit_fn, "pre_run_hooks"):
+            items.append(StateItem("<pre_run_hooks>", "n", ((jit_fn, "pre_run_hooks"),)))
+        if probe.run_calls_stages_hook():
+            from triton import knobs
+
+            items.append(StateItem("<knobs.runtime.add_stages_inspection_hook>", "z",
+                                   ((knobs.runtime, "add_stages_inspection_hook"),)))
+        return tuple(items)
+
+    @staticmethod
+    def needs_triton(jit_fn: Any) -> str | None:
+        """Why launches must go through Triton's own `run()` in the current state (it calls something
+        on every launch), else None. Both conditions are key items, so the fast path returns once
+        they are gone."""
+        if getattr(jit_fn, "pre_run_hooks", None):
+            return "pre_run_hooks"
+        if probe.run_calls_stages_hook():
+            from triton import knobs
+
+            if knobs.runtime.add_stages_inspection_hook is not None:
+                return "add_stages_inspection_hook"
         return None
 
     # -- compiling and launching -----------------------------------------------------------
@@ -213,6 +323,56 @@ class Adapter:
     def launch_metadata(compiled: Compiled, grid: tuple, stream: int, values: tuple) -> Any:
         return compiled.kernel.launch_metadata(grid, stream, *values)
 
+    def launch_hooked(self, compiled: Compiled, grid: tuple, stream: int, values: tuple, hooks: tuple) -> None:
+        """Launch through Triton's launcher with the hooks and the launch metadata Triton gives them."""
+        g = tuple(grid)
+        md = self.launch_metadata(compiled, g, stream, values)
+        g0, g1, g2 = g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1
+        compiled.run(g0, g1, g2, stream, compiled.function, compiled.packed_metadata, md, hooks[0], hooks[1],
+                     *values)
+
+    @staticmethod
+    def triton_launch(c: Compiled, pack: Callable | None) -> Callable[..., None]:
+        """`launch(g0, g1, g2, stream, *values)` through Triton's own launcher, without hooks (the hit
+        path routes hooked launches through `launch_hooked`). assume_const slots get their frozen values."""
+        run, function, packed = c.run, c.function, c.packed_metadata
+        if pack is None:
+            def launch(g0: int, g1: int, g2: int, stream: int, *vals: Any) -> None:
+                run(g0, g1, g2, stream, function, packed, None, None, None, *vals)
+        else:
+            def launch(g0: int, g1: int, g2: int, stream: int, *vals: Any) -> None:
+                run(g0, g1, g2, stream, function, packed, None, None, None, *pack(*vals))
+        return launch
+
+    @staticmethod
+    def run_triton(kernel: Any, grid: Any, kwargs: dict) -> Any:
+        """Plain Triton's launch of `kernel` (a JITFunction or a stack over one), errors and all."""
+        return kernel.run(grid=grid, warmup=False, **kwargs)
+
+
+
+def _injected_option_readers() -> dict[str, Callable[[Any], StateItem]]:
+    """How to read each option that `JITFunction.run` injects into its kwargs from Triton state, by
+    option name (probe.run_injected_options lists which ones this Triton injects): for a JITFunction,
+    a StateItem whose value is what run() injects when the caller passed none (a caller's own value
+    is in the options jitlab keys anyway). Lines per release: docs/INTERFACES.md."""
+    import os
+
+    try:
+        from triton import knobs
+    except ImportError:  # 3.3: `kwargs.get("debug", self.debug) or os.environ.get("TRITON_DEBUG", "0") == "1"`
+        return {"debug": lambda fn: StateItem(
+            "<debug>", "py", expr='{P}fn.debug or {P}environ.get("TRITON_DEBUG", "0") == "1"',
+            namespace={"fn": fn, "environ": os.environ})}
+    cm = knobs.compilation
+    out = {  # 3.4+: `kwargs.get("debug", self.debug) or knobs.runtime.debug`; 3.6+: instrumentation_mode
+        "debug": lambda fn: StateItem("<debug>", "o", ((fn, "debug"), (knobs.runtime, "debug"))),
+        "instrumentation_mode": lambda fn: StateItem("<knobs.compilation.instrumentation_mode>", "v",
+                                                     ((cm, "instrumentation_mode"),))}
+    if hasattr(cm, "fpsan_homomorphic_casts"):  # 3.9: a sanitizer option
+        out["fpsan_homomorphic_casts"] = lambda fn: StateItem("<knobs.compilation.fpsan_homomorphic_casts>", "v",
+                                                              ((cm, "fpsan_homomorphic_casts"),))
+    return out
 
 
 _ADAPTER: Adapter | None = None
@@ -227,6 +387,10 @@ def get_adapter() -> tuple[Adapter | None, str | None]:
         if reason is None:
             try:
                 _ADAPTER = Adapter()
+                unknown = set(probe.run_injected_options()) - set(_ADAPTER._injected)
+                if unknown:  # a Triton whose key reads state jitlab does not know: never guess
+                    _ADAPTER, reason = None, (f"triton {probe.triton_version()} JITFunction.run injects options "
+                                              f"{sorted(unknown)} that jitlab does not key")
             except Exception as e:  # noqa: BLE001 - unsupported means pass-through, never a crash
                 reason = f"adapter setup failed: {type(e).__name__}: {e}"
         _REASON = reason
@@ -238,7 +402,7 @@ def reset() -> None:
     global _ADAPTER, _REASON
     _ADAPTER, _REASON = None, None
     for f in (probe.interpreter_active, probe.active_backend):
-        f.cache_clear()
+        getattr(f, "cache_clear", lambda: None)()  # tests may have replaced a probe
 
 
 def offline_binder(jit_fn: Any, arch: int = 90) -> Callable:

@@ -63,11 +63,14 @@ def _cuda_include() -> str | None:
     return next((d for d in cands if os.path.isfile(os.path.join(d, "cuda.h"))), None)
 
 
+_HEADERS = (_SRC.with_name("native_launcher.h"), _SRC.with_name("native_key.h"))
+
+
 def _build() -> Any:
     inc = _cuda_include()
     if inc is None:
         raise RuntimeError("cuda.h not found (Triton's backends/nvidia/include, $CUDA_HOME/include)")
-    return _cbuild.build(_MODNAME, _SRC, "native", headers=(_SRC.with_name("native_key.h"),), include_dirs=(inc,))
+    return _cbuild.build(_MODNAME, _SRC, "native", headers=_HEADERS, include_dirs=(inc,))
 
 
 _LOCK = threading.Lock()
@@ -200,22 +203,24 @@ def ptx_param_sizes(ptx: str) -> list[int] | None:
 
 
 # -- the launcher -------------------------------------------------------------------------------------------
-def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
-                device: int | None = None) -> tuple[Callable[[int, int, int, int, tuple], None] | None, str]:
+def make_launch(compiled: Any, frozen: dict[int, Any] | None = None, device: int | None = None,
+                module: Any = None) -> tuple[Callable[[int, int, int, int, tuple], None] | None, str]:
     """A native `launch(g0, g1, g2, stream, vals)` for a loaded kernel, or (None, why not).
 
     `frozen` maps bound-argument indices to prepared values (jitlab's assume_const: an int address,
     None or an object with data_ptr() for a pointer; a number for a scalar), written once into the
     parameter template; those slots of `vals` are then ignored (cache.py's packer is not needed).
     `device` is the kernel's device, whose primary context is made current in a thread that has no
-    context (Triton always uses device 0 there; None means 0 too)."""
+    context (Triton always uses device 0 there; None means 0 too). `module`: the dispatcher module, whose
+    launchers the dispatcher calls without a Python call (default: the C module)."""
     p, reason = plan(compiled, check_ptx=False)  # the loaded kernel's own parameter list is checked below
     if p is None:
         return None, f"refused: {reason}"
-    ok, reason = available()
-    if not ok:
-        return None, reason
-    mod = _MOD
+    if module is None:
+        ok, reason = available()
+        if not ok:
+            return None, reason
+    mod = module or _MOD
     why = mod.driver_status()
     if why is not None:
         return None, f"no CUDA driver: {why}"
@@ -241,18 +246,99 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
     return launcher, f"native {p.codes.decode()}+{p.n_tail} tail"
 
 
-def make_keyer(codes: str) -> tuple[Callable | None, str]:
-    """jitlab's cache key computed in C (native_key.h): `keyer(options_item, device, *values)`, or
-    (None, why) when the module is unavailable. Codes per bound argument: '-' unchecked,
-    'c' constexpr, 'r'/'a'/'u'/'v' runtime (specialize/align combinations)."""
+# -- the dispatcher (dispatch.cpp): one C call per hit ----------------------------------------------------
+_DISPATCH_SRC = _SRC.with_name("dispatch.cpp")
+
+
+def _build_dispatch() -> Any:
+    """Build dispatch.cpp against the installed torch (headers and libraries of torch's own wheel)."""
+    inc = _cuda_include()
+    if inc is None:
+        raise RuntimeError("cuda.h not found (Triton's backends/nvidia/include, $CUDA_HOME/include)")
+    import torch
+    from torch.utils import cpp_extension
+
+    libs = cpp_extension.library_paths()
+    abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+    extra = (f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-DJITLAB_TORCH_VERSION={torch.__version__!r}",
+             *(f"-L{d}" for d in libs), *(f"-Wl,-rpath,{d}" for d in libs),
+             "-ltorch_python", "-ltorch", "-ltorch_cpu", "-lc10")
+    return _cbuild.build("_jitlab_dispatch", _DISPATCH_SRC, "dispatch", headers=_HEADERS, cxx=True,
+                         include_dirs=(inc, *cpp_extension.include_paths()), extra=extra, timeout=600)
+
+
+class _Background:
+    """A build that runs once, on a background thread (a C++ build against torch takes 20-60 s: the
+    first launches go through the Python hit path meanwhile). `get(wait)` -> (module | None, reason)."""
+
+    def __init__(self, build: Callable[[], Any], what: str):
+        self._build, self._what = build, what
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._result: tuple[Any, str] | None = None
+        self._ready: list[Callable[[Any], None]] = []
+        self.seconds: float | None = None
+
+    def get(self, wait: bool = False, on_ready: Callable[[Any], None] | None = None) -> tuple[Any, str]:
+        with self._lock:
+            if self._result is None and on_ready is not None:
+                self._ready.append(on_ready)
+            if self._result is None and self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"jitlab-build-{self._what}", daemon=True)
+                self._thread.start()
+            thread, result = self._thread, self._result
+        if result is None and wait and thread is not None:
+            thread.join()
+            result = self._result
+        return result if result is not None else (None, f"{self._what} is being built")
+
+    def _run(self) -> None:
+        import logging
+        import time
+
+        log = logging.getLogger(__name__)
+        log.info("jitlab: building the %s (once per torch and Python; 20-60 s)", self._what)
+        t0 = time.perf_counter()
+        try:
+            result = (self._build(), "built")
+        except Exception as e:  # noqa: BLE001 - unavailable means the Python hit path, never a crash
+            result = (None, f"{self._what} unavailable: {type(e).__name__}: {e}")
+        self.seconds = time.perf_counter() - t0
+        log.info("jitlab: %s: %s in %.1f s", self._what, result[1], self.seconds)
+        with self._lock:
+            self._result, ready, self._ready = result, self._ready, []
+        if result[0] is not None:
+            for fn in ready:
+                fn(result[0])
+
+
+DISPATCH = _Background(_build_dispatch, "native dispatcher")
+
+
+def make_dispatcher(mod: Any, *, names: tuple[str, ...], defaults: tuple, required: Any, npositional: int,
+                    codes: str, state: tuple, device: Any, get_stream: Callable, hook_holder: Any, hook_chain: Any,
+                    active: Any, scope_var: Any, tables: dict, fn: Any, slow: Callable, tensor_type: type,
+                    spec: Callable, constexpr_item: Callable) -> tuple[Callable | None, str]:
+    """A Dispatcher (dispatch.cpp) from the dispatcher module `mod`, or (None, why not). `state` holds
+    (op, obj, attr[, obj2, attr2]) reads; `defaults` one value per name, `required` for none."""
+    try:
+        keyer = mod.make_keyer(codes.encode(), tensor_type, spec, constexpr_item)
+        return mod.make_dispatcher(tuple(names), tuple(defaults), npositional, keyer, tuple(state), device,
+                                   get_stream, hook_holder, hook_chain, active, scope_var, tables, fn, slow,
+                                   required), "native dispatcher"
+    except Exception as e:  # noqa: BLE001 - the Python hit path stays
+        return None, f"native dispatcher not created: {type(e).__name__}: {e}"
+
+
+def make_keyer(codes: str, tensor_type: type, spec: Callable, constexpr_item: Callable) -> tuple[Callable | None, str]:
+    """jitlab's cache key computed in C (native_key.h): `keyer(*tail_items, values)`, or (None, why)
+    when the module is unavailable. Codes per bound argument: '-' unchecked, 'c' constexpr, 'r'/'a'/'u'/'v'
+    runtime (specialize/align combinations). `spec` and `constexpr_item` are the Python references
+    (jitlab.keys) the keyer calls for values it has no C branch for."""
     ok, reason = available()
     if not ok:
         return None, reason
-    import torch
-
-    from .. import keys
-
     try:
-        return _MOD.make_keyer(codes.encode(), torch.Tensor, keys.spec), "native"
+        return _MOD.make_keyer(codes.encode(), tensor_type, spec, constexpr_item), "native"
     except Exception as e:  # noqa: BLE001
         return None, f"native keyer not created: {type(e).__name__}: {e}"

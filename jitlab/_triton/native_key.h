@@ -2,9 +2,11 @@
  * inline expressions of jitlab/guard.py, for the safe policy's many checks. Included by
  * native_launcher.c (one extension module).
  *
- * keyer(options_item, device, *vals) -> tuple of the checked items, then options_item, device.
+ * keyer(*tail, vals) -> tuple of the checked items of the tuple `vals`, then the tail items as given
+ * (options, Triton state, device: codegen.KeySpec).
  * One code per bound argument:
- *   '-' not checked          'c' constexpr: the value if int/None, else (type(value), value)
+ *   '-' not checked          'c' constexpr: the value if int/None, (type, value) for bool/str, else
+ *                             keys.constexpr_item(value) (floats by repr, tuples element-wise)
  *   'r' runtime, specialize + align     'a' specialize, no align
  *   'u' no specialize, align            'v' neither
  * Runtime items: None -> None; bool -> "u1"; float -> "fp32"; int in i32 -> class 0/1/2 (plain,
@@ -18,7 +20,7 @@ typedef struct {
   Py_ssize_t n;
   char codes[MAX_PARAMS];
   Py_ssize_t nchecked;
-  PyObject *tensor_type, *spec, *s_u1, *s_fp32, *s_dtype, *ints[3];
+  PyObject *tensor_type, *spec, *cx, *s_u1, *s_fp32, *s_dtype, *ints[3];
 } Keyer;
 
 static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
@@ -37,12 +39,16 @@ static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
   } else if (t == &PyFloat_Type) {
     return Py_NewRef(k->s_fp32);
   } else if ((PyObject *)t == k->tensor_type) {
+#ifdef JITLAB_TORCH /* dispatch.cpp: dtype and address through torch's C++ API, no method calls */
+    PyObject *fast = torch_key_item(v, align);
+    if (fast || PyErr_Occurred()) return fast;
+#endif
     PyObject *dtype = PyObject_GetAttr(v, k->s_dtype);
     if (!dtype) return NULL;
     PyObject *aligned = Py_True;
     if (align) {
       PyObject *p = PyObject_CallMethodNoArgs(v, s_data_ptr);
-      if (!p) return Py_DECREF(dtype), NULL;
+      if (!p) return Py_DECREF(dtype), (PyObject *)NULL;
       unsigned long long a = PyLong_AsUnsignedLongLongMask(p);
       Py_DECREF(p);
       aligned = (a & 15) ? Py_False : Py_True;
@@ -54,56 +60,65 @@ static PyObject *runtime_item(Keyer *k, char code, PyObject *v) {
   return PyObject_CallFunction(k->spec, "OOO", v, specialize ? Py_True : Py_False, align ? Py_True : Py_False);
 }
 
-static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-  Keyer *k = (Keyer *)callable;
-  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-  if (n != 2 + k->n || (kwnames && PyTuple_GET_SIZE(kwnames)))
-    return PyErr_Format(PyExc_TypeError, "keyer takes (options_item, device, *%zd values)", k->n);
-  PyObject *key = PyTuple_New(k->nchecked + 2);
+/* The key of one call: the checked items of vals[0..k->n), then the ntail tail items as given. */
+static PyObject *build_key(Keyer *k, PyObject *const *vals, PyObject *const *tail, Py_ssize_t ntail) {
+  PyObject *key = PyTuple_New(k->nchecked + ntail);
   if (!key) return NULL;
   Py_ssize_t j = 0;
   for (Py_ssize_t i = 0; i < k->n; i++) {
     char c = k->codes[i];
     if (c == '-') continue;
-    PyObject *v = args[2 + i], *item;
+    PyObject *v = vals[i], *item;
     if (c == 'c') {
-      if (v == Py_None || Py_TYPE(v) == &PyLong_Type) item = Py_NewRef(v);
-      else item = PyTuple_Pack(2, (PyObject *)Py_TYPE(v), v);
+      PyTypeObject *t = Py_TYPE(v);
+      if (v == Py_None || t == &PyLong_Type) item = Py_NewRef(v);
+      else if (t == &PyBool_Type || t == &PyUnicode_Type) item = PyTuple_Pack(2, (PyObject *)t, v);
+      else item = PyObject_CallOneArg(k->cx, v);
     } else {
       item = runtime_item(k, c, v);
     }
-    if (!item) return Py_DECREF(key), NULL;
+    if (!item) return Py_DECREF(key), (PyObject *)NULL;
     PyTuple_SET_ITEM(key, j++, item);
   }
-  PyTuple_SET_ITEM(key, j++, Py_NewRef(args[0]));
-  PyTuple_SET_ITEM(key, j, Py_NewRef(args[1]));
+  for (Py_ssize_t i = 0; i < ntail; i++) PyTuple_SET_ITEM(key, j++, Py_NewRef(tail[i]));
   return key;
+}
+
+static PyObject *keyer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+  Keyer *k = (Keyer *)callable;
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  if (n < 1 || (kwnames && PyTuple_GET_SIZE(kwnames)) || !PyTuple_CheckExact(args[n - 1]) ||
+      PyTuple_GET_SIZE(args[n - 1]) != k->n)
+    return PyErr_Format(PyExc_TypeError, "keyer takes (*tail_items, values: tuple of %zd)", k->n);
+  return build_key(k, ((PyTupleObject *)args[n - 1])->ob_item, args, n - 1);
 }
 
 static void keyer_dealloc(PyObject *o) {
   Keyer *k = (Keyer *)o;
-  Py_XDECREF(k->tensor_type); Py_XDECREF(k->spec); Py_XDECREF(k->s_u1); Py_XDECREF(k->s_fp32);
+  Py_XDECREF(k->tensor_type); Py_XDECREF(k->spec); Py_XDECREF(k->cx); Py_XDECREF(k->s_u1); Py_XDECREF(k->s_fp32);
   Py_XDECREF(k->s_dtype);
   for (int i = 0; i < 3; i++) Py_XDECREF(k->ints[i]);
   Py_TYPE(o)->tp_free(o);
 }
 
-static PyTypeObject KeyerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_jitlab_native.Keyer",
-    .tp_basicsize = sizeof(Keyer),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Keyer, vectorcall),
-    .tp_dealloc = keyer_dealloc,
-};
+static PyTypeObject KeyerType;
 
-/* make_keyer(codes: bytes, tensor_type, spec) */
+static int init_keyer_type(void) {
+  KeyerType.tp_name = "_jitlab_native.Keyer";
+  KeyerType.tp_basicsize = sizeof(Keyer);
+  KeyerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL;
+  KeyerType.tp_call = PyVectorcall_Call;
+  KeyerType.tp_vectorcall_offset = offsetof(Keyer, vectorcall);
+  KeyerType.tp_dealloc = keyer_dealloc;
+  return PyType_Ready(&KeyerType);
+}
+
+/* make_keyer(codes: bytes, tensor_type, spec, constexpr_item) */
 static PyObject *make_keyer(PyObject *mod, PyObject *args) {
   const char *codes;
   Py_ssize_t n;
-  PyObject *tensor_type, *spec;
-  if (!PyArg_ParseTuple(args, "y#OO", &codes, &n, &tensor_type, &spec)) return NULL;
+  PyObject *tensor_type, *spec, *cx;
+  if (!PyArg_ParseTuple(args, "y#OOO", &codes, &n, &tensor_type, &spec, &cx)) return NULL;
   if (n > MAX_PARAMS) return PyErr_Format(PyExc_ValueError, "at most %d arguments", MAX_PARAMS);
   Keyer *k = PyObject_New(Keyer, &KeyerType);
   if (!k) return NULL;
@@ -111,12 +126,16 @@ static PyObject *make_keyer(PyObject *mod, PyObject *args) {
   k->n = n;
   k->nchecked = 0;
   for (Py_ssize_t i = 0; i < n; i++) {
-    if (!strchr("-cruav", codes[i])) return Py_DECREF(k), PyErr_Format(PyExc_ValueError, "bad key code %c", codes[i]);
+    if (!codes[i] || !strchr("-cruav", codes[i])) {
+      PyObject_Free(k);  /* no field holds a reference yet */
+      return PyErr_Format(PyExc_ValueError, "bad key code %c", codes[i]);
+    }
     k->codes[i] = codes[i];
     k->nchecked += codes[i] != '-';
   }
   k->tensor_type = Py_NewRef(tensor_type);
   k->spec = Py_NewRef(spec);
+  k->cx = Py_NewRef(cx);
   k->s_u1 = PyUnicode_InternFromString("u1");
   k->s_fp32 = PyUnicode_InternFromString("fp32");
   k->s_dtype = PyUnicode_InternFromString("dtype");

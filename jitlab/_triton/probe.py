@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 
 
 @functools.cache
@@ -58,12 +59,29 @@ def hook_source() -> str:
         return "compiled-kernel"
 
 
+_INJECTED = re.compile(r"""kwargs\[["'](\w+)["']\]\s*=""")
+
+
 @functools.cache
-def launcher_takes_all_bound_args() -> bool:
-    """From 3.3 on, `CompiledKernel.run(gx, gy, gz, stream, function, packed_metadata,
-    launch_metadata, enter, exit, *args)` takes *all* bound arguments in parameter order,
-    constexprs included (the launcher skips them). 3.2 wanted non-constexpr values only."""
-    return binder_returns_specialization()
+def run_injected_options() -> tuple[str, ...]:
+    """Option names `JITFunction.run` writes into its kwargs before binding, read from its source:
+    each comes from Triton state (a knob or the environment) and so is part of Triton's cache key.
+    3.3: `debug` (from TRITON_DEBUG); 3.4 (triton-lang/triton#6641, knobs): `debug` from
+    `knobs.runtime.debug`; 3.6+: also `instrumentation_mode`; 3.9: also `fpsan_homomorphic_casts`. A
+    later release may add more: an option jitlab has no reader for turns the fast path off
+    (adapter.get_adapter), so an unknown input to Triton's key is never ignored."""
+    from triton.runtime.jit import JITFunction
+
+    return tuple(dict.fromkeys(_INJECTED.findall(inspect.getsource(JITFunction.run))))
+
+
+@functools.cache
+def run_calls_stages_hook() -> bool:
+    """3.7+ `run()` calls `knobs.runtime.add_stages_inspection_hook` on every launch when it is set and
+    appends its hash to the key (`("custom_pipeline", hash)`); 3.6 reads it only when compiling."""
+    from triton.runtime.jit import JITFunction
+
+    return "add_stages_inspection_hook" in inspect.getsource(JITFunction.run)
 
 
 @functools.cache

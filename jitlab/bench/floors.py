@@ -41,22 +41,28 @@ class Params:
         return ctypes.addressof(self.array)
 
 
-def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
-    from .._triton import get_adapter, inner_jit_function, native
+def loaded(case: Any) -> tuple[Any, tuple, tuple[int, int, int]]:
+    """`case`'s kernel compiled and loaded through Triton (jitlab's adapter), with every bound argument
+    value in parameter order and the 3D grid of its launch."""
+    from .._triton import get_adapter, inner_jit_function
 
     ad, reason = get_adapter()
     if ad is None:
         raise RuntimeError(reason)
     fn = inner_jit_function(case.kernel)
     compiled = ad.compile(fn, case.grid, case.args, case.kwargs)
+    bound, _, _ = ad.binder(fn, ad.get_device())(*case.args, **case.kwargs, **ad.launch_options(fn, case.kwargs))
+    g = case.grid(bound) if callable(case.grid) else case.grid
+    return compiled, tuple(bound.values()), (tuple(g) + (1, 1))[:3]
+
+
+def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
+    from .._triton import native
+
+    compiled, vals, grid = loaded(case)
     plan, why = native.plan(compiled)
     if plan is None:
         raise RuntimeError(f"kernel not launchable with a flat parameter array: {why}")
-    device = ad.get_device()
-    bound, _, _ = ad.binder(fn, device)(*case.args, **case.kwargs, **ad.launch_options(fn, case.kwargs))
-    vals = tuple(bound.values())
-    g = case.grid(bound) if callable(case.grid) else case.grid
-    grid = (tuple(g) + (1, 1))[:3]
     return compiled, plan, Params(plan.codes.decode(), plan.n_tail, vals), grid
 
 

@@ -10,31 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ..kernels import builder
-from .policies import load_sweep, policy_for
+from .. import kernels
+from .policies import policy_for
 from .runner import Config, Variant
-
-# Shapes per workload: (GPU, CPU demo). The GPU shapes are the issue's decode shapes; timing holds the
-# GPU busy, so kernel run time does not enter the host numbers.
-SHAPES = {
-    "tiny": ({}, {"n": 256}),
-    "paged_attention_2d": ({"num_seqs": 16, "context": 1024},
-                           {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "unified_attention_2d": ({"num_seqs": 16, "context": 1024},
-                             {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "unified_attention_3d": ({"num_seqs": 16, "context": 1024},
-                             {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}),
-    "cache_write": ({"num_tokens": 16}, {"num_tokens": 4, "num_heads": 2, "head_size": 16, "num_blocks": 8}),
-}
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def cpu_demo_config(cfg: Config) -> Config:
@@ -45,31 +23,15 @@ def cpu_demo_config(cfg: Config) -> Config:
     return cfg
 
 
-def load_policies(path: str) -> list[dict]:
-    return load_sweep(path)
-
-
 def workloads(names: Iterable[str], cuda: bool) -> list[tuple[str, Callable[[], Any]]]:
-    out = []
-    for name in names:
-        gpu_shape, cpu_shape = SHAPES.get(name, ({}, {}))
-        make = builder(name)
-        if cuda:
-            out.append((name, lambda make=make, s=gpu_shape: make("cuda", **s)))
-        else:
-            # fp32 on CPU: Triton 3.6's interpreter gets bf16 tl.dot wrong (see kernels/interpret.py)
-            out.append((name, lambda make=make, s=cpu_shape: _interpreted_case(make("cpu", **_fp32(s)))))
-    return out
-
-
-def _fp32(shape: dict) -> dict:
-    import torch
-
-    return {"dtype": torch.float32, **shape}
+    """(name, build) per workload of `jitlab.kernels.WORKLOADS`; on CPU the kernels are interpreted."""
+    if cuda:
+        return [(name, lambda name=name: kernels.make_case(name, cuda=True)) for name in names]
+    return [(name, lambda name=name: _interpreted_case(kernels.make_case(name, cuda=False))) for name in names]
 
 
 def _interpreted_case(case: Any) -> Any:
-    from ..kernels.interpret import interpreted
+    from .._triton.interpreter import interpreted
 
     case.kernel = interpreted(case.kernel)
     if "reduce" in case.extra:
@@ -80,13 +42,21 @@ def _interpreted_case(case: Any) -> Any:
 def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[str] = (),
              graph_launches: int = 64) -> list[Variant]:
     from .. import jitcache
+    from .._triton import native
 
     k, g, a, kw = case.kernel, case.grid, case.args, case.kwargs
     no_gpu = None if cuda else "needs a CUDA GPU"
     call = _python_call(case)
+    # The dispatcher is built once in the background; jitcache variants are timed with it in place.
+    dispatch, why = native.DISPATCH.get(wait=True)
     out = [Variant("python_nop", "baseline", lambda: None, check=False),
-           Variant("python_call", "baseline", lambda: call[g](*a, **kw), check=False),
-           Variant("triton", "baseline", lambda: k[g](*a, **kw))]
+           Variant("python_call", "baseline", lambda: call[g](*a, **kw), check=False)]
+    if dispatch is not None:  # a C no-op called like the kernel: with the C floor, the ideal of a launch
+        c_call = _CCall(dispatch.noop)
+        out.append(Variant("c_call", "baseline", lambda: c_call[g](*a, **kw), check=False))
+    else:
+        out.append(Variant("c_call", "baseline", skip=why))
+    out.append(Variant("triton", "baseline", lambda: k[g](*a, **kw)))
     out.append(_compiled(case) if cuda else Variant("compiled_run", "baseline", skip=no_gpu))
     for table in sweep:
         policy = policy_for(table, case)
@@ -94,6 +64,14 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
         out.append(Variant(f"jitcache:{policy.name}", "jitcache", lambda jk=jk: jk[g](*a, **kw), policy=policy,
                            kernel=jk, after_lock=jk.lock if policy.static else None))
     safe = next((v for v in out if v.kind == "jitcache" and v.policy.name == "safe"), None)
+    if safe is not None:  # the generated Python hit path alone (JITLAB_LAUNCHER=python): the reference
+        py = jitcache(policy=safe.policy)(k)
+        if py.passthrough_reason is None:
+            py_hit = _CCall(py._hit)
+            out.append(Variant("jitcache:safe python-path", "jitcache", lambda: py_hit[g](*a, **kw),
+                               policy=safe.policy, kernel=py))
+        else:
+            out.append(Variant("jitcache:safe python-path", "jitcache", skip=py.passthrough_reason))
     for level in trace_levels if safe is not None else ():
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))
@@ -115,17 +93,38 @@ class _PythonCall:
 
     def __init__(self, kernel: Any):
         import functools
+        import inspect
 
-        from .._triton import inner_jit_function, params_of
-        from ..guard import _signature_source
+        from .._triton.introspect import signature
 
-        fn = inner_jit_function(kernel) or kernel
-        sig, ns = _signature_source(params_of(fn)) if hasattr(fn, "params") else ("*args, **options", {})
+        parts, ns, kw_only = [], {}, False
+        for p in signature(kernel).parameters.values():  # Triton kernels: positional-or-keyword, keyword-only
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and not kw_only:
+                parts.append("*")
+                kw_only = True
+            if p.default is inspect.Parameter.empty:
+                parts.append(p.name)
+            else:
+                ns[f"_d_{p.name}"] = p.default
+                parts.append(f"{p.name}=_d_{p.name}")
+        sig = ", ".join(parts + ["**options"])  # launch options (num_warps, ...) as Triton accepts them
         exec(f"def noop(grid, {sig}):\n    return None\n", ns)  # noqa: S102
         self._noop, self._partial = ns["noop"], functools.partial
 
     def __getitem__(self, grid: Any) -> Any:
         return self._partial(self._noop, grid)
+
+
+class _CCall:
+    """`obj[grid](*args, **kwargs)` -> `fn(grid, *args, **kwargs)`, the call shape of a launch."""
+
+    def __init__(self, fn: Any):
+        import functools
+
+        self._fn, self._partial = fn, functools.partial
+
+    def __getitem__(self, grid: Any) -> Any:
+        return self._partial(self._fn, grid)
 
 
 def _python_call(case: Any) -> _PythonCall:
@@ -142,7 +141,9 @@ def _first_launch(case: Any) -> list[Variant]:
 
     from .. import jitcache
 
-    raw = getattr(case.kernel, "fn", None)
+    from .._triton.introspect import python_fn
+
+    raw = python_fn(case.kernel)
 
     def make_timer(wrap: Callable[[Any], Any]) -> Callable[[int], int]:
         def timer(n: int) -> int:
@@ -154,8 +155,6 @@ def _first_launch(case: Any) -> list[Variant]:
             return (time.perf_counter_ns() - t0) * n  # the runner divides by n
         return timer
 
-    if raw is None:
-        return [Variant("first_launch:triton", "first", skip="kernel has no Python function")]
     out = []
     for name, wrap in (("first_launch:triton", lambda k: k), ("first_launch:jitcache", jitcache)):
         timer = make_timer(wrap)

@@ -77,6 +77,8 @@ def provenance_line(attrs: dict) -> str:
 
 
 def launch_overhead_markdown(path: str, df: Any = None) -> str:
+    from .fmt import num as f
+
     df = load(path) if df is None else df
     attrs = _run_attrs(df)
     rows = json.loads(attrs["jitlab.results"])
@@ -91,10 +93,6 @@ def launch_overhead_markdown(path: str, df: Any = None) -> str:
             continue
         if r["variant"] == "python_nop":
             continue
-
-        def f(x: Any, fmt: str = "{:.2f}") -> str:
-            return fmt.format(x) if isinstance(x, (int, float)) else ""
-
         au = r.get("arg_update_ns")
         lc = r.get("launch_call_ns")
         out.append(f"| {r['workload']} | {r['variant']} | {f(r['median_us'])} | {f(r.get('p10_us'))}-"

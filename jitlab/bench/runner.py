@@ -180,9 +180,13 @@ def _workload(run: Any, wname: str, case: Any, variants: list[Variant], device: 
             stats = {k: (x / v.launches_per_call if k.endswith("_us") else x) for k, x in stats.items()}
         rows[v.name].update(stats)
     floor_us = rows.get("c_floor", {}).get("median_us")
+    call_us = rows.get("c_call", {}).get("median_us")
+    ideal_us = floor_us + call_us if floor_us and call_us else None  # a C no-op called like the kernel + the floor
     for row in rows.values():
         if floor_us and row.get("median_us"):
             row["x_floor"] = row["median_us"] / floor_us
+        if ideal_us and row.get("median_us"):
+            row["x_ideal"] = row["median_us"] / ideal_us
     for v in variants:
         row = rows[v.name]
         with run.trial(f"{wname}/{v.name}", _attrs(wname, v)) as trial:
@@ -256,23 +260,18 @@ def print_table(experiment: str, results: list[dict], config: Config, meta: dict
     from rich.console import Console
     from rich.table import Table
 
-    prov = meta.get("provenance", {})
-    title = f"{experiment} {config.label}".strip()
-    caption = (f"{prov.get('gpu', '?')} · driver {prov.get('driver', '?')} · torch {prov.get('torch', '?')} · "
-               f"triton {prov.get('triton', '?')} · jitlab {prov.get('jitlab_commit', '?')} · {prov.get('date', '')}"
-               f"\ntrace: {meta.get('trace_file')}")
-    table = Table(title=title, caption=caption)
-    for col in ("workload", "variant", "µs/launch (p50)", "p10", "p90", "x C floor", "arg update µs",
-                "launch call µs", "check", "note"):
-        table.add_column(col, justify="right" if "µs" in col or col in ("p10", "p90", "x C floor") else "left")
+    from .fmt import caption, num as f
 
-    def f(x: Any, fmt: str = "{:.2f}") -> str:
-        return fmt.format(x) if isinstance(x, (int, float)) else ""
+    title = f"{experiment} {config.label}".strip()
+    table = Table(title=title, caption=caption(meta.get("provenance", {}), meta.get("trace_file")))
+    for col in ("workload", "variant", "µs/launch (p50)", "p10", "p90", "x C floor", "x ideal", "arg update µs",
+                "launch call µs", "check", "note"):
+        table.add_column(col, justify="right" if "µs" in col or col in ("p10", "p90", "x C floor", "x ideal") else "left")
 
     for r in results:
         note = r.get("skip") or r.get("error") or ""
         table.add_row(r["workload"], r["variant"], f(r.get("median_us")), f(r.get("p10_us")), f(r.get("p90_us")),
-                      f(r.get("x_floor"), "{:.2f}x"), f((r.get("arg_update_ns") or 0) / 1e3 if "arg_update_ns" in r else None),
+                      f(r.get("x_floor"), "{:.2f}x"), f(r.get("x_ideal"), "{:.2f}x"), f((r.get("arg_update_ns") or 0) / 1e3 if "arg_update_ns" in r else None),
                       f((r.get("launch_call_ns") or 0) / 1e3 if "launch_call_ns" in r else None),
                       str(r.get("correct", "")), note[:60])
     Console(file=sys.stdout, width=160).print(table)

@@ -17,6 +17,16 @@ from typing import Callable
 _now = time.perf_counter_ns
 
 
+def cuda_available() -> bool:
+    """Whether the experiments time on a CUDA GPU (else they run the CPU demonstration)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a broken torch/driver install means the CPU demonstration
+        return False
+
+
 @dataclass
 class Timing:
     per_launch_us: list[float] = field(default_factory=list)  # one mean per repeat

@@ -1,63 +1,72 @@
-"""Kernel workloads: each `make_case(device, dtype=..., **shape) -> Case` (see `case.py`).
+"""Kernel workloads: the one registry of what the experiments and tests launch (see `case.py`).
 
-`CASES` maps a workload name to its builder. Modules are imported on first use, so an import error in
-one workload (or a missing optional one) never breaks the others, and importing this package does not
-import Triton.
+A workload is a `make_case(device, dtype=..., **shape) -> Case` builder in a module of this package
+plus the two shapes the launch-overhead experiment uses: the decode shape on a GPU and a small one
+for the CPU demonstration under Triton's interpreter. Adding a workload is one entry here.
+
+Modules are imported on first use, so importing this package does not import Triton.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 from jitlab.kernels.case import Case
 
-# name -> (module under jitlab.kernels, builder names tried in order)
-_BUILDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "tiny": ("tiny", ("make_case",)),
-    "paged_attention_2d": ("paged_attention", ("make_case",)),
-    "cache_write": ("cache_write", ("make_case",)),
-    "unified_attention_2d": ("unified_attention", ("make_case_2d",)),
-    "unified_attention_3d": ("unified_attention", ("make_case_3d",)),
-    "rms_norm": ("layers", ("make_rms_norm_case",)),
-    "rope": ("layers", ("make_rope_case",)),
-    "silu_and_mul": ("layers", ("make_silu_and_mul_case",)),
-}
+# The CPU demo's attention shape: small enough for the interpreter, same code paths as the GPU's.
+_CPU_ATTENTION = {"num_seqs": 2, "context": 20, "num_query_heads": 4, "num_kv_heads": 2, "head_size": 16}
+# The decode shape of the issue: timing holds the GPU busy, so kernel run time never enters host numbers.
+_GPU_ATTENTION = {"num_seqs": 16, "context": 1024}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    module: str  # under jitlab.kernels
+    builder: str  # its make_case function
+    gpu_shape: dict  # builder keywords on a CUDA GPU
+    cpu_shape: dict  # builder keywords for the CPU demonstration (always fp32 there)
+
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (
+    Workload("tiny", "tiny", "make_case", {}, {"n": 256}),
+    Workload("paged_attention_2d", "paged_attention", "make_case", _GPU_ATTENTION, _CPU_ATTENTION),
+    Workload("unified_attention_2d", "unified_attention", "make_case_2d", _GPU_ATTENTION, _CPU_ATTENTION),
+    Workload("unified_attention_3d", "unified_attention", "make_case_3d", _GPU_ATTENTION, _CPU_ATTENTION),
+    Workload("cache_write", "cache_write", "make_case", {"num_tokens": 16},
+             {"num_tokens": 4, "num_heads": 2, "head_size": 16, "num_blocks": 8}),
+    Workload("rms_norm", "layers", "make_rms_norm_case", {}, {"num_tokens": 2, "hidden": 64}),
+    Workload("rope", "layers", "make_rope_case", {},
+             {"num_tokens": 2, "num_q_heads": 4, "num_kv_heads": 2, "head_size": 16, "max_position": 32}),
+    Workload("silu_and_mul", "layers", "make_silu_and_mul_case", {}, {"num_tokens": 2, "intermediate": 64}),
+    Workload("many_args", "many_args", "make_case", {}, {}),
+)}
+
+
+def _workload(name: str) -> Workload:
+    w = WORKLOADS.get(name)
+    if w is None:
+        raise ValueError(f"unknown workload {name!r}; valid choices: {sorted(WORKLOADS)}")
+    return w
 
 
 def builder(name: str) -> Callable[..., Case]:
-    """The `make_case` callable for workload `name` (imports its module now)."""
-    module, attrs = _BUILDERS[name]
-    mod = importlib.import_module(f"jitlab.kernels.{module}")
-    for attr in attrs:
-        fn = getattr(mod, attr, None)
-        if fn is not None:
-            return fn
-    raise AttributeError(f"jitlab.kernels.{module} has none of {attrs}")
+    """The `make_case` callable of workload `name` (imports its module now)."""
+    w = _workload(name)
+    return getattr(importlib.import_module(f"jitlab.kernels.{w.module}"), w.builder)
 
 
-def _lazy(name: str) -> Callable[..., Case]:
-    def make_case(device, *args: Any, **kwargs: Any) -> Case:
-        return builder(name)(device, *args, **kwargs)
+def make_case(name: str, cuda: bool) -> Case:
+    """Workload `name` at its registered shape: the GPU shape on "cuda", else the CPU demo's in fp32
+    (Triton 3.6's interpreter gets bf16 `tl.dot` wrong: see `jitlab._triton.interpreter`)."""
+    w = _workload(name)
+    if cuda:
+        return builder(name)("cuda", **w.gpu_shape)
+    import torch
 
-    make_case.__name__ = make_case.__qualname__ = f"make_case[{name}]"
-    make_case.__doc__ = f"Build the {name!r} case (imports jitlab.kernels.{_BUILDERS[name][0]} on first call)."
-    return make_case
-
-
-CASES: dict[str, Callable[..., Case]] = {name: _lazy(name) for name in _BUILDERS}
-
-
-def available() -> dict[str, str | None]:
-    """name -> None when its module imports, else the import error (for reports and skips)."""
-    out: dict[str, str | None] = {}
-    for name in CASES:
-        try:
-            builder(name)
-            out[name] = None
-        except Exception as e:  # noqa: BLE001 - any import failure just marks it unavailable
-            out[name] = f"{type(e).__name__}: {e}"
-    return out
+    return builder(name)("cpu", **{"dtype": torch.float32, **w.cpu_shape})
 
 
-__all__ = ["CASES", "Case", "available", "builder"]
+__all__ = ["WORKLOADS", "Case", "Workload", "builder", "make_case"]

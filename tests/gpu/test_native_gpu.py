@@ -8,7 +8,6 @@ the outputs compared bitwise. Run: PYTHONPATH=. python3 -m pytest tests/gpu/test
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ import triton
 import triton.language as tl
 
 from jitlab._triton import native
+from jitlab.kernels import many_args as many  # its timing: python -m jitlab.bench.native_launch
 
 DEV = "cuda"
 
@@ -56,14 +56,6 @@ def scalars_kernel(out_i, out_f, flag, a: tl.int8, b: tl.int16, c: tl.int32, d: 
     tl.store(out_f + 1, q.to(tl.float64))
     tl.store(out_f + 2, r.to(tl.float64))
     tl.store(out_f + 3, s)
-
-
-@triton.jit
-def many_args(p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12,
-              n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, n11, n12):
-    """26 runtime arguments (13 pointers, 13 i32): the launch-overhead case of the notes."""
-    v = n0 + n1 + n2 + n3 + n4 + n5 + n6 + n7 + n8 + n9 + n10 + n11 + n12
-    tl.store(p0 + tl.program_id(0), v)
 
 
 def same_bits(a, b):
@@ -129,7 +121,7 @@ def test_driver_param_sizes_match_plan(capsys):
     ok, why = native.available()
     assert ok, why
     for kern, args in ((mix_kernel, mix_args()), (mix_kernel, mix_args(opt=False)),
-                       (scalars_kernel, scalar_args()), (many_args, many_args_args()[0])):
+                       (scalars_kernel, scalar_args()), (many.many_args, list(many.make_case(DEV).args))):
         ck = load(kern, args)
         p, reason = native.plan(ck)
         assert p is not None, reason
@@ -306,46 +298,3 @@ def test_launch_from_a_fresh_thread():
     torch.cuda.synchronize()
     assert not errors, errors
     assert same_bits(args[5], ref)
-
-
-# -- timing --------------------------------------------------------------------------------------------------
-def many_args_args():
-    ptrs = [torch.zeros(64, device=DEV, dtype=torch.int32) for _ in range(13)]
-    ints = list(range(3, 16))
-    return ptrs + ints, ptrs
-
-
-def _us_per_launch(fn, n=20_000):
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e6
-
-
-def test_timing(capsys):
-    lines = []
-    for name, kern, args in (("many_args (13 ptr + 13 i32)", many_args, many_args_args()[0]),
-                             ("mix_kernel (6 ptr, 3 scalars)", mix_kernel, mix_args())):
-        ck = load(kern, args)
-        vals = tuple(args)
-        st = stream()
-        run, fn, packed = ck.run, ck.function, ck.packed_metadata
-        launch = native_launch(ck)
-        as_ints = tuple(v.data_ptr() if isinstance(v, torch.Tensor) else v for v in vals)
-        all_frozen = native_launch(ck, dict(enumerate(as_ints)))
-        t_triton = _us_per_launch(lambda: run(1, 1, 1, st, fn, packed, None, None, None, *vals))
-        t_native = _us_per_launch(lambda: launch(1, 1, 1, st, vals))
-        t_ints = _us_per_launch(lambda: launch(1, 1, 1, st, as_ints))
-        t_frozen = _us_per_launch(lambda: all_frozen(1, 1, 1, st, vals))
-        lines.append(f"[native] {name}: Triton launcher {t_triton:.2f} us | native (tensors) {t_native:.2f} us | "
-                     f"native (int addresses) {t_ints:.2f} us | native (all frozen, ~cuLaunchKernel floor) "
-                     f"{t_frozen:.2f} us  [20k launches]")
-        if kern is many_args:
-            assert int(args[0][0]) == sum(range(3, 16))
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))

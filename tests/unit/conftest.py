@@ -41,6 +41,7 @@ class FakeAdapter(adapter_mod.Adapter):
         return f"dev{self.device}:{spec}{sorted(options.items())}"
 
     def compile(self, fn, grid, args, kwargs):
+        fn.cache_key  # noqa: B018 - as Triton's compile does: records the globals the kernel reads
         key = self.triton_key(fn, args, kwargs)
         self.compiles.append(key)
         launches = self.launches
@@ -59,14 +60,42 @@ class FakeAdapter(adapter_mod.Adapter):
     def launch_metadata(compiled, grid, stream, values):
         return compiled.kernel.launch_metadata(grid, stream, *values)
 
+    def run_triton(self, kernel, grid, kwargs):
+        """Triton's run() on the fake binary: its used-globals check (same error), then its key."""
+        changed = self.used_globals_changed(kernel)
+        if changed:
+            raise RuntimeError(f"Global variable {changed} has changed since we compiled this kernel")
+        g = grid(kwargs) if callable(grid) else grid
+        self.launches.append({"key": self.triton_key(kernel, (), kwargs), "grid": tuple(g), "via": "triton",
+                              "stream": self.get_stream(self.device), "vals": None, "md": None})
 
-@pytest.fixture
-def fake_adapter(monkeypatch):
+
+@pytest.fixture(params=["python", "native"])
+def fake_adapter(request, monkeypatch):
+    """The fake adapter, once with the generated Python hit path (JITLAB_LAUNCHER=python, the reference)
+    and once with the C++ dispatcher in front of it (built here if needed; skipped where it cannot be)."""
+    import dataclasses
+
+    from jitlab import settings
+
+    if request.param == "native":
+        from jitlab._triton import native
+
+        mod, why = native.DISPATCH.get(wait=True)
+        if mod is None:
+            pytest.skip(why)
+    else:
+        monkeypatch.setattr(settings, "SETTINGS", dataclasses.replace(settings.SETTINGS, launcher="python"))
+    yield install_fake_adapter(monkeypatch)
+    adapter_mod.reset()
+
+
+def install_fake_adapter(monkeypatch) -> FakeAdapter:
+    """Make a FakeAdapter jitlab's adapter for the rest of the test."""
     fake = FakeAdapter()
     monkeypatch.setattr(adapter_mod, "_ADAPTER", fake)
     monkeypatch.setattr(adapter_mod, "_REASON", None)
-    yield fake
-    adapter_mod.reset()
+    return fake
 
 
 OTEL_VARS = (
@@ -103,3 +132,14 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+@pytest.fixture
+def no_gpu_driver(monkeypatch):
+    """The condition "no active GPU driver" forced, also on a GPU host: the backend probe answers None."""
+    from jitlab._triton import probe
+
+    adapter_mod.reset()
+    monkeypatch.setattr(probe, "active_backend", lambda: None)
+    yield
+    adapter_mod.reset()

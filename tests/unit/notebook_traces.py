@@ -106,12 +106,13 @@ def e2e_trace(path: Path) -> Path:
     """A small e2e_decode-shaped trace: batch {1, 16, 64} x context {1024, 8192} x layers {8, 32}
     plus a mixed run, all default modes, step spans, skip rows as the real run writes them."""
     from jitlab import telemetry
-    from jitlab.bench import decode
+    from jitlab.bench.decode import config as decode_config
+    from jitlab.bench.decode import results as decode_results
 
     path = Path(path)
-    modes = [decode.MODES[m] for m in decode.DEFAULT_MODES]
-    configs = [decode.TrialConfig("decode", b, c, L) for L in (8, 32) for c in (1024, 8192) for b in (1, 16, 64)]
-    configs.append(decode.TrialConfig("mixed", 32, 1024, 32))
+    modes = [decode_config.MODES[m] for m in decode_config.DEFAULT_MODES]
+    configs = [decode_config.TrialConfig("decode", b, c, L) for L in (8, 32) for c in (1024, 8192) for b in (1, 16, 64)]
+    configs.append(decode_config.TrialConfig("mixed", 32, 1024, 32))
     results = []
     with telemetry.Run("e2e_decode", level="sampled", sample_every=20, trace_file=path, otlp=False,
                        attributes={"jitlab.experiment.label": LABEL,
@@ -135,15 +136,15 @@ def e2e_trace(path: Path) -> Path:
                         tr.set({"jitlab.skip": row["skip"]})
                     else:
                         row.update(_e2e_row(c, m, tr))
-                    tr.set(decode._attrs(row))
+                    tr.set(decode_results._attrs(row))
                 rows[m.name] = row
                 results.append(row)
-            decode.derive(list(rows.values()))
+            decode_results.derive(list(rows.values()))
             for name, row in rows.items():
-                handles[name].set(decode._attrs({k: row.get(k) for k in ("speedup_vs_stock", "gap_closed",
+                handles[name].set(decode_results._attrs({k: row.get(k) for k in ("speedup_vs_stock", "gap_closed",
                                                                           "x_full_graph")}))
         run.set({"jitlab.results": json.dumps(results, default=str),
-                 "jitlab.e2e.summary": json.dumps(decode.summarize(results), default=str)})
+                 "jitlab.e2e.summary": json.dumps(decode_results.summarize(results), default=str)})
     return path
 
 

@@ -10,19 +10,10 @@ from typing import Any
 
 import torch
 
-from jitlab.kernels.interpret import python_fn
+from jitlab._triton.introspect import jit_function as jit_view  # a JITFunction view, even under TRITON_INTERPRET=1
 
 _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
           torch.int64: "i64", torch.float8_e4m3fn: "fp8e4nv"}
-
-
-def jit_view(kernel: Any) -> Any:
-    """A JITFunction view of `kernel`, even in a session run with TRITON_INTERPRET=1."""
-    if hasattr(kernel, "params"):
-        return kernel
-    from triton.runtime.jit import JITFunction
-
-    return JITFunction(python_fn(kernel))
 
 
 def compile_sm90(kernel: Any, bound: dict[str, Any], num_warps: int = 4) -> Any:

@@ -19,23 +19,28 @@ import numpy as np
 import pytest
 import torch
 
-from jitlab.bench import decode
+from jitlab.bench.decode import config as cfg
+from jitlab.bench.decode import engine as eng
+from jitlab.bench.decode import model as mdl
+from jitlab.bench.decode import ops as dops
+from jitlab.bench.decode import results as res
+from jitlab.bench.decode import runner as drun
 from jitlab.kernels import cache_write, layers, unified_attention  # noqa: F401 - see the module docstring
-from jitlab.kernels.interpret import interpreted
+from jitlab._triton.interpreter import interpreted
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def stock_cpu() -> decode.KernelSet:
-    return decode.KernelSet("stock", **{k: interpreted(v) for k, v in decode.RAW_KERNELS.items()})
+def stock_cpu() -> dops.KernelSet:
+    return dops.KernelSet("stock", **{k: interpreted(v) for k, v in dops.RAW_KERNELS.items()})
 
 
-def make_engine(num_layers: int = 2, max_tokens: int = 32, max_seqs: int = 8, max_len: int = 160) -> decode.Engine:
-    model = decode.Model(decode.TINY, "cpu", num_layers=num_layers, max_position=max_len + 1)
-    return decode.Engine(model, max_tokens, max_seqs, max_len)
+def make_engine(num_layers: int = 2, max_tokens: int = 32, max_seqs: int = 8, max_len: int = 160) -> eng.Engine:
+    model = mdl.Model(cfg.TINY, "cpu", num_layers=num_layers, max_position=max_len + 1)
+    return eng.Engine(model, max_tokens, max_seqs, max_len)
 
 
-def run_step(e: decode.Engine, ops: decode.Ops, sched, i: int = 0) -> tuple[decode.Views, torch.Tensor, torch.Tensor]:
+def run_step(e: eng.Engine, ops: dops.Ops, sched, i: int = 0) -> tuple[eng.Views, torch.Tensor, torch.Tensor]:
     """Stage step i, run it eagerly, and return (views, logits, reference logits)."""
     plan = sched.plan(i)
     v = e.stage(ops, plan)
@@ -44,7 +49,7 @@ def run_step(e: decode.Engine, ops: decode.Ops, sched, i: int = 0) -> tuple[deco
     e.tail(ops, v)
     e.sync()
     got = v.logits.clone()
-    ref = decode.reference_logits(e, kv_copy, v)
+    ref = eng.reference_logits(e, kv_copy, v)
     sched.commit(plan, e.n_next)
     return v, got, ref
 
@@ -62,8 +67,8 @@ def assert_close_logits(got: torch.Tensor, ref: torch.Tensor) -> None:
 def test_decode_step_matches_torch_reference():
     e = make_engine(num_layers=2)
     e.prepare_config(2, 32, seed=0)
-    sched = decode.DecodeSchedule(e.seqs, batch=2, context=20, vocab=decode.TINY.vocab)
-    ops = decode.Ops(stock_cpu())
+    sched = mdl.DecodeSchedule(e.seqs, batch=2, context=20, vocab=cfg.TINY.vocab)
+    ops = dops.Ops(stock_cpu())
     v, got, ref = run_step(e, ops, sched)
     assert v.is_3d and v.n == 2 and v.T == 2  # decode-only, 2 <= 128 // 2 seqs: 3D + reduce_segments
     assert_close_logits(got, ref)
@@ -78,16 +83,16 @@ def test_mixed_cycle_matches_torch_reference():
     (2D, max_seqlen_q > 1), 3D decode of 3 seqs; the request's prompt completes and is released."""
     e = make_engine(num_layers=1)
     e.prepare_config(1, 40, seed=0)
-    sched = decode.MixedSchedule(e.seqs, decode.TINY_MIXED_PATTERN, decode.TINY_MIXED_DECODE_SEQS, 20,
-                                 decode.TINY_MIXED_CHUNK, decode.TINY.vocab)
-    ops = decode.Ops(stock_cpu())
+    sched = mdl.MixedSchedule(e.seqs, cfg.TINY_MIXED_PATTERN, cfg.TINY_MIXED_DECODE_SEQS, 20,
+                                 cfg.TINY_MIXED_CHUNK, cfg.TINY.vocab)
+    ops = dops.Ops(stock_cpu())
     free0 = e.seqs.alloc.num_free
     seen = []
     for i in range(sched.cycle):
         v, got, ref = run_step(e, ops, sched, i)
         seen.append((v.n, v.T, v.is_3d))
         assert_close_logits(got, ref)
-    chunk = decode.TINY_MIXED_CHUNK
+    chunk = cfg.TINY_MIXED_CHUNK
     assert seen == [(1, 1, True), (3, 2 + chunk, False), (1, chunk, False), (3, 3, True)]
     # the first request (2 chunks) finished and a new one took its slot, with no blocks yet
     assert sched.requests == 2 and e.seqs.seq_len[sched.prefill_slot] == 0 and e.seqs.nblk[sched.prefill_slot] == 0
@@ -101,11 +106,11 @@ def test_mixed_cycle_matches_torch_reference():
 def test_block_table_and_slot_mapping():
     e = make_engine(num_layers=1)
     e.prepare_config(1, 16, seed=3)
-    bs = decode.TINY.block_size
-    sched = decode.DecodeSchedule(e.seqs, batch=3, context=bs, vocab=decode.TINY.vocab)  # blocks exactly full
+    bs = cfg.TINY.block_size
+    sched = mdl.DecodeSchedule(e.seqs, batch=3, context=bs, vocab=cfg.TINY.vocab)  # blocks exactly full
     alloc = e.seqs.alloc
     assert e.seqs.nblk[:3].tolist() == [1, 1, 1] and alloc.num_free == 16 - 3
-    ops = decode.Ops(stock_cpu())
+    ops = dops.Ops(stock_cpu())
     plan = sched.plan(0)
     e.stage(ops, plan)
     # position 16 needs a second block per sequence
@@ -131,10 +136,10 @@ def test_block_table_and_slot_mapping():
 def test_mixed_staging_prefill_tokens_and_slots():
     e = make_engine(num_layers=1)
     e.prepare_config(1, 40, seed=1)
-    sched = decode.MixedSchedule(e.seqs, (("mixed", 2),), 3, 20, 8, decode.TINY.vocab)  # prefill slot 3
+    sched = mdl.MixedSchedule(e.seqs, (("mixed", 2),), 3, 20, 8, cfg.TINY.vocab)  # prefill slot 3
     plan = sched.plan(0)
     assert plan.prefill == (2,) and plan.T == 10 and plan.n == 3 and not plan.decode_only and not plan.identity
-    e.stage(decode.Ops(stock_cpu()), plan)
+    e.stage(dops.Ops(stock_cpu()), plan)
     ctx = sched.contexts
     pslot = sched.prefill_slot
     assert e.d_qsl[:4].tolist() == [0, 1, 2, 10]
@@ -142,7 +147,7 @@ def test_mixed_staging_prefill_tokens_and_slots():
     assert e.d_seq_lens[:3].tolist() == [int(ctx[0]) + 1, int(ctx[1]) + 1, 8]
     assert e.d_pos[:10].tolist() == [int(ctx[0]), int(ctx[1])] + list(range(8))
     assert e.d_ids[2:10].tolist() == e.seqs.prompt[pslot][:8].tolist()
-    bs, blocks = decode.TINY.block_size, e.seqs.blocks
+    bs, blocks = cfg.TINY.block_size, e.seqs.blocks
     want = [int(blocks[0, ctx[0] // bs]) * bs + int(ctx[0] % bs), int(blocks[1, ctx[1] // bs]) * bs + int(ctx[1] % bs)]
     want += [int(blocks[pslot, 0]) * bs + j for j in range(8)]
     assert e.d_slot[:10].tolist() == want
@@ -159,8 +164,8 @@ def test_persistent_buffers_updated_in_place():
              "w_attn", "w_logits", "w_next", "h_next")
     ptrs = {n: getattr(e, n).data_ptr() for n in names}
     segm = [t.data_ptr() for t in e.segm]
-    sched = decode.MixedSchedule(e.seqs, (("decode", 1), ("mixed", 1)), 1, 20, 4, decode.TINY.vocab)
-    ops = decode.Ops(stock_cpu())
+    sched = mdl.MixedSchedule(e.seqs, (("decode", 1), ("mixed", 1)), 1, 20, 4, cfg.TINY.vocab)
+    ops = dops.Ops(stock_cpu())
     views = []
     for i in range(4):
         plan = sched.plan(i)
@@ -183,8 +188,8 @@ def test_persistent_buffers_updated_in_place():
 def test_launch_counts():
     e = make_engine(num_layers=2)
     e.prepare_config(2, 32, seed=0)
-    sched = decode.DecodeSchedule(e.seqs, batch=1, context=20, vocab=decode.TINY.vocab)
-    ops = decode.CountingOps(stock_cpu())
+    sched = mdl.DecodeSchedule(e.seqs, batch=1, context=20, vocab=cfg.TINY.vocab)
+    ops = dops.CountingOps(stock_cpu())
     v = e.stage(ops, sched.plan(0))
     e.forward_eager(ops, v, e.max_k)
     e.tail(ops, v)
@@ -198,11 +203,11 @@ def test_launch_counts():
 
 
 def test_tuned_policies_hold_only_what_this_loop_keeps():
-    pols = decode.tuned_policies()
-    assert set(pols) == set(decode.RAW_KERNELS)
+    pols = dops.tuned_policies()
+    assert set(pols) == set(dops.RAW_KERNELS)
     for key, p in pols.items():
         assert not p.cache_launch_grid, key  # every grid depends on the token count / num_seqs
-        assert not set(p.assume_const) & set(decode.PER_LAYER_ARGS), key
+        assert not set(p.assume_const) & set(dops.PER_LAYER_ARGS), key
         assert p.check_specialization is not None and p.check_keys is not None
     assert pols["attn"].check_keys == ("IS_3D", "NUM_SEGMENTS_PER_SEQ", "TILE_SIZE")
     assert pols["attn"].check_specialization == ("num_seqs",)
@@ -210,19 +215,58 @@ def test_tuned_policies_hold_only_what_this_loop_keeps():
     assert pols["rms"].check_keys == ("HAS_RESIDUAL",)
     assert {"block_tables_ptr", "seq_lens_ptr", "stride_k_cache_0", "scale"} <= set(pols["attn"].assume_const)
     assert "cos_sin_ptr" in pols["rope"].assume_const and "slot_mapping_ptr" in pols["cache"].assume_const
-    assert decode.tuned_policies(verify=1)["attn"].verify == 1
+    assert dops.tuned_policies(verify=1)["attn"].verify == 1
+    # the view strides of q/k/v change between steps of the mixed run: never frozen
+    assert not {"query_stride_0", "query_stride_1"} & set(pols["attn"].assume_const)
+    assert not {"key_stride", "value_stride"} & set(pols["cache"].assume_const)
+    assert not {"q_token_stride", "k_token_stride"} & set(pols["rope"].assume_const)
+
+
+def _toml(tmp_path, text: str) -> Path:
+    path = tmp_path / "policies.toml"
+    path.write_text(text)
+    return path
+
+
+def test_tuned_policy_file_is_checked(tmp_path):
+    others = "".join(f"[policy.{k}]\n" for k in dops.RAW_KERNELS if k not in ("attn", "silu"))
+    with pytest.raises(ValueError, match="expected one \\[policy.<kernel>\\] table for each of"):
+        dops.tuned_policies(path=_toml(tmp_path, others + "[policy.attn]\n"))
+    with pytest.raises(ValueError, match="policy.attn freezes \\['k_scale', 'v_scale'\\], which change from layer"):
+        dops.tuned_policies(path=_toml(tmp_path, others + '[policy.silu]\n[policy.attn]\nassume_const = "@scales"\n'))
+
+
+def test_policy_name_lists_add_and_remove_left_to_right():
+    from jitlab.bench.policies import load_sweep, policy_for
+
+    case = dops._policy_cases()["cache"]
+    pol = policy_for({"name": "p", "assume_const": "@strides - key_stride - value_stride + slot_mapping_ptr"}, case)
+    assert pol.assume_const == ("block_stride", "head_stride", "dim_stride_k", "dim_stride_v", "page_stride",
+                                "slot_mapping_ptr")
+    assert policy_for({"name": "p", "assume_const": ["k_scale"]}, case).assume_const == ("k_scale",)
+    for bad, msg in (("@strides - k_scale", "'-k_scale' removes nothing"), ("@nope", "is not one of"),
+                     ("@strides + 1x", "neither an argument name nor an @group")):
+        with pytest.raises(ValueError, match=msg):
+            policy_for({"name": "p", "assume_const": bad}, case)
+    # the launch sweep's file resolves for every registered workload and decorates its kernel
+    from jitlab import jitcache, kernels
+
+    for name in kernels.WORKLOADS:
+        c = kernels.make_case(name, cuda=False)
+        for table in load_sweep(ROOT / "experiments" / "launch_overhead.toml"):
+            jitcache(policy=policy_for(table, c))(c.kernel)
 
 
 def test_jitlab_modes_bitwise_on_cpu_passthrough():
     """Kernel sets of every eager mode give identical logits (jitlab passes through here)."""
     e = make_engine(num_layers=1)
     e.prepare_config(1, 32, seed=0)
-    sched = decode.DecodeSchedule(e.seqs, batch=1, context=20, vocab=decode.TINY.vocab)
-    sets = decode.make_kernel_sets(cuda=False, scope="test-decode")
+    sched = mdl.DecodeSchedule(e.seqs, batch=1, context=20, vocab=cfg.TINY.vocab)
+    sets = dops.make_kernel_sets(cuda=False, scope="test-decode")
     out = {}
     for name in ("stock", "jitlab_safe", "jitlab_tuned"):
         sched.reset()
-        ops = decode.Ops(sets[name])
+        ops = dops.Ops(sets[name])
         v = e.stage(ops, sched.plan(0))
         e.forward_eager(ops, v, e.max_k)
         e.tail(ops, v)
@@ -233,30 +277,30 @@ def test_jitlab_modes_bitwise_on_cpu_passthrough():
 
 def test_compare_and_derive():
     a = [torch.tensor([[1.0, 2.0]])]
-    assert decode._compare(a, [a[0].clone()], [np.array([1])], [np.array([1])], exact=True)["check"] == "bitwise"
-    near = decode._compare(a, [a[0] + 1e-3], [np.array([1])], [np.array([1])], exact=False)
+    assert drun._compare(a, [a[0].clone()], [np.array([1])], [np.array([1])], exact=True)["check"] == "bitwise"
+    near = drun._compare(a, [a[0] + 1e-3], [np.array([1])], [np.array([1])], exact=False)
     assert near["check_ok"] and near["check"].startswith("close")
-    assert not decode._compare(a, [a[0] + 1e-3], [np.array([1])], [np.array([1])], exact=True)["check_ok"]
+    assert not drun._compare(a, [a[0] + 1e-3], [np.array([1])], [np.array([1])], exact=True)["check_ok"]
     rows = [{"mode": "eager_stock", "tokens_per_s": 100.0}, {"mode": "eager_jitlab_tuned", "tokens_per_s": 180.0},
             {"mode": "full_graph", "tokens_per_s": 200.0}, {"mode": "piecewise_jitlab", "tokens_per_s": 195.0}]
-    decode.derive(rows)
+    res.derive(rows)
     assert rows[1]["gap_closed"] == pytest.approx(0.8) and rows[1]["speedup_vs_stock"] == pytest.approx(1.8)
     assert rows[3]["x_full_graph"] == pytest.approx(0.975)
     assert "gap_closed" not in rows[0] and "gap_closed" not in rows[2]
 
 
 def test_sweep_plans():
-    q = decode.gpu_sweep(quick=True)
+    q = cfg.gpu_sweep(quick=True)
     names = [c.name for c in q.configs()]
     assert names == ["B=1 ctx=1024 L=8", "B=1 ctx=1024 L=32", "B=16 ctx=1024 L=32"]
-    full = decode.gpu_sweep()
+    full = cfg.gpu_sweep()
     cs = full.configs()
     assert len(cs) == 4 * 3 * 2 + 1 and cs[-1].kind == "mixed"
-    assert decode.estimate(full)["total_s"] < 8 * 60 and decode.estimate(q)["total_s"] < 60
+    assert res.estimate(full)["total_s"] < 8 * 60 and res.estimate(q)["total_s"] < 60
     # the engine's buffers cover the largest config and the mixed run's padded steps
-    max_t, max_s, max_len = decode.Runner(full).sizes(cs)
-    assert max_t >= decode.pad_to_capture_size(64 + 15) and max_s >= 64 and max_len >= 8192 + full.steps
-    assert decode.pad_to_capture_size(79) == 80 and decode.pad_to_capture_size(1) == 1
+    max_t, max_s, max_len = drun.Runner(full).sizes(cs)
+    assert max_t >= cfg.pad_to_capture_size(64 + 15) and max_s >= 64 and max_len >= 8192 + full.steps
+    assert cfg.pad_to_capture_size(79) == 80 and cfg.pad_to_capture_size(1) == 1
 
 
 # ------------------------------------------------------------------------------------- the script
@@ -278,7 +322,7 @@ def test_cpu_demo_script_end_to_end(tmp_path):
 
     df = load_traces(str(trace))
     trials = df[df["jitlab.span.kind"] == "trial"].set_index("jitlab.e2e.mode")
-    assert set(decode.DEFAULT_MODES) <= set(trials.index)
+    assert set(cfg.DEFAULT_MODES) <= set(trials.index)
     for m in ("eager_jitlab_safe", "eager_jitlab_tuned"):
         assert trials.loc[m, "jitlab.e2e.check"] == "bitwise"
         assert bool(trials.loc[m, "jitlab.e2e.jitlab_counts_agree"])
@@ -304,7 +348,7 @@ class _EagerGraph:
         self.fn = fn
 
     def replay(self):
-        self.fn(decode.Ops(stock_cpu()))
+        self.fn(dops.Ops(stock_cpu()))
 
 
 @pytest.fixture
@@ -314,23 +358,23 @@ def emulated_graphs(monkeypatch):
     replay re-runs it."""
 
     def capture(self, ks, fn):
-        ops = decode.CountingOps(ks)
+        ops = dops.CountingOps(ks)
         fn(ops)
         g = _EagerGraph(fn)
         self.graph_kernels[id(g)] = ops.kernels()
         return g
 
-    monkeypatch.setattr(decode.Engine, "_capture", capture)
-    monkeypatch.setattr(decode.Engine, "_warm", lambda self, fn, times=2: fn())
-    monkeypatch.setattr(decode.Mode, "needs_cuda", property(lambda self: False))
+    monkeypatch.setattr(eng.Engine, "_capture", capture)
+    monkeypatch.setattr(eng.Engine, "_warm", lambda self, fn, times=2: fn())
+    monkeypatch.setattr(cfg.Mode, "needs_cuda", property(lambda self: False))
 
 
 def test_graph_modes_emulated(emulated_graphs, tmp_path):
     modes = ("eager_stock", "piecewise_stock", "piecewise_jitlab", "full_graph")
-    sweep = decode.cpu_sweep(quick=True, extra=(decode.TrialConfig("decode", 1, 20, 1),), mixed=True,
+    sweep = cfg.cpu_sweep(quick=True, extra=(cfg.TrialConfig("decode", 1, 20, 1),), mixed=True,
                              mixed_warmup_cycles=0, modes=modes, trace="sampled", sample_every=1,
                              trace_file=str(tmp_path / "t.jsonl"))
-    runner = decode.Runner(sweep)
+    runner = drun.Runner(sweep)
     rows = runner.run_all()
     by = {(r["kind"], r["mode"]): r for r in rows}
     for r in rows:
@@ -354,7 +398,7 @@ def test_graph_modes_emulated(emulated_graphs, tmp_path):
     assert by[("decode", "piecewise_jitlab")]["jitlab_counts_agree"]
     # the mixed run: every step shape padded to a capture size, one set of pieces per padded size
     mixed_pw = by[("mixed", "piecewise_stock")]
-    assert mixed_pw["graphs"] == (nl + 1) * len({decode.pad_to_capture_size(t) for t in (1, 2 + 8, 8, 3)})
+    assert mixed_pw["graphs"] == (nl + 1) * len({cfg.pad_to_capture_size(t) for t in (1, 2 + 8, 8, 3)})
     assert by[("mixed", "piecewise_jitlab")]["jitlab_counts_agree"]
     # padding changes the GEMMs' row count, so mixed piecewise logits may differ in the last bits
     assert by[("mixed", "piecewise_stock")]["check"] in ("bitwise",) or by[("mixed", "piecewise_stock")]["check"].startswith("close")

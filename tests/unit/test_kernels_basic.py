@@ -2,7 +2,7 @@
 Triton's CPU interpreter against their torch references, plus their argument-list shapes and the
 Case fields the launch-overhead experiments build relaxed policies from.
 
-Kernels run through `jitlab.kernels.interpret.interpreted`, which re-decorates a kernel in
+Kernels run through `jitlab._triton.interpreter.interpreted`, which re-decorates a kernel in
 interpreter mode in-process (see that module for the three Triton 3.6 interpreter traps it handles).
 The kernel modules are imported at the top of this file on purpose: a kernel module first imported
 while TRITON_INTERPRET=1 is set would hold interpreter kernels for the rest of the test session.
@@ -18,7 +18,7 @@ import triton
 import jitlab.kernels as kernels
 from jitlab.kernels import cache_write, layers, paged_attention, tiny
 from jitlab.kernels.case import Case
-from jitlab.kernels.interpret import interpreted, nested_jit_names
+from jitlab._triton.interpreter import interpreted, nested_jit_names
 
 from .offline_compile import compile_sm90, jit_view
 
@@ -262,15 +262,18 @@ def test_layer_cases_default_llama_shapes():
 # -------------------------------------------------------------------------------------- registry
 
 
-def test_cases_registry():
+def test_workload_registry():
     assert {"tiny", "paged_attention_2d", "cache_write", "unified_attention_2d", "unified_attention_3d"} <= set(
-        kernels.CASES)
+        kernels.WORKLOADS)
     assert kernels.builder("paged_attention_2d") is paged_attention.make_case
     assert kernels.builder("cache_write") is cache_write.make_case
-    case = kernels.CASES["tiny"]("cpu", n=64)
-    assert isinstance(case, Case) and case.name == "tiny"
-    for name in ("tiny", "paged_attention_2d", "cache_write", "rms_norm", "rope", "silu_and_mul"):
-        assert kernels.available()[name] is None
+    for name, w in kernels.WORKLOADS.items():  # every entry builds its CPU-demo case, in fp32
+        case = kernels.make_case(name, cuda=False)
+        assert isinstance(case, Case) and w.name == name
+        assert all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int32, torch.int64)
+                   for t in case.outputs), name
+    with pytest.raises(ValueError, match="unknown workload 'nope'; valid choices: .*'tiny'"):
+        kernels.builder("nope")
 
 
 # ------------------------------------------------------------------------------ sm_90 compile-only
@@ -292,3 +295,8 @@ def test_compiles_for_sm90_bf16(make, shape):
     case = make("cpu", dtype=torch.bfloat16, **shape)
     bound = dict(zip([p.name for p in jit_view(case.kernel).params], case.args)) | case.kwargs
     assert compile_sm90(case.kernel, bound, case.kwargs.get("num_warps", 4)).asm["cubin"]
+
+
+def test_many_args():
+    """The 26-argument kernel python -m jitlab.bench.native_launch times on a GPU."""
+    run_checked(kernels.make_case("many_args", cuda=False))

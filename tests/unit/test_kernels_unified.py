@@ -1,5 +1,5 @@
 """kernel_unified_attention / reduce_segments: signature shape, Case fields, sm_90 compile, and
-numerics under Triton's CPU interpreter (jitlab.kernels.interpret) against the fp32 torch reference.
+numerics under Triton's CPU interpreter (jitlab._triton.interpreter) against the fp32 torch reference.
 
 Numerics use fp32/fp16: Triton 3.6's interpreter returns garbage for a bf16 `tl.dot`.
 """
@@ -98,7 +98,7 @@ SHAPE = dict(num_query_heads=4, num_kv_heads=2, head_size=32, block_size=16)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_2d_mixed_batch(dtype):
     from jitlab.kernels import unified_attention as ua
-    from jitlab.kernels.interpret import interpreted
+    from jitlab._triton.interpreter import interpreted
 
     # one prefill chunk (20 new tokens) + decodes, incl. a 1-token and a block-aligned context
     for ctx in ([37, 40, 5], [20, 32, 1]):
@@ -111,7 +111,7 @@ def test_2d_mixed_batch(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_3d_decode_and_reduce(dtype):
     from jitlab.kernels import unified_attention as ua
-    from jitlab.kernels.interpret import interpreted
+    from jitlab._triton.interpreter import interpreted
 
     # 300 -> several tiles per segment; 5 -> a single active segment
     c = ua.make_case("cpu", dtype=dtype, num_seqs=3, context=[40, 300, 5], mode="3d", **SHAPE)
@@ -137,7 +137,7 @@ class _Counting:
 def test_wrapper_features(prefill):
     """unified_attention(): 2D/3D choice, `kernels=` routing, and every implemented feature flag."""
     from jitlab.kernels import unified_attention as ua
-    from jitlab.kernels.interpret import interpreted
+    from jitlab._triton.interpreter import interpreted
 
     expect_3d = prefill == 0
     hq = SHAPE["num_query_heads"]

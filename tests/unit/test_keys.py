@@ -9,7 +9,7 @@ import torch
 
 from jitlab import keys
 from jitlab._triton import adapter as adapter_mod
-from jitlab.guard import make_binder
+from jitlab.codegen import KeySpec, make_binder
 
 from .kernels_for_tests import annotated, many_kinds, no_spec
 
@@ -31,7 +31,7 @@ def our_keys(jit_fn, name, vals):
     params = adapter_mod.params_of(jit_fn)
     rt = {p.name for p in params if not p.constexpr}
     cx = {p.name for p in params if p.constexpr}
-    bind, layout = make_binder("k", params, rt, cx, lambda: 0)
+    bind, layout = make_binder("k", KeySpec(tuple(params), frozenset(rt), frozenset(cx), (), 0))
     pos = [n for n, _ in layout.items].index(name)
     defaults = {p.name: (torch.empty(4) if not p.constexpr else 16) for p in params}
     out = []
@@ -66,7 +66,7 @@ def test_key_partition_refines_triton(jit_fn, name):
 
 def test_generic_spec_matches_inline_binder():
     params = adapter_mod.params_of(many_kinds)
-    bind, layout = make_binder("k", params, {"n"}, set(), lambda: 0)
+    bind, layout = make_binder("k", KeySpec(tuple(params), frozenset({"n"}), frozenset(), (), 0))
     for v in INTS:
         kw = dict(x_ptr=None, y_ptr=None, opt_ptr=None, n=v, stride=1, scale=1.0, flag=True, BLOCK=16, MODE=0)
         assert bind(**kw)[0][0] == keys.spec(v), v
@@ -88,17 +88,16 @@ def test_describe():
 def test_native_keyer_matches_python_items():
     """The C keyer (native_key.h) builds exactly the items of the Python binder, for every kind of value."""
     from jitlab._triton import native
-    from jitlab.guard import key_codes
 
     for jit_fn in (many_kinds, no_spec, annotated):
         params = adapter_mod.params_of(jit_fn)
-        rt = {p.name for p in params if not p.constexpr}
-        cx = {p.name for p in params if p.constexpr}
-        keyer, why = native.make_keyer(key_codes(params, rt, cx))
+        spec = KeySpec(tuple(params), frozenset(p.name for p in params if not p.constexpr),
+                       frozenset(p.name for p in params if p.constexpr), (), 0)
+        keyer, why = native.make_keyer(spec.codes(), torch.Tensor, keys.spec, keys.constexpr_item)
         if keyer is None:
             pytest.skip(why)
-        bind, _ = make_binder("k", params, rt, cx, 0)
-        for v in values() + [[1]]:
+        bind, _ = make_binder("k", spec)
+        for v in values() + [[1], 0.0, -0.0, float("nan"), (3, 2), (3.0, 2), "s", torch.float16]:
             for p in params:
                 kw = {q.name: (torch.empty(4) if not q.constexpr else 16) for q in params}
                 kw[p.name] = v
@@ -106,6 +105,6 @@ def test_native_keyer_matches_python_items():
                     want = bind(**kw)[0]
                 except Exception as e:  # noqa: BLE001 - the hit path falls back to Triton on either error
                     with pytest.raises(type(e)):
-                        hash(keyer((), 0, *kw.values()))  # unhashable items fail at the dict lookup
+                        hash(keyer((), 0, tuple(kw.values())))  # unhashable items fail at the dict lookup
                     continue
-                assert keyer((), 0, *kw.values()) == want, (jit_fn, p.name, v)
+                assert keyer((), 0, tuple(kw.values())) == want, (jit_fn, p.name, v)

@@ -15,8 +15,7 @@ from jitlab._triton import adapter as adapter_mod
 from .kernels_for_tests import add_one
 
 
-def test_no_gpu_driver_passes_through_with_one_warning(monkeypatch):
-    adapter_mod.reset()
+def test_no_gpu_driver_passes_through_with_one_warning(monkeypatch, no_gpu_driver):
     calls = []
     monkeypatch.setattr(type(add_one), "__getitem__", lambda self, grid: lambda *a, **k: calls.append(grid))
     from jitlab import cache

@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # 3.3: oldest supported launcher contract; 3.9: newest on PyPI. 3.6 (the H200's) is the installed one.
 VERSIONS = ["3.3.1", "3.9.0"]
-TESTS = ["tests/unit/test_keys.py", "tests/unit/test_cache_cpu.py", "tests/unit/test_passthrough.py"]
+TESTS = ["tests/unit/test_keys.py", "tests/unit/test_cache_cpu.py", "tests/unit/test_passthrough.py",
+         "tests/unit/test_safety.py"]
 
 
 def _install(version: str) -> Path:

@@ -21,10 +21,10 @@ allocator. Activations live in static buffers sliced to the step's token count, 
 all modes run the same kernels in the same order (their logits can be compared bitwise).
 
 Modes (`MODES`): eager with stock Triton, eager with jitlab (safe policy, and a tuned policy per
-kernel whose relaxations hold in this loop: `tuned_policies`), piecewise CUDA graphs (everything
-but the KV write and attention captured per padded token count; those two launched eagerly
-between replays, as vLLM's PIECEWISE mode), and a full CUDA graph of the model forward (upper
-bound; decode only).
+kernel whose relaxations hold in this loop: `experiments/e2e_decode.toml`), piecewise CUDA graphs
+(everything but the KV write and attention captured per padded token count; those two launched
+eagerly between replays, as vLLM's PIECEWISE mode), and a full CUDA graph of the model forward
+(upper bound; decode only).
 
 Measurement per trial (config x mode): correctness first (the mode's logits for the first steps
 against eager stock Triton; bitwise where the same kernels run), then warmup, then measured steps
@@ -35,37 +35,17 @@ held busy so the CUDA events give the pure device time per step. Launches are co
 spans of a `jitlab.telemetry.Run`; `experiments/e2e_decode.py` is the thin script over this module.
 
 Without a CUDA GPU everything runs as a labelled CPU demonstration: a tiny fp32 model, kernels under
-Triton's interpreter (`jitlab.kernels.interpret`), jitlab in pass-through, graph modes skipped.
+Triton's interpreter (`jitlab._triton.interpreter`), jitlab in pass-through, graph modes skipped.
 """
 
 from __future__ import annotations
 
-# The experiment in modules: config (shapes, sweeps), model (weights, KV bookkeeping, schedules), ops
-# (kernel sets and policies per mode), engine (buffers, forward, graphs), runner (modes, trials),
-# results (derived metrics, tables). Everything is re-exported for the script, tests and notebooks.
-from .config import (  # noqa: F401
-    EXPERIMENT, DEFAULT_MODES, REFERENCE_MODE, GRAPH_MODE, CPU_LABEL, ModelConfig,
-    LLAMA_8B, TINY, CAPTURE_SIZES, pad_to_capture_size, MIXED_PATTERN, MIXED_DECODE_SEQS,
-    MIXED_CHUNK, TINY_MIXED_PATTERN, TINY_MIXED_DECODE_SEQS, TINY_MIXED_CHUNK, TrialConfig, SweepConfig,
-    gpu_sweep, cpu_sweep,
-)
-from .model import (  # noqa: F401
-    LayerWeights, Model, BlockAllocator, SeqTable, Plan, _plan,
-    DecodeSchedule, MixedSchedule,
-)
-from .ops import (  # noqa: F401
-    KernelSet, RAW_KERNELS, PER_LAYER_ARGS, PERSISTENT_ARGS, TUNED_POLICY_NAME, _policy_cases,
-    _jit_params, VIEW_STRIDES, tuned_policies, make_kernel_sets, reshape_and_cache_flash, Ops,
-    _CountingKernel, CountingOps,
-)
-from .engine import (  # noqa: F401
-    Views, Engine, reference_logits,
-)
-from .runner import (  # noqa: F401
-    Mode, MODES, _median, _compare, _Trial, _ConfigCtx,
-    Runner, run_experiment,
-)
-from .results import (  # noqa: F401
-    _ATTR_SKIP, _attrs, derive, summarize, escape, _one_line,
-    print_table, estimate,
-)
+# The experiment in modules: config (shapes, sweeps, modes), model (weights, KV bookkeeping, schedules),
+# ops (kernel sets and policies per mode), engine (buffers, forward, graphs), runner (trials), results
+# (derived metrics, tables). The package exports what experiments/e2e_decode.py uses; tests and
+# notebooks import the modules.
+from .config import MODES, cpu_sweep, gpu_sweep
+from .results import estimate
+from .runner import run_experiment
+
+__all__ = ["MODES", "cpu_sweep", "estimate", "gpu_sweep", "run_experiment"]

@@ -7,14 +7,46 @@ from typing import Any
 
 import torch
 
-
-
 EXPERIMENT = "e2e_decode"
 DEFAULT_MODES = ("eager_stock", "eager_jitlab_safe", "eager_jitlab_tuned", "piecewise_stock", "piecewise_jitlab",
                  "full_graph")
 REFERENCE_MODE = "eager_stock"
 GRAPH_MODE = "full_graph"
 CPU_LABEL = "CPU DEMO (tiny fp32 model, Triton interpreter, jitlab pass-through; no GPU numbers)"
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    kind: str  # "eager" | "piecewise" | "full_graph"
+    kernels: str  # key of make_kernel_sets()
+    description: str
+    decode_only: bool = False
+
+    @property
+    def needs_cuda(self) -> bool:
+        return self.kind != "eager"
+
+    @property
+    def exact(self) -> bool:
+        """Logits must equal eager stock bitwise (jitlab launches the binaries Triton compiled)."""
+        return self.kind == "eager"
+
+
+MODES = {m.name: m for m in (
+    Mode("eager_stock", "eager", "stock", "every launch through Triton's JITFunction (vLLM --enforce-eager)"),
+    Mode("eager_jitlab_safe", "eager", "jitlab_safe", "every Triton kernel under jitlab.jitcache (default safe policy)"),
+    Mode("eager_jitlab_tuned", "eager", "jitlab_tuned",
+         "jitcache with the tuned per-kernel policies (tuned_policies()), under jitlab.scope(model)"),
+    Mode("piecewise_stock", "piecewise", "stock",
+         "CUDA graphs of the non-attention pieces per padded size; KV write + attention eager, stock Triton"),
+    Mode("piecewise_jitlab", "piecewise", "jitlab_tuned",
+         "piecewise graphs; the eager KV write + attention through jitlab (tuned policies)"),
+    Mode("piecewise_jitlab_safe", "piecewise", "jitlab_safe",
+         "piecewise graphs; the eager KV write + attention through jitlab (safe policy)"),
+    Mode("full_graph", "full_graph", "stock", "the whole model forward in one CUDA graph (upper bound)",
+         decode_only=True),
+)}
 
 
 # ==================================================================================== configuration

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import triton
 
+from ... import kernels
+from ..._triton.introspect import parameter_names
+from ..._triton.interpreter import interpreted
 from ...kernels import cache_write as _cw
 from ...kernels import layers as _layers
 from ...kernels import unified_attention as _ua
@@ -57,83 +61,37 @@ RAW_KERNELS = {
 # k/v scale tensors): never frozen, even where the Case lists them as fixed per model (the attention
 # Case lists k_scale/v_scale among its scales, which are only dereferenced for fp8 KV caches).
 PER_LAYER_ARGS = ("key_cache_ptr", "value_cache_ptr", "k_scale", "v_scale", "sink_ptr")
-# Persistent runner buffers (allocated once per Engine, i.e. per process, like vLLM's model-runner
-# input buffers): their addresses never change, so freezing them holds. The segm_* buffers are None
-# in 2D entries and the persistent fp32 buffers in 3D entries; IS_3D is in the key, so each entry
-# freezes one consistent value.
-PERSISTENT_ARGS = {
-    "rope": ("positions_ptr",),
-    "cache": ("slot_mapping_ptr",),
-    "attn": ("block_tables_ptr", "seq_lens_ptr", "query_start_len_ptr", "softmax_segm_output_ptr",
-             "softmax_segm_max_ptr", "softmax_segm_expsum_ptr"),
-    "reduce": ("segm_output_ptr", "segm_max_ptr", "segm_expsum_ptr", "seq_lens_ptr", "query_start_len_ptr"),
-}
 TUNED_POLICY_NAME = "e2e_tuned"
+# The tuned policies are data, next to the launch sweep's (the reasoning is in the file).
+TUNED_POLICIES = Path(__file__).resolve().parents[3] / "experiments" / "e2e_decode.toml"
+# The Case (registered workload) whose argument groups each kernel's policy refers to.
+_WORKLOAD = {"rms": "rms_norm", "rope": "rope", "cache": "cache_write", "attn": "unified_attention_3d",
+             "silu": "silu_and_mul"}
 
 
 def _policy_cases() -> dict[str, Any]:
     """Tiny CPU Cases of each kernel: only their name lists are used (strides, fixed_per_model,
     varying_constexprs, varying_ints)."""
-    f32 = torch.float32
-    attn = _ua.make_case("cpu", dtype=f32, num_seqs=2, context=20, mode="3d", num_query_heads=4,
-                         num_kv_heads=2, head_size=16)
-    return {
-        "rms": _layers.make_rms_norm_case("cpu", dtype=f32, num_tokens=2, hidden=64),
-        "rope": _layers.make_rope_case("cpu", dtype=f32, num_tokens=2, num_q_heads=4, num_kv_heads=2,
-                                       head_size=16, max_position=32),
-        "cache": _cw.make_case("cpu", dtype=f32, num_tokens=2, num_heads=2, head_size=16, num_blocks=4),
-        "attn": attn,
-        "reduce": attn.extra["reduce"],
-        "silu": _layers.make_silu_and_mul_case("cpu", dtype=f32, num_tokens=2, intermediate=64),
-    }
+    cases = {key: kernels.make_case(name, cuda=False) for key, name in _WORKLOAD.items()}
+    cases["reduce"] = cases["attn"].extra["reduce"]
+    return cases
 
 
-def _jit_params(kernel: Any) -> list:
-    if hasattr(kernel, "params"):
-        return kernel.params
-    from triton.runtime.jit import JITFunction
+def tuned_policies(verify: int = 0, path: str | Path = TUNED_POLICIES) -> dict[str, Policy]:
+    """The tuned policy of each kernel, from `path` (experiments/e2e_decode.toml) resolved against the
+    kernel's Case; with `verify`, every hit re-derives Triton's key and checks the frozen values."""
+    from ..policies import load_per_kernel, policy_for
 
-    from ...kernels.interpret import python_fn
-
-    return JITFunction(python_fn(kernel)).params
-
-
-VIEW_STRIDES = {"cache": ("key_stride", "value_stride"), "attn": ("query_stride_0", "query_stride_1")}
-
-
-def tuned_policies(verify: int = 0) -> dict[str, Policy]:
-    """The tuned policy of each kernel, built from its Case fields, keeping only relaxations that hold
-    in this decode loop:
-
-    - check_keys = Case.varying_constexprs: the constexprs that change between launches here
-      (rms: HAS_RESIDUAL; attention: IS_3D, NUM_SEGMENTS_PER_SEQ, TILE_SIZE; the others: none).
-      Every other constexpr is a function of the model (hidden, heads, head size, block size, flags).
-    - check_specialization = Case.varying_ints: attention and reduce_segments check num_seqs (its
-      ==1 / %16 / other class changes in the mixed run). Nothing else is checked: every pointer here
-      is a row-0 view of a fresh allocation or of a persistent buffer, at offsets that are multiples
-      of 16 bytes (q/k/v of the fused qkv buffer: q_size and kv_size elements), with one dtype for the
-      whole run and no None/tensor flip that a checked constexpr does not mirror (rms residual_ptr
-      <-> HAS_RESIDUAL, attention segm_* <-> IS_3D). `Engine.check_alignment` asserts the offsets.
-    - assume_const = Case.fixed_per_model (strides, N/d, eps, scale, softcap, the None pointers, the
-      rope cos/sin table) minus PER_LAYER_ARGS, plus PERSISTENT_ARGS (runner buffers).
-    - cache_launch_grid = False for every kernel: all grids depend on the token count or num_seqs,
-      which are not in the key (they change within one entry as the batch or the mixed step changes).
-    """
     cases = _policy_cases()
+    tables = load_per_kernel(path, RAW_KERNELS)
     out = {}
-    for key, case in cases.items():
-        frozen = [n for n in case.fixed_per_model if n not in PER_LAYER_ARGS]
-        # Token strides of q/k/v, which are `.view()`s of the fused qkv buffer: for a one-token step torch
-        # gives the size-1 token dimension a contiguous stride (1024 or 4096 instead of 6144), so they
-        # change between steps of the mixed run. The tuned mode's verify=1 check caught it on the H200
-        # (AssumptionViolated: q_token_stride 4096 -> 6144, then key_stride 1024 -> 6144); not frozen.
-        frozen = [n for n in frozen if n not in VIEW_STRIDES.get(key, case.strides if key == "rope" else ())]
-        frozen += [n for n in PERSISTENT_ARGS.get(key, ()) if n not in frozen]
-        pol = Policy(name=TUNED_POLICY_NAME + ("+verify" if verify else ""),
-                     check_keys=tuple(case.varying_constexprs), check_specialization=tuple(case.varying_ints),
-                     assume_const=tuple(frozen), cache_launch_grid=False, verify=verify)
-        params = _jit_params(RAW_KERNELS[key])
-        pol.validate(key, [p.name for p in params if p.is_constexpr], [p.name for p in params if not p.is_constexpr])
+    for key in RAW_KERNELS:
+        pol = policy_for({**tables[key], "name": TUNED_POLICY_NAME + ("+verify" if verify else ""), "verify": verify},
+                         cases[key])
+        frozen_per_layer = sorted(set(pol.assume_const) & set(PER_LAYER_ARGS))
+        if frozen_per_layer:
+            raise ValueError(f"{path}: policy.{key} freezes {frozen_per_layer}, which change from layer to layer")
+        pol.validate(key, *parameter_names(RAW_KERNELS[key]))
         out[key] = pol
     return out
 
@@ -143,12 +101,7 @@ def make_kernel_sets(cuda: bool, scope: str) -> dict[str, KernelSet]:
     verify=1: every hit re-derives Triton's key and checks the frozen values; used for the checks)."""
     from ... import jitcache
 
-    if cuda:
-        raw = dict(RAW_KERNELS)
-    else:
-        from ...kernels.interpret import interpreted
-
-        raw = {k: interpreted(v) for k, v in RAW_KERNELS.items()}
+    raw = dict(RAW_KERNELS) if cuda else {k: interpreted(v) for k, v in RAW_KERNELS.items()}
     sets = {"stock": KernelSet("stock", **raw)}
     sets["jitlab_safe"] = KernelSet("jitlab_safe", **{k: jitcache(v) for k, v in raw.items()},
                                     policies={k: Policy() for k in raw})

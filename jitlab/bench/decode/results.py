@@ -6,8 +6,8 @@ import json
 import sys
 from typing import Any
 
-
-from .config import EXPERIMENT, GRAPH_MODE, REFERENCE_MODE, SweepConfig
+from ..fmt import caption, num
+from .config import EXPERIMENT, GRAPH_MODE, MODES, REFERENCE_MODE, SweepConfig
 
 
 
@@ -97,13 +97,9 @@ def _one_line(r: dict) -> str:
         return f"  {r['config']} {r['mode']}: skipped ({r['skip']})"
     if r.get("error"):
         return f"  {r['config']} {r['mode']}: [red]error[/] {escape(r['error'][:300])}"
-
-    def f(x, fmt="{:.2f}"):
-        return fmt.format(x) if isinstance(x, (int, float)) else "-"
-
-    return (f"  {r['config']} {r['mode']}: {f(r.get('tokens_per_s'), '{:.0f}')} tok/s, host {f(r.get('host_ms'))} ms, "
-            f"GPU {f(r.get('gpu_busy_ms'))} ms, {f(r.get('launches_per_step'), '{:.0f}')} launches/step, "
-            f"check {escape(str(r.get('check', '?')))}")
+    return (f"  {r['config']} {r['mode']}: {num(r.get('tokens_per_s'), '{:.0f}', '-')} tok/s, "
+            f"host {num(r.get('host_ms'), missing='-')} ms, GPU {num(r.get('gpu_busy_ms'), missing='-')} ms, "
+            f"{num(r.get('launches_per_step'), '{:.0f}', '-')} launches/step, check {escape(str(r.get('check', '?')))}")
 
 
 def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any = None) -> None:
@@ -111,18 +107,11 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
     from rich.table import Table
 
     console = Console(file=file or sys.stdout, width=200)
-    prov = meta.get("provenance", {})
-    caption = (f"{prov.get('gpu', '?')} · driver {prov.get('driver', '?')} · torch {prov.get('torch', '?')} · "
-               f"triton {prov.get('triton', '?')} · jitlab {prov.get('jitlab_commit', '?')} · {prov.get('date', '')}"
-               f"\ntrace: {meta.get('trace_file')}")
     title = f"{EXPERIMENT}: {sweep.model.name} ({sweep.model.dtype}) {sweep.label}".strip()
-    t = Table(title=title, caption=caption)
+    t = Table(title=title, caption=caption(meta.get("provenance", {}), meta.get("trace_file")))
     for col in ("config", "mode", "tok/s", "x stock", "gap closed", "x graph", "host ms", "GPU ms", "step ms",
                 "launches", "µs/launch", "check"):
         t.add_column(col, justify="left" if col in ("config", "mode", "check") else "right")
-
-    def f(x, fmt="{:.2f}"):
-        return fmt.format(x) if isinstance(x, (int, float)) and x is not None else ""
 
     last = None
     for r in results:
@@ -137,10 +126,10 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
         check = escape(str(r.get("check", "")))
         if r.get("check_ok") is False:
             check = f"[bold red]{check}[/]"
-        t.add_row(r["config"], r["mode"], f(r.get("tokens_per_s"), "{:.1f}" if not sweep.cuda else "{:.0f}"),
-                  f(r.get("speedup_vs_stock"), "{:.2f}x"), f(r.get("gap_closed"), "{:.0%}"),
-                  f(r.get("x_full_graph"), "{:.2f}"), f(r.get("host_ms")), f(r.get("gpu_busy_ms")),
-                  f(r.get("step_ms")), f(r.get("launches_per_step"), "{:.0f}"), f(r.get("per_launch_us")), check)
+        t.add_row(r["config"], r["mode"], num(r.get("tokens_per_s"), "{:.1f}" if not sweep.cuda else "{:.0f}"),
+                  num(r.get("speedup_vs_stock"), "{:.2f}x"), num(r.get("gap_closed"), "{:.0%}"),
+                  num(r.get("x_full_graph"), "{:.2f}"), num(r.get("host_ms")), num(r.get("gpu_busy_ms")),
+                  num(r.get("step_ms")), num(r.get("launches_per_step"), "{:.0f}"), num(r.get("per_launch_us")), check)
     console.print(t)
     console.print("host ms: median host time per step until the last launch returned (incl. input staging); "
                   "GPU ms: device time per step with the GPU held busy; step ms: median wall per step incl. the "
@@ -149,16 +138,11 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
                   "gap closed = (mode - eager_stock) / (full_graph - eager_stock) in tokens/s.")
     s = summarize(results)
     if s.get("goal_config"):
-        def pct(x):
-            return f"{x:.0%}" if isinstance(x, (int, float)) else "n/a"
-
-        def x2(x):
-            return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
-
         console.print(f"[bold]Goals at {s['goal_config']}[/]: eager_jitlab_tuned closes "
-                      f"{pct(s.get('eager_jitlab_tuned.gap_closed'))} of the eager->full-graph gap (goal >= 80%; safe: "
-                      f"{pct(s.get('eager_jitlab_safe.gap_closed'))}); piecewise_jitlab reaches "
-                      f"{x2(s.get('piecewise_jitlab.x_full_graph'))}x the full graph (goal >= 0.95).")
+                      f"{num(s.get('eager_jitlab_tuned.gap_closed'), '{:.0%}', 'n/a')} of the eager->full-graph gap "
+                      f"(goal >= 80%; safe: {num(s.get('eager_jitlab_safe.gap_closed'), '{:.0%}', 'n/a')}); "
+                      f"piecewise_jitlab reaches {num(s.get('piecewise_jitlab.x_full_graph'), '{:.3f}', 'n/a')}x "
+                      "the full graph (goal >= 0.95).")
     cross = [c for c in s.get("crossover", []) if len(c) > 4]
     if len(cross) > 1:
         ct = Table(title="crossover: tokens/s ratio jitlab / stock (eager tuned; piecewise)")
@@ -173,8 +157,8 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
 
             ct.add_row(str(c["layers"]), str(c["context"]), str(c["batch"]),
                        mark(c.get("eager_jitlab_tuned/eager_stock")), mark(c.get("eager_jitlab_safe/eager_stock")),
-                       mark(c.get("piecewise_jitlab/piecewise_stock")), f(c.get("eager_stock.host_ms")),
-                       f(c.get("full_graph.gpu_busy_ms") or c.get("eager_stock.gpu_busy_ms")))
+                       mark(c.get("piecewise_jitlab/piecewise_stock")), num(c.get("eager_stock.host_ms")),
+                       num(c.get("full_graph.gpu_busy_ms") or c.get("eager_stock.gpu_busy_ms")))
         console.print(ct)
         if sweep.cuda:
             console.print("dim: < 5% gain (launch overhead no longer turns into tokens/s: the GPU time per step "
@@ -187,8 +171,6 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
 
 
 def estimate(s: SweepConfig) -> dict:
-    from .runner import MODES  # runner imports this module
-
     """A rough wall-clock estimate of the sweep on an H200 (or the CPU demo)."""
     if not s.cuda:
         n = len(s.configs()) * sum(MODES[m].kind == "eager" for m in s.mode_names())  # graph modes skip

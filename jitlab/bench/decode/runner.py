@@ -13,47 +13,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import EXPERIMENT, MIXED_CHUNK, MIXED_PATTERN, ModelConfig, REFERENCE_MODE, SweepConfig, TINY, TINY_MIXED_CHUNK, TINY_MIXED_PATTERN, TrialConfig, pad_to_capture_size
+from .config import (EXPERIMENT, MIXED_CHUNK, MIXED_PATTERN, MODES, REFERENCE_MODE, TINY, TINY_MIXED_CHUNK,
+                     TINY_MIXED_PATTERN, Mode, ModelConfig, SweepConfig, TrialConfig, pad_to_capture_size)
 from .engine import Engine, Views, reference_logits
 from .model import DecodeSchedule, MixedSchedule, Model
 from .ops import CountingOps, Ops, TUNED_POLICY_NAME, make_kernel_sets
 from .results import _attrs, _one_line, derive, escape, estimate, print_table, summarize
 
 _now = time.perf_counter_ns
-
-
-@dataclass(frozen=True)
-class Mode:
-    name: str
-    kind: str  # "eager" | "piecewise" | "full_graph"
-    kernels: str  # key of make_kernel_sets()
-    description: str
-    decode_only: bool = False
-
-    @property
-    def needs_cuda(self) -> bool:
-        return self.kind != "eager"
-
-    @property
-    def exact(self) -> bool:
-        """Logits must equal eager stock bitwise (jitlab launches the binaries Triton compiled)."""
-        return self.kind == "eager"
-
-
-MODES = {m.name: m for m in (
-    Mode("eager_stock", "eager", "stock", "every launch through Triton's JITFunction (vLLM --enforce-eager)"),
-    Mode("eager_jitlab_safe", "eager", "jitlab_safe", "every Triton kernel under jitlab.jitcache (default safe policy)"),
-    Mode("eager_jitlab_tuned", "eager", "jitlab_tuned",
-         "jitcache with the tuned per-kernel policies (tuned_policies()), under jitlab.scope(model)"),
-    Mode("piecewise_stock", "piecewise", "stock",
-         "CUDA graphs of the non-attention pieces per padded size; KV write + attention eager, stock Triton"),
-    Mode("piecewise_jitlab", "piecewise", "jitlab_tuned",
-         "piecewise graphs; the eager KV write + attention through jitlab (tuned policies)"),
-    Mode("piecewise_jitlab_safe", "piecewise", "jitlab_safe",
-         "piecewise graphs; the eager KV write + attention through jitlab (safe policy)"),
-    Mode("full_graph", "full_graph", "stock", "the whole model forward in one CUDA graph (upper bound)",
-         decode_only=True),
-)}
 
 
 # ========================================================================================= the runner

@@ -1,4 +1,8 @@
-"""Run a `@triton.jit` kernel under Triton's CPU interpreter (for tests on machines without a GPU).
+"""Run a `@triton.jit` kernel under Triton's CPU interpreter (tests and CPU demos on machines without a GPU).
+
+This patches private interpreter internals (`interpreter._patch_lang`, `_patch_lang_tensor`,
+`JITFunction.__call__`), which is why it lives in `jitlab._triton`; the kernels and the bench call
+`interpreted()` and nothing else.
 
 Three traps make "just set TRITON_INTERPRET=1" insufficient once Triton has been imported:
 
@@ -39,21 +43,11 @@ import os
 import threading
 from typing import Any
 
+from .introspect import python_fn
+
 _INTERPRETED: dict[Any, "InterpretedKernel"] = {}
 _NESTED: dict[Any, Any] = {}
 _PATCH_LOCK = threading.RLock()
-
-
-def python_fn(kernel: Any) -> Any:
-    """The plain Python function behind `kernel` (a JITFunction, an InterpretedFunction, or a wrapper
-    with `.fn`, such as a jitcache-wrapped or autotuned kernel)."""
-    fn = kernel
-    for _ in range(16):  # unwrap JitCache -> Autotuner -> JITFunction -> function
-        inner = getattr(fn, "fn", None)
-        if inner is None or inner is fn:
-            break
-        fn = inner
-    return fn
 
 
 def _jit_interpreted(fn: Any) -> Any:
