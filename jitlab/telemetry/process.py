@@ -17,8 +17,9 @@ program's own OpenTelemetry span when one is current. Launches outside any span 
 run instead. Records dropped (full buffer with the exporter behind) are counted and reported at
 exit in one warning; so are records that had nowhere to go.
 
-This module imports nothing from OpenTelemetry at import time (the session imports it when it
-starts, through `jitlab._extras.require("trace", ...)`, so a missing extra is one clear line).
+This module imports nothing from OpenTelemetry at import time; the session imports it when it
+starts. The core loads this module only when tracing is on, after checking the [trace] extra
+(`recorder.ensure_process_session`), so a missing extra is one clear line.
 """
 
 from __future__ import annotations
@@ -57,13 +58,6 @@ def start() -> "ProcessSession | None":
             return _SESSION
         s = _settings.SETTINGS
         if s.trace == "off":
-            return None
-        from .._extras import MissingExtra, require
-
-        try:
-            require("trace", "opentelemetry.sdk")
-        except MissingExtra as e:
-            log.warning("jitlab: JITLAB_TRACE=%s, but %s; launches are not traced", s.trace, e)
             return None
         _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample, capacity=s.recorder_capacity,
                                   trace_file=s.trace_file, flush_s=s.trace_flush_s).start()

@@ -323,17 +323,28 @@ def activate(rec: Recorder | None) -> Recorder | None:
 def ensure_process_session() -> None:
     """Start the process-wide tracing session once, when `JITLAB_TRACE` is not off (called at
     decoration and by `telemetry.span`). A bad JITLAB_* value raises `settings.SettingError` here.
-    The session (jitlab.telemetry.process) is imported only then: with tracing off this costs one
-    cached attribute read and nothing from OpenTelemetry is imported."""
+
+    With tracing off this is one cached attribute read. With it on, the session (`PROCESS_SESSION`,
+    which needs the [trace] extra) is loaded by name, the way an optional part is: the core's import
+    graph stays free of the extras (tests/unit/test_packaging.py), and a missing extra is one
+    warning naming it, after which the program runs untraced."""
     if _PROCESS[0] or _settings.SETTINGS.trace == "off":
         return
     with _APPENDER_LOCK:
         if _PROCESS[0]:
             return
         _PROCESS[0] = True
-    from . import process
+    import importlib
 
-    process.start()
+    from .._extras import MissingExtra, require
+
+    try:
+        require("trace", "opentelemetry.sdk")
+    except MissingExtra as e:
+        log.warning("jitlab: JITLAB_TRACE=%s, but %s; launches are not traced", _settings.SETTINGS.trace, e)
+        return
+    importlib.import_module(PROCESS_SESSION).start()
 
 
+PROCESS_SESSION = "jitlab.telemetry.process"  # the module whose start() begins a process's tracing session
 _PROCESS = [False]  # set once a process session was started (or tried): ensure_process_session is idempotent

@@ -115,7 +115,13 @@ def make_resource(prov: dict | None = None, extra: dict | None = None) -> Resour
             if v is not None:
                 attrs[name] = v
     attrs.update(clean_attributes(extra))
-    res = Resource.create(attrs)
+    try:
+        res = Resource.create(attrs)
+    except RuntimeError:  # at interpreter exit the SDK's detector thread pool refuses work: no detectors
+        import os
+
+        name = os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+        res = Resource({**attrs, SERVICE_NAME: name})
     # Resource.create falls back to "unknown_service:<exe>" when neither OTEL_SERVICE_NAME nor
     # OTEL_RESOURCE_ATTRIBUTES names the service: that is where jitlab's default goes.
     if str(res.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
