@@ -46,13 +46,18 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="measured steps per decode trial")
     p.add_argument("--gpu-steps", type=int, help="steps with the GPU held busy (device time) per trial")
     p.add_argument("--trace", default=None, choices=("off", "summary", "sampled", "full"),
-                   help="trace level of the run (default sampled)")
+                   help="trace level of the run (default: JITLAB_TRACE, else sampled)")
     p.add_argument("--sample-every", type=int, default=None, help="record every Nth jitlab hit (default 100)")
-    p.add_argument("--trace-file", default=None, help="default traces/e2e_decode-<run_id>.jsonl")
+    p.add_argument("--trace-file", default=None,
+                   help="default: JITLAB_TRACE_FILE, else traces/e2e_decode-<run_id>.jsonl")
     p.add_argument("--no-sanity", action="store_true", help="skip the eager-vs-pure-torch check on a small config")
     p.add_argument("--cpu", action="store_true", help="run the CPU demonstration even if a GPU is present")
     p.add_argument("--estimate", action="store_true", help="print the plan and time estimate, then exit")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    from jitlab.bench.runner import trace_flags
+
+    a.trace, a.trace_file = trace_flags(a.trace, a.trace_file)
+    return a
 
 
 def sweep_from_args(a: argparse.Namespace):
@@ -106,4 +111,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from jitlab.bench.runner import cli
+
+    cli(main, "e2e_decode")

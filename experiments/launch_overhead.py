@@ -39,16 +39,19 @@ def parse() -> Args:
     p.add_argument("--quick", action="store_true", help="fewer workloads and launches (< 1 min on the H200)")
     p.add_argument("--policies", default=POLICIES, help="TOML file of [[policy]] tables (the sweep)")
     p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
-    p.add_argument("--trace", default="sampled", choices=("off", "summary", "sampled", "full"),
-                   help="level of the run's own trace (timed loops always run with recording off, "
-                        "except the trace=<level> variants)")
-    p.add_argument("--trace-file", default=None, help="default traces/launch_overhead-<run_id>.jsonl")
+    p.add_argument("--trace", default=None, choices=("off", "summary", "sampled", "full"),
+                   help="level of the run's own trace (default: JITLAB_TRACE, else sampled; timed loops always "
+                        "run with recording off, except the trace=<level> variants)")
+    p.add_argument("--trace-file", default=None,
+                   help="default: JITLAB_TRACE_FILE, else traces/launch_overhead-<run_id>.jsonl")
     a = p.parse_args()
     names = tuple(a.workloads.split(",")) if a.workloads else (QUICK_WORKLOADS if a.quick else WORKLOADS)
     bad = [n for n in names if n not in WORKLOADS]
     if bad:
         p.error(f"unknown workload(s) {bad}; choose from {WORKLOADS}")
-    return Args(a.quick, a.policies, names, a.trace, a.trace_file)
+    from jitlab.bench.runner import trace_flags
+
+    return Args(a.quick, a.policies, names, *trace_flags(a.trace, a.trace_file))
 
 
 def main() -> None:
@@ -73,4 +76,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from jitlab.bench.runner import cli
+
+    cli(main, "launch_overhead")

@@ -50,7 +50,9 @@ def jitcache(fn: Any = None, *, policy: Policy | str | None = None, check_keys: 
         name = getattr(kernel, "__name__", type(kernel).__name__)
         pol = _policy(name, kernel)
         from .cache import JitCache
+        from .telemetry.recorder import ensure_process_session
 
+        ensure_process_session()  # JITLAB_TRACE not off: start the process's tracing session (telemetry.process)
         return JitCache(kernel, pol, cache_lock)
 
     def _policy(name: str, kernel: Any) -> Policy:

@@ -1,88 +1,206 @@
-"""Every JITLAB_* environment variable, read in this one module, once (at import).
+"""Every JITLAB_* environment variable, read in this one module.
 
 Settings are process-wide and set by the user; per-kernel trade-offs are `Policy` objects.
 Standard OTEL_* variables are not read here: they mean what they mean everywhere and the
 OpenTelemetry SDK reads them (see jitlab.telemetry.export).
+
+Each variable is read and checked when its setting is first used, not at `import jitlab`: a bad
+value raises `SettingError`, one line naming the variable, the value and the valid choices, from
+the code that needs it. With `JITLAB_DISABLE=1` nothing raises: a bad value of another variable
+falls back to its default (jitlab is off, so nothing else should stop the program).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+TRACE_LEVELS = ("off", "summary", "sampled", "full")
+LAUNCHERS = ("auto", "native", "python", "triton")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+#: JITLAB_RECORDER_CAPACITY is clamped to this range. The minimum keeps a buffer worth handing to
+#: the exporter; the maximum (2**24 records, ~3 GiB of tuples at worst) keeps the C appender's
+#: Py_ssize_t comparison and the process's memory sane (2**63 used to make every traced launch raise).
+RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX = 1_000, 1 << 24
+#: JITLAB_TRACE_FLUSH_S: seconds between a process session's exports (and its allowed range).
+TRACE_FLUSH_S_DEFAULT, TRACE_FLUSH_S_RANGE = 5.0, (0.05, 3600.0)
 
 
-def _env_bool(name: str, default: bool = False) -> bool:
-    v = os.environ.get(name)
-    if v is None or v == "":
-        return default
-    return v.strip().lower() in ("1", "true", "yes", "on")
+class SettingError(ValueError):
+    """A JITLAB_* variable holds a value jitlab cannot use (one line: variable, value, valid choices)."""
+
+    def __init__(self, name: str, value: str, valid: str):
+        super().__init__(f"{name}={value!r} is not valid; valid: {valid}")
+        self.variable, self.value, self.valid = name, value, valid
 
 
-def _env_int(name: str, default: int) -> int:
-    v = os.environ.get(name)
-    if v is None or v.strip() == "":
-        return default
+def _bool(name: str, v: str) -> bool:
+    s = v.strip().lower()
+    if s in _TRUE or s in _FALSE:
+        return s in _TRUE
+    raise SettingError(name, v, "1/true/yes/on or 0/false/no/off")
+
+
+def _int(lo: int, hi: int | None = None, clamp: bool = False) -> Callable[[str, str], int]:
+    def parse(name: str, v: str) -> int:
+        valid = f"an integer >= {lo}" + (f" (clamped to {hi})" if clamp and hi else "")
+        try:
+            n = int(v.strip())
+        except ValueError:
+            raise SettingError(name, v, valid) from None
+        if clamp:
+            c = max(lo, min(n, hi if hi is not None else n))
+            if c != n:
+                log.warning("jitlab: %s=%s clamped to %d (valid range %d..%d)", name, v.strip(), c, lo, hi)
+            return c
+        if n < lo:
+            raise SettingError(name, v, valid)
+        return n
+
+    return parse
+
+
+def _seconds(name: str, v: str) -> float:
+    lo, hi = TRACE_FLUSH_S_RANGE
     try:
-        return int(v)
+        x = float(v.strip())
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {v!r}") from None
+        x = float("nan")
+    if not lo <= x <= hi:
+        raise SettingError(name, v, f"seconds between {lo} and {hi}")
+    return x
 
 
-def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    v = os.environ.get(name, "").strip().lower() or default
-    if v not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {v!r}")
-    return v
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, v: str) -> str:
+        s = v.strip().lower()
+        if s not in choices:
+            raise SettingError(name, v, "|".join(choices))
+        return s
+
+    return parse
 
 
-@dataclass(frozen=True)
+def _text(name: str, v: str) -> str | None:
+    return v or None
+
+
+class _Var:
+    """One JITLAB_* variable: parsed on first read of the setting, then cached on the instance.
+
+    `Settings` is a frozen dataclass whose fields default to their `_Var`: a field left at that
+    default reads the environment when first used; a value passed in (`dataclasses.replace(SETTINGS,
+    launcher="python")`, as tests do) is used as is."""
+
+    def __init__(self, env: str, parse: Callable[[str, str], Any], default: Any, doc: str):
+        self.env, self.parse, self.default, self.__doc__ = env, parse, default, doc
+
+    def __set_name__(self, owner, attr: str) -> None:
+        self.attr = attr
+
+    def __set__(self, obj, value) -> None:
+        if value is not self:  # the dataclass default: leave it to the environment
+            obj.__dict__[self.attr] = value
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        d = obj.__dict__
+        if self.attr in d:
+            return d[self.attr]
+        raw = os.environ.get(self.env)
+        if raw is None or raw.strip() == "":
+            value = self.default() if callable(self.default) else self.default
+        else:
+            try:
+                value = self.parse(self.env, raw)
+            except SettingError:
+                if self.env == "JITLAB_DISABLE" or not obj.disable:
+                    raise
+                value = self.default() if callable(self.default) else self.default
+        d[self.attr] = value  # cached: read once
+        return value
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jitlab")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Settings:
-    #: JITLAB_DISABLE=1: the kill switch. `jitcache` returns the Triton kernel unwrapped, before any probe runs.
-    disable: bool = field(default_factory=lambda: _env_bool("JITLAB_DISABLE"))
-    #: JITLAB_VERIFY=N: re-derive Triton's full key on every Nth hit of every kernel (0 = off).
-    verify: int = field(default_factory=lambda: _env_int("JITLAB_VERIFY", 0))
-    #: JITLAB_TRACE=off|summary|sampled|full: launch recording level for experiments and Run().
-    trace: str = field(default_factory=lambda: _env_choice("JITLAB_TRACE", "off", ("off", "summary", "sampled", "full")))
-    #: JITLAB_TRACE_SAMPLE=N: with trace=sampled, keep every Nth hit (misses/fallbacks always kept).
-    trace_sample: int = field(default_factory=lambda: _env_int("JITLAB_TRACE_SAMPLE", 100))
-    #: JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to traces/<experiment>-<run_id>.jsonl).
-    trace_file: str | None = field(default_factory=lambda: os.environ.get("JITLAB_TRACE_FILE") or None)
-    #: JITLAB_RECORDER_CAPACITY=N: launch records kept in memory before drops are counted.
-    recorder_capacity: int = field(default_factory=lambda: _env_int("JITLAB_RECORDER_CAPACITY", 2_000_000))
-    #: JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming the key
-    #: parts that keep changing (entries are never evicted: a warning, not a limit).
-    max_entries: int = field(default_factory=lambda: _env_int("JITLAB_MAX_ENTRIES", 1024))
-    #: JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one C call,
-    #: built once in the background) and C launcher where they build, else the generated Python hit path;
-    #: native: the same, warning when a native part is unavailable; python: the generated Python hit path
-    #: with jitlab's C launcher (the reference the native path is tested against); triton: the Python hit
-    #: path with Triton's own launcher, no jitlab C code.
-    launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto",
-                                                              ("auto", "native", "python", "triton")))
-    #: JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default $XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).
-    cache_dir: str = field(default_factory=lambda: os.environ.get("JITLAB_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab"))
-    #: JITLAB_COMMIT=sha: the jitlab commit recorded in provenance when the tree has no .git (copies sent to a GPU host).
-    commit: str | None = field(default_factory=lambda: os.environ.get("JITLAB_COMMIT") or None)
-    #: JITLAB_VLLM_POLICY=safe|off|<name>|<file.toml>:<name>: what the vLLM plugin wraps vLLM's kernels with (jitlab.vllm).
-    vllm_policy: str = field(default_factory=lambda: os.environ.get("JITLAB_VLLM_POLICY", "").strip() or "safe")
-    #: JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG ("+jitlab" for all).
-    logs: str = field(default_factory=lambda: os.environ.get("JITLAB_LOGS", ""))
+    """The JITLAB_* variables of the environment, each read when first used."""
+
+    disable: bool = _Var("JITLAB_DISABLE", _bool, False,
+                   "JITLAB_DISABLE=1: the kill switch. `jitcache` returns the Triton kernel unwrapped, before any probe runs.")
+    verify: int = _Var("JITLAB_VERIFY", _int(0), 0,
+                  "JITLAB_VERIFY=N: re-derive Triton's full key on every Nth hit of every kernel (0 = off).")
+    trace: str = _Var("JITLAB_TRACE", _choice(*TRACE_LEVELS), "off",
+                 "JITLAB_TRACE=off|summary|sampled|full: launch recording level (any process; experiments and Run()).")
+    trace_sample: int = _Var("JITLAB_TRACE_SAMPLE", _int(1), 100,
+                        "JITLAB_TRACE_SAMPLE=N: with trace=sampled, keep every Nth hit (misses/fallbacks always kept).")
+    trace_file: str | None = _Var("JITLAB_TRACE_FILE", _text, None,
+                      "JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to "
+                      "traces/<experiment>-<run_id>.jsonl; a plain program writes no file without it).")
+    trace_flush_s: float = _Var("JITLAB_TRACE_FLUSH_S", _seconds, TRACE_FLUSH_S_DEFAULT,
+                         "JITLAB_TRACE_FLUSH_S=seconds: how often a process's tracing session exports (default 5).")
+    recorder_capacity: int = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),
+                             2_000_000, "JITLAB_RECORDER_CAPACITY=N: launch records buffered before the buffer is "
+                             f"handed to the exporter (clamped to {RECORDER_CAPACITY_MIN}..{RECORDER_CAPACITY_MAX}).")
+    max_entries: int = _Var("JITLAB_MAX_ENTRIES", _int(1), 1024,
+                       "JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming "
+                       "the key parts that keep changing (entries are never evicted: a warning, not a limit).")
+    launcher: str = _Var("JITLAB_LAUNCHER", _choice(*LAUNCHERS), "auto",
+                    "JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one "
+                    "C call, built once in the background) and C launcher where they build, else the generated Python "
+                    "hit path; native: the same, warning when a native part is unavailable; python: the generated "
+                    "Python hit path with jitlab's C launcher (the reference the native path is tested against); "
+                    "triton: the Python hit path with Triton's own launcher, no jitlab C code.")
+    cache_dir: str = _Var("JITLAB_CACHE_DIR", _text, _default_cache_dir,
+                     "JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default "
+                     "$XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).")
+    commit: str | None = _Var("JITLAB_COMMIT", _text, None,
+                  "JITLAB_COMMIT=sha: the jitlab commit recorded in provenance when the tree has no .git.")
+    vllm_policy: str = _Var("JITLAB_VLLM_POLICY", lambda name, v: v.strip(), "safe",
+                       "JITLAB_VLLM_POLICY=safe|off|<name>|<file.toml>:<name>: what the vLLM plugin wraps vLLM's "
+                       "kernels with (jitlab.vllm).")
+    logs: str = _Var("JITLAB_LOGS", lambda name, v: v, "",
+                "JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG (\"+jitlab\" for all).")
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={getattr(self, k)!r}' for k in self.names())})"
+
+    def given(self, attr: str):
+        """The setting's value if the environment sets its variable, else None (so a command-line
+        default can sit between an explicit flag and the variable)."""
+        raw = os.environ.get(type(self).__dict__[attr].env)
+        return None if raw is None or not raw.strip() else getattr(self, attr)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 SETTINGS = Settings()
 
 
 def reload() -> Settings:
-    """Re-read the environment (tests only: production code reads SETTINGS once)."""
+    """Forget every value read so far; each is re-read from the environment when next used."""
     global SETTINGS
     SETTINGS = Settings()
     return SETTINGS
 
 
 def configure_logging() -> None:
-    import logging
-
-    for spec in filter(None, (s.strip() for s in SETTINGS.logs.split(","))):
+    try:
+        logs = SETTINGS.logs
+    except SettingError:  # pragma: no cover - any string is valid
+        return
+    for spec in filter(None, (s.strip() for s in logs.split(","))):
         if spec.startswith("+"):
             logging.getLogger(spec[1:]).setLevel(logging.DEBUG)

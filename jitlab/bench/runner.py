@@ -75,6 +75,26 @@ def _split(variant: Variant, device: Device, launches: int, run_recorder: Any) -
             "launch_call_ns": statistics.median(r.t_exit - r.t_args for r in hits)}
 
 
+def trace_flags(trace: str | None, trace_file: str | None, default_level: str = "sampled") -> tuple[str, str | None]:
+    """An experiment's trace level and file: its --trace/--trace-file flags, else JITLAB_TRACE /
+    JITLAB_TRACE_FILE, else `default_level` and the experiment's own default file (None)."""
+    from ..settings import SETTINGS
+
+    return trace or SETTINGS.given("trace") or default_level, trace_file or SETTINGS.trace_file
+
+
+def cli(main: Callable[[], Any], prog: str) -> None:
+    """Run an experiment's main(); a bad JITLAB_* value or an unwritable trace file ends it with one
+    line naming it (exit status 1) instead of a traceback."""
+    from ..settings import SettingError
+    from ..telemetry.export import TraceTargetError
+
+    try:
+        main()
+    except (SettingError, TraceTargetError) as e:
+        raise SystemExit(f"{prog}: {e}") from None
+
+
 def _check(case: Any, variant: Variant, device: Device) -> str:
     case.poison()
     variant.launch()

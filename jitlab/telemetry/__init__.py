@@ -10,6 +10,9 @@ OpenTelemetry. Everything else here is imported lazily, on first attribute acces
             ...
             trial.set(median_ns=...)
     df = telemetry.load_traces(run.summary["trace_file"])
+
+Any program (no Run): `JITLAB_TRACE=full JITLAB_TRACE_FILE=trace.jsonl python prog.py` traces every
+launch (`jitlab.telemetry.process`); `with telemetry.span("step", n=1):` nests launches under a step.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ _LAZY = {
     "make_resource": "spans",
     "SpanSink": "export",
     "otlp_config": "export",
+    "TraceTargetError": "export",
+    "span": "process",
+    "ProcessSession": "process",
+    "Terminated": "shutdown",
 }
 
 __all__ = sorted(_LAZY) + ["recorder"]
@@ -35,7 +42,7 @@ __all__ = sorted(_LAZY) + ["recorder"]
 def __getattr__(name: str):
     mod = _LAZY.get(name)
     if mod is None:
-        if name in ("session", "spans", "export", "load", "replay"):
+        if name in ("session", "spans", "export", "load", "replay", "process", "shutdown", "worker", "chrome"):
             return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{mod}"), name)

@@ -16,15 +16,19 @@ Environment (the standard OpenTelemetry variables, read when a `Run` finishes):
 * `OTEL_TRACES_EXPORTER=none`: no OTLP export even with an endpoint set (the file is still written).
 * Headers, compression, certificates, `OTEL_EXPORTER_OTLP_INSECURE`: read by the SDK exporters.
 
-Failures never propagate: the first failed batch of a target logs ONE warning (once per
-process and endpoint) and disables that target for the rest of the run; the file is written
-regardless. Spans are exported synchronously in batches of `BATCH_SIZE`, after the timed regions.
+Failures never propagate from `SpanSink.export`: the first failed batch of a target logs ONE
+warning (once per process and endpoint) and disables that target for the rest of the run; the file
+is written regardless. An unwritable trace file is found before any work (`check_writable`): a
+`Run` (experiments) raises `TraceTargetError`, a process session warns once and goes on. Spans are
+exported in batches of `BATCH_SIZE`, on the exporter thread (`telemetry.worker`) or after the
+timed regions.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -100,14 +104,62 @@ def make_otlp_exporter(
     raise ValueError(f"OTLP protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
 
-def make_file_exporter(path: str | os.PathLike) -> SpanExporter:
-    """The official OTLP JSON-lines file exporter (appends one `{"resourceSpans": ...}` line per
-    export call; Jaeger UI >= 1.60 opens such files, `jitlab-replay` sends them to a collector)."""
-    from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
+class TraceTargetError(OSError):
+    """A trace file cannot be written; the message is one line naming the path and the reason."""
 
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Create the parent directories and make sure `path` can be appended to; a file this check
+    creates is removed again (the exporter creates it with the first spans, so a run killed before
+    exporting leaves no empty file). Raises `TraceTargetError`."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return FileSpanExporter(p)
+    if p.is_dir():
+        raise TraceTargetError(f"cannot write trace file {p}: it is a directory")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        existed = p.exists()
+        with open(p, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise TraceTargetError(f"cannot write trace file {p}: {e.strerror or e}") from None
+    if not existed:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    return p
+
+
+class LazyFileExporter(SpanExporter):
+    """The official OTLP JSON-lines file exporter (one `{"resourceSpans": ...}` line per export
+    call; Jaeger UI >= 1.60 opens such files, `jitlab-replay` sends them to a collector), opened
+    at the first export that has spans."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._inner: SpanExporter | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._inner is None:
+            from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
+
+            try:
+                self._inner = FileSpanExporter(self.path)
+            except OSError as e:
+                raise TraceTargetError(f"cannot write trace file {self.path}: {e.strerror or e}") from None
+        return self._inner.export(spans)
+
+    def shutdown(self) -> None:
+        if self._inner is not None:
+            self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def make_file_exporter(path: str | os.PathLike) -> SpanExporter:
+    """An OTLP JSON-lines file exporter for `path` (checked writable now, created at first export)."""
+    return LazyFileExporter(check_writable(path))
 
 
 def _warn_once(key, msg, *args) -> None:
@@ -133,11 +185,22 @@ class _Capture(logging.Handler):
 
 # The SDK OTLP exporters log every retry and failure; while jitlab exports, their messages are
 # captured (and summarized in jitlab's single warning) instead of flooding the console.
-_NOISY = ("opentelemetry.exporter.otlp.proto", "opentelemetry.exporter.otlp.common", "opentelemetry.exporter.http")
+_NOISY = ("opentelemetry.exporter.otlp.proto", "opentelemetry.exporter.otlp.common", "opentelemetry.exporter.http",
+          "opentelemetry.exporter.otlp.json.file")
+
+
+_CAPTURE_LOCK = threading.RLock()  # exporter threads and closing runs export concurrently
 
 
 @contextmanager
 def _captured_logs():
+    with _CAPTURE_LOCK:
+        with _capturing() as cap:
+            yield cap
+
+
+@contextmanager
+def _capturing():
     cap = _Capture()
     saved = []
     for name in _NOISY:
@@ -188,16 +251,21 @@ class SpanSink:
 
     @classmethod
     def standard(
-        cls, trace_file: str | os.PathLike | None, extra: Sequence[SpanExporter] = (), otlp: bool | None = None
+        cls, trace_file: str | os.PathLike | None, extra: Sequence[SpanExporter] = (), otlp: bool | None = None,
+        strict: bool = False,
     ) -> "SpanSink":
         """File target (when `trace_file` is given), OTLP from the environment (when `otlp` is
-        None; True/False forces it on/off), then any `extra` exporters (tests, custom sinks)."""
+        None; True/False forces it on/off), then any `extra` exporters (tests, custom sinks).
+        An unwritable file raises `TraceTargetError` when `strict` (experiments), else warns once
+        and the sink goes on without it (a library session must not stop the program)."""
         sink = cls()
         if trace_file is not None:
             try:
                 sink.targets.append(Target("file", str(trace_file), make_file_exporter(trace_file)))
-            except Exception as e:  # unwritable path: warn, keep going (the run must not fail here)
-                _warn_once(("file", str(trace_file)), "jitlab: cannot open trace file %s: %s", trace_file, e)
+            except TraceTargetError as e:
+                if strict:
+                    raise
+                _warn_once(("file", str(trace_file)), "jitlab: %s; tracing goes on without the file", e)
         cfg = otlp_config()
         if otlp is not False and cfg is not None:
             try:
@@ -233,24 +301,16 @@ class SpanSink:
         for i in range(0, n, self.batch_size):
             batch = spans[i : i + self.batch_size]
             err = None
-            if t.kind in PROTOCOLS:
-                with _captured_logs() as cap:
-                    try:
-                        ok = t.exporter.export(batch) == SpanExportResult.SUCCESS
-                    except Exception as e:  # pragma: no cover - the SDK catches its own errors
-                        ok, err = False, f"{type(e).__name__}: {e}"
-                if not ok and err is None:
-                    msgs = cap.messages
-                    err = msgs[-1] if msgs else "export failed"
-                    if len(msgs) > 1 and msgs[0] != msgs[-1]:
-                        err = f"{err} (first: {msgs[0]})"
-            else:
+            with _captured_logs() as cap:  # the SDK exporters log each failure: summarized below
                 try:
                     ok = t.exporter.export(batch) == SpanExportResult.SUCCESS
                 except Exception as e:
-                    ok, err = False, f"{type(e).__name__}: {e}"
-                if not ok and err is None:
-                    err = "export failed (see the log above)"
+                    ok, err = False, str(e) if isinstance(e, TraceTargetError) else f"{type(e).__name__}: {e}"
+            if not ok and err is None:
+                msgs = cap.messages
+                err = msgs[-1].splitlines()[0] if msgs else "export failed"
+                if len(msgs) > 1 and msgs[0] != msgs[-1]:
+                    err = f"{err} (first: {msgs[0].splitlines()[0]})"
             if ok:
                 t.sent += len(batch)
                 continue
@@ -279,3 +339,17 @@ class SpanSink:
 
     def summary(self) -> list[dict]:
         return [t.summary() for t in self.targets]
+
+    def file_written(self) -> str | None:
+        """The trace file's path if every span sent to it was written, else None (summaries never
+        name a file that was not written)."""
+        for t in self.targets:
+            if t.kind == "file":
+                return t.where if t.sent and not t.failed else None
+        return None
+
+    def file_error(self) -> str | None:
+        for t in self.targets:
+            if t.kind == "file" and t.failed:
+                return f"writing trace file {t.where} failed: {t.error}"
+        return None

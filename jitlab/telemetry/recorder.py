@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import settings as _settings
+
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
 HIT, MISS, LOCKED_MISS, FALLBACK, PASSTHROUGH = 0, 1, 2, 3, 4
 OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough")
@@ -66,9 +68,9 @@ def hit_appender() -> tuple[Callable, str]:
 
 
 def _load_appender() -> tuple[Callable, str]:
-    from .. import _cbuild, settings
+    from .. import _cbuild
 
-    if settings.SETTINGS.launcher == "triton":  # JITLAB_LAUNCHER=triton: no jitlab C code at all
+    if _settings.SETTINGS.launcher == "triton":  # JITLAB_LAUNCHER=triton: no jitlab C code at all
         return _append_hit_py, "python (JITLAB_LAUNCHER=triton)"
     try:
         mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record")
@@ -118,8 +120,10 @@ class Recorder:
 
     When the buffer holds `capacity` records, the next `record()` either hands the full buffer to
     `on_full(list_of_tuples)` (called once per full buffer, on the launching thread, under a lock;
-    the buffer is swapped for an empty one first) or, without `on_full`, counts the record in
-    `dropped`. Nothing is lost silently.
+    the records are taken out of the buffer first) or, without `on_full`, counts the record in
+    `dropped`. `on_full` must be quick (a hand-off to a background exporter: `telemetry.worker`);
+    when it raises, the chunk is counted in `dropped`. Nothing is lost silently: with any number of
+    launching threads, `recorded + dropped` equals the records offered.
     """
 
     def __init__(
@@ -134,7 +138,8 @@ class Recorder:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.level = level
-        self.capacity = capacity
+        # the hit path compares len(records) with this as a Py_ssize_t (hit_record.c): keep it sane
+        self.capacity = min(int(capacity), _settings.RECORDER_CAPACITY_MAX)
         # summary keeps no hits; sampled keeps every Nth; full keeps all.
         self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
         # The hit path reads this flag and, when set, appends every hit's compact tuple without a
@@ -207,7 +212,7 @@ class Recorder:
         """One launch with every field."""
         if self.every_hit and reason != "passthrough":  # see `seen`
             self._offered += 1
-        if len(self.records) >= self.capacity and not self._make_room():
+        if len(self.records) >= self.capacity and not self._make_room(False):
             return
         self._full_buffered += 1
         self.records.append((kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, _get_ident(),
@@ -215,24 +220,34 @@ class Recorder:
 
     def record_hit(self, head: tuple, t_enter: int, t_args: int, t_exit: int) -> None:
         """A compact hit: what the hit path calls when the buffer is full."""
-        if len(self.records) >= self.capacity and not self._make_room():
-            self._hits_out += 1
+        if len(self.records) >= self.capacity and not self._make_room(True):
             return
         self.records.append((head, t_enter, t_args, t_exit, _get_ident()))
 
     # -- slow path --------------------------------------------------------------------------------
-    def _make_room(self) -> bool:
-        """The buffer is full: hand it to on_full (True) or count one drop (False)."""
+    def _make_room(self, compact: bool) -> bool:
+        """The buffer is full: hand it to on_full (True) or count one drop (False). Counters change
+        under the lock, so concurrent launches never lose an increment."""
         if self.on_full is None:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
+                self._hits_out += compact
             return False
         self._flush_full()
         return True
 
     def _take(self) -> list[tuple]:
-        """Swap the buffer for an empty one (caller holds the lock); the taken records, as FIELDS tuples."""
-        out, self.records = self.records, []
-        n_full, self._full_buffered = self._full_buffered, 0
+        """Take the buffered records (caller holds the lock), as FIELDS tuples.
+
+        The list object itself is never replaced: a launching thread may hold it between reading
+        `records` and appending (the C appender, `_append_hit_py`), so the records are copied out
+        and deleted in place; whatever is appended meanwhile stays for the next taker. Each of the
+        two list operations is one C call under the GIL."""
+        recs = self.records
+        out = recs[:]
+        del recs[: len(out)]
+        n_full = sum(1 for r in out if len(r) != _COMPACT)
+        self._full_buffered = max(0, self._full_buffered - n_full)
         self.taken += len(out)
         self._hits_out += len(out) - n_full
         return out if n_full == len(out) else self._expand(out)
@@ -251,8 +266,9 @@ class Recorder:
             self.flushes += 1
             try:
                 self.on_full(out)  # type: ignore[misc]
-            except Exception:  # a broken sink must never break a launch; count what it lost
+            except Exception:  # a broken or backlogged sink must never break a launch; count what it lost
                 self.dropped += len(out)
+                self.taken -= len(out)  # not handed out after all: `recorded` excludes them
             self.flush_ns += time.perf_counter_ns() - t0
 
     def drain_raw(self) -> list[tuple]:
@@ -302,3 +318,33 @@ def activate(rec: Recorder | None) -> Recorder | None:
     recording off); returns the previous one so callers can restore it."""
     prev, ACTIVE.recorder = ACTIVE.recorder, (rec if rec is not None and rec.level != "off" else None)
     return prev
+
+
+def ensure_process_session() -> None:
+    """Start the process-wide tracing session once, when `JITLAB_TRACE` is not off (called at
+    decoration and by `telemetry.span`). A bad JITLAB_* value raises `settings.SettingError` here.
+
+    With tracing off this is one cached attribute read. With it on, the session (`PROCESS_SESSION`,
+    which needs the [trace] extra) is loaded by name, the way an optional part is: the core's import
+    graph stays free of the extras (tests/unit/test_packaging.py), and a missing extra is one
+    warning naming it, after which the program runs untraced."""
+    if _PROCESS[0] or _settings.SETTINGS.trace == "off":
+        return
+    with _APPENDER_LOCK:
+        if _PROCESS[0]:
+            return
+        _PROCESS[0] = True
+    import importlib
+
+    from .._extras import MissingExtra, require
+
+    try:
+        require("trace", "opentelemetry.sdk")
+    except MissingExtra as e:
+        log.warning("jitlab: JITLAB_TRACE=%s, but %s; launches are not traced", _settings.SETTINGS.trace, e)
+        return
+    importlib.import_module(PROCESS_SESSION).start()
+
+
+PROCESS_SESSION = "jitlab.telemetry.process"  # the module whose start() begins a process's tracing session
+_PROCESS = [False]  # set once a process session was started (or tried): ensure_process_session is idempotent

@@ -8,12 +8,15 @@
                 trial.set(median_ns=med, p10_ns=p10, p90_ns=p90)
     print(run.summary)
 
-Inside the with-block nothing touches OpenTelemetry except a full recorder's flush (see
-`on_full`): trials and steps only take `perf_counter_ns()` timestamps. When the run ends
-(normally, by an exception, by Ctrl-C, or at interpreter exit) the records are drained, spans are
-built with explicit times (`jitlab.telemetry.spans`) and exported in batches
-(`jitlab.telemetry.export`): always to the OTLP JSON-lines trace file, and to an OTLP collector
-when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+Inside the with-block the launching threads touch no OpenTelemetry: trials and steps only take
+`perf_counter_ns()` timestamps, and a full recorder buffer is handed to the run's exporter thread
+(`jitlab.telemetry.worker`). When the run ends (normally, by an exception, by Ctrl-C, by SIGTERM,
+or at interpreter exit) the records are drained, spans are built with explicit times
+(`jitlab.telemetry.spans`) and exported in batches (`jitlab.telemetry.export`): to the OTLP
+JSON-lines trace file, and to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+An unwritable trace file raises `TraceTargetError` (one line: path and reason) when the run is
+entered, before any work, or when the run ends if writing failed on the way; the summary names the
+file only if it was written.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..provenance import provenance as _provenance
+from . import process as _process
 from . import recorder as _rec
-from .export import BATCH_SIZE, SpanSink
-from .spans import RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider, make_resource
+from . import shutdown as _shutdown
+from .export import BATCH_SIZE, SpanSink, TraceTargetError
+from .spans import (A_CLOCK_OFFSET, RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider, make_resource,
+                    pop_frame, push_frame)
+from .worker import ExportWorker
 
 log = logging.getLogger("jitlab.telemetry")
 
@@ -175,8 +182,9 @@ class Run:
       run_id: defaults to `new_run_id()`.
       attributes: extra run-span attributes.
       capacity: recorder buffer size (records); None reads `JITLAB_RECORDER_CAPACITY` (2,000,000).
-      on_full: "flush" (default): a full buffer is turned into spans and exported on the spot
-        (the launch that filled it pays for that; `jitlab.recorder.flush_ns` says how much) ;
+      on_full: "flush" (default): a full buffer is handed to the run's exporter thread, which turns
+        it into spans and exports them (the launch that filled it pays only for the hand-off,
+        `jitlab.recorder.flush_ns`; buffers beyond the exporter's backlog are counted as dropped);
         "drop": further records are counted in `jitlab.recorder.dropped` instead.
       exporters: extra `SpanExporter`s (tests, custom sinks), fed the same batches as the file.
       otlp: None: OTLP export iff the OTEL_EXPORTER_OTLP_* environment names a collector;
@@ -246,26 +254,19 @@ class Run:
         if not self._entered or self._closed:
             raise RuntimeError(f"{kind} {name!r} opened outside its Run's with-block")
         th = _get_ident()
-        stack = self._stacks.setdefault(th, [])
+        stack = self._stacks.get(th)
         if parent is None:
             parent = stack[-1] if stack else self._root
         f = Frame(kind=kind, name=name, t0=0, thread=th, parent=parent, attributes=dict(attributes))
         rec = self.recorder
         if rec is not None:
             f.stats0 = (rec.seen, rec.recorded, rec.dropped)
-        stack.append(f)
-        with self._lock:
-            self._frames.append(f)
-        f.t0 = _perf_ns()
-        return f
+        return push_frame(f, self._stacks, self._frames, self._lock)
 
     def _close_frame(self, f: Frame | None, et=None, ev=None) -> None:
-        t1 = _perf_ns()
-        if f is None or f.t1 is not None:
+        if not pop_frame(f, self._stacks, et, ev):
             return
-        f.t1 = t1
         if et is not None:
-            f.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
             f.attributes["jitlab.interrupted"] = issubclass(et, KeyboardInterrupt)
         rec = self.recorder
         s0 = f.stats0
@@ -273,35 +274,30 @@ class Run:
             f.attributes["jitlab.trace.hits_seen"] = rec.seen - s0[0]
             f.attributes["jitlab.trace.records"] = rec.recorded - s0[1]
             f.attributes["jitlab.recorder.dropped"] = rec.dropped - s0[2]
-        stack = self._stacks.get(f.thread)
-        if stack:
-            for i in range(len(stack) - 1, -1, -1):
-                if stack[i] is f:
-                    del stack[i]
-                    break
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> "Run":
         if self._entered:
             raise RuntimeError("a Run can be entered once")
+        self._sink = SpanSink.standard(self.trace_file, self._extra_exporters, self._otlp, strict=True)
         self._entered = True
-        self.provenance = _provenance()
-        resource = make_resource(self.provenance)
-        self._provider, self._collector = collecting_provider(resource)
-        tracer = self._provider.get_tracer(SCOPE_NAME, _jitlab_version(self.provenance))
-        self._sink = SpanSink.standard(self.trace_file, self._extra_exporters, self._otlp)
         self._sink.batch_size = self._batch_size
+        self.provenance = _provenance()
         if self.level != "off":
             self.recorder = _rec.Recorder(
                 self.level,
                 capacity=self.capacity,
                 sample_every=max(1, self.sample_every),
-                on_full=self._on_full if self.on_full == "flush" else None,
+                on_full=self._hand_off if self.on_full == "flush" else None,
             )
             offset = self.recorder.clock_offset_ns
+            self._worker = ExportWorker(f"jitlab-run-export-{self.run_id}", self._export_chunks).start()
         else:
             offset = time.time_ns() - time.perf_counter_ns()
         self.clock_offset_ns = offset
+        resource = make_resource(self.provenance, {A_CLOCK_OFFSET: offset})
+        self._provider, self._collector = collecting_provider(resource)
+        tracer = self._provider.get_tracer(SCOPE_NAME, _jitlab_version(self.provenance))
         self._builder = SpanBuilder(tracer, offset, self.recorder.string if self.recorder else (lambda i: ""))
         attrs = {
             "jitlab.experiment": self.experiment,
@@ -309,6 +305,7 @@ class Run:
             "jitlab.trace.level": self.level,
             "jitlab.trace.sample_every": self.sample_every,
             "jitlab.trace.file": str(self.trace_file) if self.trace_file else "",
+            A_CLOCK_OFFSET: offset,
         }
         attrs.update({f"jitlab.provenance.{k}": v for k, v in self.provenance.items()})
         attrs.update(self.attributes)
@@ -316,6 +313,8 @@ class Run:
         self._frames.append(self._root)
         self._stacks[self._root.thread] = []
         atexit.register(self._atexit)
+        _shutdown.register(self)
+        _process._OPEN_RUNS.append(self)
         self._root.t0 = _perf_ns()
         self._builder.frame_span(self._root)  # started now (explicit time) so trace_id is known
         self._prev = _rec.activate(self.recorder)
@@ -332,9 +331,25 @@ class Run:
     def __exit__(self, et, ev, tb):
         if et is not None and self._root is not None:
             self._root.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
-            self._interrupted = issubclass(et, KeyboardInterrupt)
+            self._interrupted = issubclass(et, (KeyboardInterrupt, _shutdown.Terminated))
         self.close()
+        err = self.summary.get("trace_error") if self.summary else None
+        if err and et is None:
+            raise TraceTargetError(err)
         return False
+
+    # telemetry.shutdown: SIGTERM with the default disposition unwinds the run's with-block
+    def nudge(self) -> None:
+        pass  # the run exports when it ends
+
+    def on_default_signal(self, signum: int) -> None:
+        if not self._closed and threading.current_thread() is threading.main_thread():
+            if signum == getattr(__import__("signal"), "SIGTERM", None):
+                raise _shutdown.Terminated(128 + signum)
+            raise KeyboardInterrupt
+
+    def final_flush(self, timeout_s: float) -> None:
+        self._atexit()
 
     def _atexit(self) -> None:
         if not self._closed:
@@ -342,12 +357,17 @@ class Run:
                 self._root.error = "run not closed before interpreter exit"
             self.close()
 
-    def _on_full(self, chunk: list) -> None:
-        """Recorder full: turn the chunk into spans and export them now (see `on_full`)."""
-        with self._lock:
-            frames = list(self._frames)
-            self._builder.add_launches(chunk, frames, self._root, self._export_collected, self._batch_size)
-            self._export_collected()
+    def _hand_off(self, chunk: list) -> None:
+        """Recorder full (a launching thread): queue the chunk for the exporter thread (see `on_full`)."""
+        self._worker.hand_off(chunk)
+
+    def _export_chunks(self, chunks: list, tick: bool) -> None:
+        """The exporter thread: full buffers -> spans -> targets."""
+        for chunk in chunks:
+            with self._lock:
+                frames = list(self._frames)
+                self._builder.add_launches(chunk, frames, self._root, self._export_collected, self._batch_size)
+                self._export_collected()
 
     def _export_collected(self) -> None:
         self._sink.export(self._collector.take())
@@ -368,7 +388,13 @@ class Run:
             atexit.unregister(self._atexit)
         except Exception:
             pass
+        _shutdown.unregister(self)
+        if self in _process._OPEN_RUNS:
+            _process._OPEN_RUNS.remove(self)
         t_exp = time.perf_counter()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and not worker.stop(_shutdown.FINAL_FLUSH_S):
+            log.warning("jitlab: run %s: the exporter thread is still busy; closing without it", self.run_id)
         records = rec.drain_raw() if rec is not None else []
         with self._lock:
             root = self._root
@@ -410,7 +436,8 @@ class Run:
             "trace_id": self.trace_id,
             "level": self.level,
             "sample_every": self.sample_every,
-            "trace_file": str(self.trace_file) if self.trace_file else None,
+            "trace_file": self._sink.file_written(),
+            "trace_error": self._sink.file_error(),
             "spans": exported,
             "launch_spans": self._builder.launch_spans,
             "frames": len(self._frames),

@@ -15,6 +15,7 @@ finished spans in a list, which `jitlab.telemetry.export` sends in batches.
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -43,7 +44,11 @@ A_COMPILE_NS = "jitlab.compile.duration_ns"
 A_REASON = "jitlab.fallback.reason"
 A_THREAD = "thread.id"
 # Frame span attributes.
-A_KIND = "jitlab.span.kind"  # "run" | "trial" | "step"
+A_KIND = "jitlab.span.kind"  # "run" | "trial" | "step" | "span" (telemetry.span) | "batch"
+# Resource (and run span) attribute: time.time_ns() - time.perf_counter_ns() when recording began.
+# Span times are perf_counter_ns + this; `jitlab-export` subtracts it to put spans back on the
+# monotonic clock (CLOCK_MONOTONIC on Linux) for other profilers' timelines.
+A_CLOCK_OFFSET = "jitlab.clock.offset_ns"
 
 # provenance() key -> resource attribute.
 PROVENANCE_RESOURCE = {
@@ -58,6 +63,7 @@ PROVENANCE_RESOURCE = {
     "jitlab": "service.version",
     "jitlab_commit": "jitlab.git.commit",
     "hostname": "host.name",
+    "pid": "process.pid",
 }
 
 _OUTCOMES = _rec.OUTCOME_NAMES
@@ -109,7 +115,13 @@ def make_resource(prov: dict | None = None, extra: dict | None = None) -> Resour
             if v is not None:
                 attrs[name] = v
     attrs.update(clean_attributes(extra))
-    res = Resource.create(attrs)
+    try:
+        res = Resource.create(attrs)
+    except RuntimeError:  # at interpreter exit the SDK's detector thread pool refuses work: no detectors
+        import os
+
+        name = os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+        res = Resource({**attrs, SERVICE_NAME: name})
     # Resource.create falls back to "unknown_service:<exe>" when neither OTEL_SERVICE_NAME nor
     # OTEL_RESOURCE_ATTRIBUTES names the service: that is where jitlab's default goes.
     if str(res.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
@@ -159,9 +171,38 @@ class Frame:
     ctx: Any = None  # an OTel context holding `span` (parent for children)
     stats0: tuple | None = None  # recorder counters when the frame opened
     ended: bool = False
+    parent_ctx: Any = None  # an OTel context to parent a top-level frame (the program's own current span)
 
     def contains(self, t: int) -> bool:
         return self.t0 <= t and (self.t1 is None or t < self.t1)
+
+
+def push_frame(f: Frame, stacks: dict, frames: list, lock) -> Frame:
+    """Make `f` the innermost open frame of its thread, keep it in `frames`, stamp its start (last,
+    so the bookkeeping is not inside the interval)."""
+    stacks.setdefault(f.thread, []).append(f)
+    with lock:
+        frames.append(f)
+    f.t0 = time.perf_counter_ns()
+    return f
+
+
+def pop_frame(f: Frame | None, stacks: dict, et=None, ev=None) -> bool:
+    """Stamp `f`'s end (first), note the exception that ended it, take it off its thread's stack.
+    False when it was already closed."""
+    t1 = time.perf_counter_ns()
+    if f is None or f.t1 is not None:
+        return False
+    f.t1 = t1
+    if et is not None:
+        f.error = f"{et.__name__}: {ev}" if str(ev) else et.__name__
+    stack = stacks.get(f.thread)
+    if stack:
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is f:
+                del stack[i]
+                break
+    return True
 
 
 def _plain_string(i) -> str:
@@ -218,10 +259,12 @@ class SpanBuilder:
     def frame_span(self, f: Frame):
         """The frame's span, started (with its explicit start time) on first use."""
         if f.span is None:
-            ctx = None
+            ctx = f.parent_ctx
             if f.parent is not None:
                 ctx = trace_api.set_span_in_context(self.frame_span(f.parent))
             attrs = {A_KIND: f.kind}
+            if f.thread >= 0:  # a process session's per-batch span belongs to no thread
+                attrs[A_THREAD] = int(f.thread)
             f.span = self.tracer.start_span(f.name, context=ctx, attributes=attrs, start_time=f.t0 + self.offset)
             f.ctx = trace_api.set_span_in_context(f.span)
         return f.span

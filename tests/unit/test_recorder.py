@@ -214,3 +214,62 @@ def test_c_appender_where_a_compiler_is(monkeypatch):
     finally:
         monkeypatch.delenv("JITLAB_LAUNCHER")
         settings.reload()
+
+
+def _hammer(rec: R.Recorder, append_hit, threads: int, per_thread: int) -> None:
+    """`threads` threads launching through the generated hit path's tail (guard.py _LAUNCH_TEMPLATE):
+    the appender, then record_hit when it reports a full buffer; every 16th launch is a miss (record())."""
+    head = ("k", "s", "p", R.HIT, 0)
+    go = threading.Event()
+
+    def launch_loop():
+        go.wait()
+        for i in range(per_thread):
+            t0 = time.perf_counter_ns()
+            if i % 16 == 0:
+                rec.record("k", "s", "p", R.MISS, 0, t0, t0, t0 + 1, 5)
+                continue
+            x = append_hit(rec.records, rec.capacity, head, t0, t0 + 1)
+            if x:
+                rec.record_hit(head, t0, t0 + 1, x)
+
+    ths = [threading.Thread(target=launch_loop) for _ in range(threads)]
+    for t in ths:
+        t.start()
+    go.set()
+    for t in ths:
+        t.join()
+
+
+@pytest.mark.parametrize("on_full", ["flush", "drop"])
+@pytest.mark.parametrize("append_hit", _appenders())
+def test_records_plus_dropped_equal_launches_under_threads(append_hit, on_full):
+    """8 threads, a switch interval of 1 µs (a thread switch between almost any two bytecodes), a small
+    buffer that fills hundreds of times: every launch is either handed out or counted as dropped."""
+    taken: list = []
+    lost = [0]
+
+    def hand_off(chunk):  # what the exporter worker does, refusing every 5th buffer (a backlog)
+        if len(taken) % 5 == 4:
+            lost[0] += len(chunk)
+            taken.append([])
+            raise RuntimeError("backlog")
+        taken.append(chunk)
+
+    rec = R.Recorder("full", capacity=97, on_full=hand_off if on_full == "flush" else None)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _hammer(rec, append_hit, threads=8, per_thread=20_000)
+    finally:
+        sys.setswitchinterval(old)
+    n = 8 * 20_000
+    rest = rec.drain_raw()
+    got = sum(len(c) for c in taken) + len(rest)
+    assert got + rec.dropped == n, (got, rec.dropped, n)
+    assert rec.recorded + rec.dropped == n
+    if on_full == "flush":
+        assert rec.dropped == lost[0] > 0 and rec.flushes > 100
+    else:
+        assert got == 97 and rec.dropped == n - 97
+    assert all(len(r) == len(R.FIELDS) for c in taken for r in c) and all(len(r) == len(R.FIELDS) for r in rest)

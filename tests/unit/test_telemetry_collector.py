@@ -228,3 +228,45 @@ def test_replay_url_resolution(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")
     assert replay_mod.traces_url(None) == "http://c:4318/v1/traces"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_plain_program_delivers_live_through_rotel(collector, tmp_path, protocol):
+    """A plain script traced by environment variables only sends its launches to the collector
+    while it runs (periodic export), then the rest when it ends."""
+    from .test_telemetry_process import child_env, plain
+
+    service = f"plain-{protocol.replace('/', '-')}-{os.getpid()}"
+    endpoint = collector["grpc"] if protocol == "grpc" else collector["http"]
+    tail = "\n    ".join(["import pathlib", "while not pathlib.Path('stop').exists():",
+                          "    add_one[(1,)](x, out, 64, BLOCK=64); time.sleep(0.01)"])
+    env = child_env(JITLAB_TRACE="full", JITLAB_TRACE_FLUSH_S="0.2", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                    OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_SERVICE_NAME=service)
+    proc = subprocess.Popen([sys.executable, "-c", plain(2, 3, 0, tail)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    receiver = collector["receiver"]
+
+    def mine():
+        with receiver.lock:
+            return [s for r, s in receiver.spans if r["service.name"].string_value == service]
+
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and sum(s.name == "jitlab.launch" for s in mine()) < 10:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        live = mine()
+        assert proc.poll() is None and sum(s.name == "jitlab.launch" for s in live) >= 10  # while running
+        (tmp_path / "stop").write_text("1")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    time.sleep(0.5)
+    got = mine()
+    steps = [s for s in got if s.name == "step"]
+    step_launches = [s for s in got if s.name == "jitlab.launch" and s.parent_span_id in {t.span_id for t in steps}]
+    assert len(steps) == 2 and len(step_launches) == 6
+    attrs = {kv.key: kv.value for kv in step_launches[0].attributes}
+    assert attrs["jitlab.cache.result"].string_value == "fallback" and attrs["jitlab.kernel"].string_value == "add_one"
