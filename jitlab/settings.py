@@ -59,6 +59,9 @@ class Settings:
     #: path with Triton's own launcher, no jitlab C code.
     launcher: str = field(default_factory=lambda: _env_choice("JITLAB_LAUNCHER", "auto",
                                                               ("auto", "native", "python", "triton")))
+    #: JITLAB_HIP=1: use jitlab's fast path on Triton's HIP backend (ROCm). Checked offline only (no AMD GPU has
+    #: run it), so HIP stays in pass-through unless this opts in; see jitlab/_triton/hip.py.
+    hip: bool = field(default_factory=lambda: _env_bool("JITLAB_HIP"))
     #: JITLAB_CACHE_DIR=path: where jitlab builds its C launcher and floor (default $XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).
     cache_dir: str = field(default_factory=lambda: os.environ.get("JITLAB_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jitlab"))

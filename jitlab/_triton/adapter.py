@@ -217,6 +217,9 @@ class Adapter:
     """The 3.3-3.9 launcher contract. Built once per process by `jitlab._triton.adapter()`."""
 
     name = "triton-launcher-3.3+"
+    #: (tensor class the hit path keys inline, spec for every other value) when the backend's key rule
+    #: differs from keys.spec's; None = jitlab's default (hip.HipAdapter sets it).
+    tensor_rule: tuple[type, Callable[..., Any]] | None = None
 
     def __init__(self) -> None:
         self.hooks = _hook_reader()
@@ -386,7 +389,10 @@ def get_adapter() -> tuple[Adapter | None, str | None]:
         reason = probe.unsupported_reason()
         if reason is None:
             try:
-                _ADAPTER = Adapter()
+                cls: type[Adapter] = Adapter
+                if probe.active_backend() == "hip":  # reached only with JITLAB_HIP=1 (probe.unsupported_reason)
+                    from .hip import HipAdapter as cls
+                _ADAPTER = cls()
                 unknown = set(probe.run_injected_options()) - set(_ADAPTER._injected)
                 if unknown:  # a Triton whose key reads state jitlab does not know: never guess
                     _ADAPTER, reason = None, (f"triton {probe.triton_version()} JITFunction.run injects options "
