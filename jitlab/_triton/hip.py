@@ -129,7 +129,7 @@ class HipAdapter(Adapter):
             amd.use_buffer_ops  # noqa: B018 - 3.4+
         except (ImportError, AttributeError):  # 3.3: read once from AMDGCN_USE_BUFFER_OPS (lru_cache)
             return items
-        return items + (StateItem("<knobs.amd.use_buffer_ops>", "{P}amd.use_buffer_ops", {"amd": amd}),)
+        return items + (StateItem("<knobs.amd.use_buffer_ops>", "v", ((amd, "use_buffer_ops"),)),)
 
 
 def offline_binder(jit_fn: Any, arch: str = "gfx942", warp_size: int = 64) -> Callable:
@@ -224,8 +224,8 @@ def module() -> tuple[Any, str]:
                 if inc is None:
                     raise RuntimeError("hip/hip_runtime_api.h not found (Triton's backends/amd/include)")
                 here = _SRC.parent
-                mod = _cbuild.build("_jitlab_native_hip", _SRC, "native", include_dirs=(inc,), headers=(
-                    here / "native_launcher.c", here / "native_key.h", here / "native_hip.h"))
+                mod = _cbuild.build("_jitlab_native_hip", _SRC, "native", include_dirs=(inc,), headers=tuple(
+                    here / n for n in ("native_launcher.c", "native_launcher.h", "native_key.h", "native_hip.h")))
                 _STATE = (mod, str(mod.__file__))
             except Exception as e:  # noqa: BLE001 - unavailable means Triton's launcher, never a crash
                 _STATE = (None, f"native HIP launcher unavailable: {type(e).__name__}: {e}")

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .floors import Params, _stream
+from .floors import Params, _stream, loaded
 from .runner import Variant
 
 _LAUNCH_ARGTYPES = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
@@ -56,19 +56,14 @@ def launch_entry() -> int:
 
 
 def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
-    """The case compiled and loaded by Triton, its HIP plan, parameters and grid (the floor needs no jitlab
-    key, so it runs whether or not JITLAB_HIP opted jitlab's fast path in)."""
-    from .._triton import hip, inner_jit_function
+    """floors._prepared with the HIP plan (the kernel's own argument list, its wavefront size)."""
+    from .._triton import hip
 
-    ad = hip.HipAdapter()
-    fn = inner_jit_function(case.kernel)
-    compiled = ad.compile(fn, case.grid, case.args, case.kwargs)
+    compiled, vals, grid = loaded(case)
     plan, why = hip.plan(compiled)
     if plan is None:
         raise RuntimeError(f"kernel not launchable with a flat parameter array: {why}")
-    bound, _, _ = ad.binder(fn, ad.get_device())(*case.args, **case.kwargs, **ad.launch_options(fn, case.kwargs))
-    g = case.grid(bound) if callable(case.grid) else case.grid
-    return compiled, plan, Params(plan.codes.decode(), plan.n_tail, tuple(bound.values())), (tuple(g) + (1, 1))[:3]
+    return compiled, plan, Params(plan.codes.decode(), plan.n_tail, vals), grid
 
 
 def c_variant(case: Any) -> Variant:

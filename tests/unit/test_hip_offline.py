@@ -315,6 +315,7 @@ def test_jitcache_on_hip_compiles_per_buffer_ops_class(monkeypatch):
     monkeypatch.setattr(adapter_mod, "_REASON", None)
     try:
         k = jitcache(add_one)
+        assert "tensor key rule" in k.dispatcher_reason  # the C++ dispatcher keys tensors the CUDA way
         big = torch.empty(BIG, dtype=torch.uint8).view(torch.float32)
         small, out = torch.zeros(64), torch.zeros(64)
         k[(1,)](small, out, 64)
@@ -510,6 +511,7 @@ def test_hip_floor_variants_are_selected_on_hip(monkeypatch):
     for name in ("_python_call", "_compiled", "_graph"):
         monkeypatch.setattr(launch_variants, name, lambda *a: Variant(name, "baseline", skip="stubbed"))
     monkeypatch.setattr(launch_variants, "_first_launch", lambda case: [])
+    monkeypatch.setattr(native.DISPATCH, "get", lambda **kw: (None, "stubbed"))
     monkeypatch.setattr(floors, "variants", lambda case: [Variant("c_floor", "floor", skip="cuda floor")])
     monkeypatch.setattr(floors_hip, "c_variant", lambda case: Variant("c_floor", "floor", skip="hip floor"))
     case = SimpleNamespace(kernel=add_one, grid=(1,), args=(), kwargs={})
