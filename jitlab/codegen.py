@@ -55,7 +55,7 @@ class KeySpec:
     checked_constexpr: frozenset[str]
     state: tuple[StateItem, ...] = ()
     device: Callable[[], int] | int = 0
-    tensor_rule: tuple[type, Callable[..., Any]] | None = None  # Adapter.tensor_rule (HIP); None: keys.spec's
+    tensor_extra: Callable[[Any], Any] | None = None  # Adapter.tensor_extra: one more item per tensor (HIP)
 
     def layout(self) -> KeyLayout:
         items = [(p.name, "constexpr" if p.constexpr else "runtime") for p in self.params if self._checked(p)]
@@ -205,7 +205,8 @@ def static_hints(params: list[Param]) -> dict[str, str]:
 def _common_ns(w: _Writer, spec: KeySpec) -> None:
     import torch
 
-    tensor, spec_fn = spec.tensor_rule or (torch.Tensor, keys.spec)
+    tensor, spec_fn = ((keys.NoInlineTensor, keys.spec_with(spec.tensor_extra)) if spec.tensor_extra
+                       else (torch.Tensor, keys.spec))
     w.ns.update({w.P + "Tensor": tensor, w.P + "spec": spec_fn, w.P + "cx": keys.constexpr_item})
 
 
@@ -294,7 +295,7 @@ def make_launch(name: str, spec: KeySpec, namespace: dict, native_keyer: Callabl
     branches (static_hints)."""
     w = _Writer(spec.params)
     _common_ns(w, spec)
-    keyer = native_keyer(spec.codes()) if len(spec.checked_runtime) >= 6 and not spec.tensor_rule else None
+    keyer = native_keyer(spec.codes()) if len(spec.checked_runtime) >= 6 and not spec.tensor_extra else None
     if keyer is not None:  # the same items, computed in C (native_key.h): keyer(*tail items, values)
         w.ns[w.P + "keyer"] = keyer
         key = f"{w.P}keyer(" + _lines(w.tail_items(spec) + [w.P + "vals"], " " * 12) + "\n        )"

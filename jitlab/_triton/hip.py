@@ -1,7 +1,9 @@
 """Triton's HIP backend (ROCm, e.g. MI300X): the adapter, the key rule and the native launcher for it.
 
-Checked offline only (no AMD GPU has run it: README "Support"), so it is used when the active backend
-is "hip" AND the user opts in with JITLAB_HIP=1 (settings.hip); otherwise HIP stays in pass-through.
+Checked offline only (no AMD GPU has run it: README "Support"), so jitcache uses it when the active
+backend is "hip" AND the user opts in with JITLAB_HIP=1 (read by the core: `HipAdapter.opt_in_reason`);
+otherwise HIP kernels stay in pass-through. The adapter itself (compile, load, Triton's launcher) also
+serves the experiments' baselines and floor without the opt-in.
 
 What differs from CUDA, per Triton 3.3-3.9's AMD backend (triton/backends/amd):
 - The call contract of the launcher is the same: `run(gx, gy, gz, stream, function, packed_metadata,
@@ -10,8 +12,8 @@ What differs from CUDA, per Triton 3.3-3.9's AMD backend (triton/backends/amd):
   buffer ops are on (3.4+: `knobs.amd.use_buffer_ops`, default True; 3.3: AMDGCN_USE_BUFFER_OPS read once)
   and `HIPBackend.is_within_2gb(arg)`: its storage has at most 2**31 - 1 bytes (or `ptr_range()` says so).
   jitlab's CUDA key (dtype, 16-byte aligned) would launch a kernel built for a small storage on a view of
-  a larger one, so on HIP each tensor's key item also carries Triton's own `is_within_2gb(arg)`, and the
-  knob is a key item; `rules_reason()` refuses a HIP backend whose rules add anything else.
+  a larger one, so on HIP each tensor's key item also carries Triton's own `is_within_2gb(arg)`
+  (`HipAdapter.tensor_extra`, composed with keys.spec by the core), and the knob is a key item; `rules_reason()` refuses a HIP backend whose rules add anything else.
 - The kernel launch: hipModuleLaunchKernel with blockDimX = warp_size * num_warps (64 on CDNA), the
   trailing scratch pointers differ per release (3.3/3.4: global_scratch; 3.5+: + profile_scratch), so the
   parameter list is read from the kernel's own code object metadata (`amdhsa.kernels[].args` in the
@@ -44,12 +46,11 @@ KEYED_LETTERS = frozenset("DS")
 
 
 # -- gate and rules ----------------------------------------------------------------------------------------
-def unsupported_reason() -> str | None:
-    """Why the HIP fast path is off here (None when it is on): the opt-in, torch and Triton's rules."""
-    from .. import settings
+OPT_IN_REASON = "backend 'hip' has not run on an AMD GPU yet (JITLAB_HIP=1 opts in to the offline-checked path)"
 
-    if not settings.SETTINGS.hip:
-        return "backend 'hip' has not run on an AMD GPU yet (JITLAB_HIP=1 opts in to the offline-checked path)"
+
+def unsupported_reason() -> str | None:
+    """Why no HIP adapter can be built here (None when it can): a ROCm torch, and Triton's rules."""
     import torch
 
     if getattr(torch.version, "hip", None) is None:
@@ -89,35 +90,17 @@ def rules_reason() -> str | None:
     return None
 
 
-class _NoInlineTensor:
-    """No value has this class: the generated hit path's inline tensor branch never matches on HIP, so
-    every tensor's key item comes from `spec` below (which adds the buffer-ops range bit)."""
-
-
-def make_spec() -> Callable[..., Any]:
-    """The HIP key item of one runtime argument: keys.spec's item, and for a tensor also Triton's own
-    `HIPBackend.is_within_2gb(value)` (the "S" rule). Finer than Triton where buffer ops are off or the
-    parameter is not specialized, which only costs an extra entry."""
-    from .. import keys
-
-    within = _backend_class().is_within_2gb
-    base = keys.spec
-
-    def spec(v: Any, specialize: bool = True, align: bool = True) -> Any:
-        item = base(v, specialize, align)
-        return item + (within(v),) if item.__class__ is tuple else item
-
-    return spec
-
-
 class HipAdapter(Adapter):
     """The 3.3-3.9 launcher contract on Triton's HIP backend (see the module docstring)."""
 
     name = "triton-hip-launcher-3.3+"
+    opt_in_reason = OPT_IN_REASON
 
     def __init__(self) -> None:
         super().__init__()
-        self.tensor_rule = (_NoInlineTensor, make_spec())
+        # Each tensor's extra key item: Triton's own rule for "S", so it is exact in every release. Keyed also
+        # where buffer ops are off or the parameter is not specialized: finer than Triton, an extra entry at most.
+        self.tensor_extra = _backend_class().is_within_2gb
 
     def state_items(self, jit_fn: Any) -> tuple[StateItem, ...]:
         """CUDA's items plus the buffer-ops switch where it is a knob (3.4+): the binder reads it per launch."""
@@ -277,6 +260,15 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None,
     except Exception as e:  # noqa: BLE001 - any failure keeps Triton's launcher
         return None, f"native HIP launcher not created: {type(e).__name__}: {e}"
     return launch, f"native-hip {p.codes.decode()}+{p.n_tail} tail, block {p.warp_size}x{p.num_warps}"
+
+
+def launch_entry() -> int:
+    """The address of hipModuleLaunchKernel in the libamdhip64.so Triton's HIP driver uses (the C floor)."""
+    import ctypes
+
+    from triton.backends.amd.driver import _get_path_to_hip_runtime_dylib
+
+    return ctypes.cast(ctypes.CDLL(_get_path_to_hip_runtime_dylib()).hipModuleLaunchKernel, ctypes.c_void_p).value
 
 
 def reset() -> None:

@@ -115,7 +115,7 @@ def unsupported_reason() -> str | None:
     backend = active_backend()
     if backend is None:
         return "no active GPU driver"
-    if backend == "hip":  # checked offline only: on with JITLAB_HIP=1 (hip.unsupported_reason)
+    if backend == "hip":  # checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
         from . import hip
 
         return hip.unsupported_reason()

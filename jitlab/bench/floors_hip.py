@@ -48,13 +48,6 @@ def build() -> ctypes.CDLL:
     return lib
 
 
-def launch_entry() -> int:
-    """The address of hipModuleLaunchKernel in the libamdhip64.so Triton's HIP driver uses."""
-    from triton.backends.amd.driver import _get_path_to_hip_runtime_dylib
-
-    return ctypes.cast(ctypes.CDLL(_get_path_to_hip_runtime_dylib()).hipModuleLaunchKernel, ctypes.c_void_p).value
-
-
 def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
     """floors._prepared with the HIP plan (the kernel's own argument list, its wavefront size)."""
     from .._triton import hip
@@ -67,8 +60,10 @@ def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
 
 
 def c_variant(case: Any) -> Variant:
+    from .._triton import hip
+
     try:
-        lib, entry = build(), launch_entry()
+        lib, entry = build(), hip.launch_entry()
         compiled, plan, params, (gx, gy, gz) = _prepared(case)
     except Exception as e:  # noqa: BLE001
         return Variant("c_floor", "floor", skip=f"HIP C floor: {e}")

@@ -181,7 +181,7 @@ def _hip_spec(jit_fn, name, use_rule=True):
     rt = frozenset(p.name for p in params if not p.constexpr)
     cx = frozenset(p.name for p in params if p.constexpr)
     ad = hip.HipAdapter()
-    spec = KeySpec(tuple(params), rt, cx, ad.state_items(jit_fn), 0, ad.tensor_rule if use_rule else None)
+    spec = KeySpec(tuple(params), rt, cx, ad.state_items(jit_fn), 0, ad.tensor_extra if use_rule else None)
     bind, layout = make_binder("k", spec)
     return bind, [n for n, _ in layout.items].index(name), params
 
@@ -257,22 +257,25 @@ def hip_backend(monkeypatch):
     settings.reload()
 
 
-def test_hip_is_pass_through_without_opt_in(hip_backend):
-    hip_backend.delenv("JITLAB_HIP", raising=False)
-    settings.reload()
-    ad, reason = adapter_mod.get_adapter()
-    assert ad is None and "JITLAB_HIP=1" in reason
-
-
-def test_hip_opt_in_selects_the_hip_adapter(hip_backend):
-    hip_backend.setenv("JITLAB_HIP", "1")
-    settings.reload()
+def test_hip_backend_selects_the_hip_adapter(hip_backend):
     hip_backend.setattr(torch.version, "hip", None)
     assert "ROCm build of torch" in probe.unsupported_reason()
     hip_backend.setattr(torch.version, "hip", "6.4.0")
     ad, reason = adapter_mod.get_adapter()
-    assert reason is None and isinstance(ad, hip.HipAdapter) and ad.tensor_rule is not None
+    assert reason is None and isinstance(ad, hip.HipAdapter) and ad.tensor_extra is not None
     assert "<knobs.amd.use_buffer_ops>" in [s.name for s in ad.state_items(add_one)]
+
+
+@pytest.mark.parametrize("opt_in", ["", "1"])
+def test_jitcache_on_hip_needs_jitlab_hip(hip_backend, opt_in):
+    hip_backend.setattr(torch.version, "hip", "6.4.0")
+    hip_backend.setenv("JITLAB_HIP", opt_in)
+    settings.reload()
+    k = jitcache(add_one)
+    if opt_in:
+        assert k.passthrough_reason is None and "tensor key rule" in k.dispatcher_reason
+    else:
+        assert "JITLAB_HIP=1" in k.passthrough_reason
 
 
 def test_hip_rules_probe_refuses_unknown_attributes(monkeypatch):
@@ -311,6 +314,8 @@ def test_jitcache_on_hip_compiles_per_buffer_ops_class(monkeypatch):
     from triton import knobs
 
     fake = FakeHipAdapter()
+    monkeypatch.setenv("JITLAB_HIP", "1")
+    settings.reload()
     monkeypatch.setattr(adapter_mod, "_ADAPTER", fake)
     monkeypatch.setattr(adapter_mod, "_REASON", None)
     try:
@@ -332,6 +337,8 @@ def test_jitcache_on_hip_compiles_per_buffer_ops_class(monkeypatch):
                                                       fake.compiles[2]]
     finally:
         adapter_mod.reset()
+        monkeypatch.delenv("JITLAB_HIP")
+        settings.reload()
 
 
 # -- the native launcher and Triton's HIP launcher against a stub libamdhip64.so ---------------------------------
