@@ -124,6 +124,8 @@ class JitCache:
         self._params = params
         self._names = [p.name for p in params]
         ad, reason = _adapter_mod.get_adapter()
+        if ad is not None and ad.opt_in_reason and not settings.SETTINGS.hip:  # HIP: checked offline only
+            ad, reason = None, ad.opt_in_reason
         if ad is None:
             self._disable(reason)
             return
@@ -140,7 +142,7 @@ class JitCache:
         device = ad.device_constant if ad.device_constant is not None else ad.get_device
         self._spec = KeySpec(tuple(params), frozenset(checked_rt - set(pol.assume_const)),
                              frozenset(constexprs if pol.check_keys is None else pol.check_keys),
-                             ad.state_items(self.fn), device)
+                             ad.state_items(self.fn), device, ad.tensor_extra)
         self._layout = self._spec.layout()
         self._hooks, self._stream = ad.hooks, ad.get_stream
         self._frozen_idx = [p.index for p in params if p.name in pol.assume_const]
@@ -165,6 +167,8 @@ class JitCache:
         cannot be, launches take the generated Python hit path, which stays the reference."""
         if settings.SETTINGS.launcher not in ("auto", "native"):
             return f"JITLAB_LAUNCHER={settings.SETTINGS.launcher}"
+        if self._spec.tensor_extra is not None:  # the dispatcher keys tensors as keys.spec does (HIP differs)
+            return "the backend's tensor key rule (HIP buffer ops) is keyed by the Python hit path only"
         if any(s.native() is None for s in self._spec.state):
             return "Triton state only the Python hit path reads (Triton 3.3's TRITON_DEBUG)"
         from ._triton import native

@@ -55,6 +55,7 @@ class KeySpec:
     checked_constexpr: frozenset[str]
     state: tuple[StateItem, ...] = ()
     device: Callable[[], int] | int = 0
+    tensor_extra: Callable[[Any], Any] | None = None  # Adapter.tensor_extra: one more item per tensor (HIP)
 
     def layout(self) -> KeyLayout:
         items = [(p.name, "constexpr" if p.constexpr else "runtime") for p in self.params if self._checked(p)]
@@ -201,10 +202,12 @@ def static_hints(params: list[Param]) -> dict[str, str]:
     return out
 
 
-def _common_ns(w: _Writer) -> None:
+def _common_ns(w: _Writer, spec: KeySpec) -> None:
     import torch
 
-    w.ns.update({w.P + "Tensor": torch.Tensor, w.P + "spec": keys.spec, w.P + "cx": keys.constexpr_item})
+    tensor, spec_fn = ((keys.NoInlineTensor, keys.spec_with(spec.tensor_extra)) if spec.tensor_extra
+                       else (torch.Tensor, keys.spec))
+    w.ns.update({w.P + "Tensor": tensor, w.P + "spec": spec_fn, w.P + "cx": keys.constexpr_item})
 
 
 _BINDER = '''
@@ -218,7 +221,7 @@ def make_binder(name: str, spec: KeySpec) -> tuple[Callable[..., tuple[tuple, tu
     """`bind(*args, **kwargs) -> (key, values)` with the hit path's key items (for tests and tools),
     and the key layout."""
     w = _Writer(spec.params)
-    _common_ns(w)
+    _common_ns(w, spec)
     src = w.sub(_BINDER).format(signature=", ".join(w.signature), key=_lines(w.key_items(spec), " " * 8),
                                 values=w.values)
     fn, _ = w.define(src.replace("_jl_grid_unused, ", ""), "bind", name)
@@ -291,8 +294,8 @@ def make_launch(name: str, spec: KeySpec, namespace: dict, native_keyer: Callabl
     keyer for these key codes, or None to compute the key inline. `hints` order the key expressions'
     branches (static_hints)."""
     w = _Writer(spec.params)
-    _common_ns(w)
-    keyer = native_keyer(spec.codes()) if len(spec.checked_runtime) >= 6 else None
+    _common_ns(w, spec)
+    keyer = native_keyer(spec.codes()) if len(spec.checked_runtime) >= 6 and not spec.tensor_extra else None
     if keyer is not None:  # the same items, computed in C (native_key.h): keyer(*tail items, values)
         w.ns[w.P + "keyer"] = keyer
         key = f"{w.P}keyer(" + _lines(w.tail_items(spec) + [w.P + "vals"], " " * 12) + "\n        )"

@@ -63,6 +63,21 @@ def spec(v: Any, specialize: bool = True, align: bool = True) -> Any:
     raise Unsupported(f"{t.__name__} arguments are not keyed by jitlab")
 
 
+class NoInlineTensor:
+    """No value has this class: given to the generated hit path as its tensor type, it sends every tensor
+    to `spec_with`'s spec (a backend whose tensor key has one more item: HIP)."""
+
+
+def spec_with(extra: Any) -> Any:
+    """keys.spec whose tensor items carry `extra(value)` too (Adapter.tensor_extra: HIP's buffer-ops range bit)."""
+
+    def spec_extra(v: Any, specialize: bool = True, align: bool = True) -> Any:
+        item = spec(v, specialize, align)
+        return item + (extra(v),) if item.__class__ is tuple else item
+
+    return spec_extra
+
+
 def constexpr_item(v: Any) -> Any:
     """Key item of a constexpr value. Triton keys constexprs by their text (`str(specialization)`), so
     values that Python calls equal can compile differently: `1`, `True`, `1.0`; `0.0` and `-0.0`;

@@ -166,6 +166,9 @@ class Settings:
                      "$XDG_CACHE_HOME/jitlab or ~/.cache/jitlab).")
     commit: str | None = _Var("JITLAB_COMMIT", _text, None,
                   "JITLAB_COMMIT=sha: the jitlab commit recorded in provenance when the tree has no .git.")
+    hip: bool = _Var("JITLAB_HIP", _bool, False,
+                "JITLAB_HIP=1: use jitlab's fast path on Triton's HIP backend (ROCm). Checked offline only (no AMD GPU "
+                "has run it), so HIP stays in pass-through unless this opts in; see jitlab/_triton/hip.py.")
     vllm_policy: str = _Var("JITLAB_VLLM_POLICY", lambda name, v: v.strip(), "safe",
                        "JITLAB_VLLM_POLICY=safe|off|<name>|<file.toml>:<name>: what the vLLM plugin wraps vLLM's "
                        "kernels with (jitlab.vllm).")

@@ -217,6 +217,11 @@ class Adapter:
     """The 3.3-3.9 launcher contract. Built once per process by `jitlab._triton.adapter()`."""
 
     name = "triton-launcher-3.3+"
+    #: value -> one more key item for each tensor, where the backend specializes tensors on more than
+    #: keys.spec covers (hip.HipAdapter: Triton's is_within_2gb); None on CUDA.
+    tensor_extra: Callable[[Any], Any] | None = None
+    #: Why jitcache stays in pass-through unless the user opts in (JITLAB_HIP, read by the core); None on CUDA.
+    opt_in_reason: str | None = None
 
     def __init__(self) -> None:
         self.hooks = _hook_reader()
@@ -386,7 +391,10 @@ def get_adapter() -> tuple[Adapter | None, str | None]:
         reason = probe.unsupported_reason()
         if reason is None:
             try:
-                _ADAPTER = Adapter()
+                cls: type[Adapter] = Adapter
+                if probe.active_backend() == "hip":  # offline-checked: jitcache asks for JITLAB_HIP=1 (opt_in_reason)
+                    from .hip import HipAdapter as cls
+                _ADAPTER = cls()
                 unknown = set(probe.run_injected_options()) - set(_ADAPTER._injected)
                 if unknown:  # a Triton whose key reads state jitlab does not know: never guess
                     _ADAPTER, reason = None, (f"triton {probe.triton_version()} JITFunction.run injects options "

@@ -129,7 +129,7 @@ def _kernel_of(obj: Any) -> Any:
     return obj
 
 
-def plan(compiled: Any, check_ptx: bool = True) -> tuple[Plan | None, str]:
+def plan(compiled: Any, check_ptx: bool = True, backend: str = "cuda") -> tuple[Plan | None, str]:
     """Map a CompiledKernel to type codes, refusing anything the C launcher does not reproduce.
     Needs no GPU (works on `triton.compile(..., target=GPUTarget("cuda", 90, 32))` output)."""
     k = _kernel_of(compiled)
@@ -137,8 +137,8 @@ def plan(compiled: Any, check_ptx: bool = True) -> tuple[Plan | None, str]:
     if md is None or src is None or not isinstance(getattr(src, "signature", None), dict):
         return None, "not a triton CompiledKernel with metadata and src.signature"
     target = getattr(md, "target", None)
-    if getattr(target, "backend", "cuda") != "cuda":
-        return None, f"backend {target.backend!r} (only cuda)"
+    if getattr(target, "backend", "cuda") != backend:  # hip.plan asks for "hip"
+        return None, f"backend {target.backend!r} (only {backend})"
     # Each of these selects a cuLaunchKernelEx attribute or a per-launch allocation in Triton's launcher.
     if getattr(md, "num_ctas", 1) != 1:
         return None, f"num_ctas={md.num_ctas} (cluster launch)"
@@ -213,6 +213,10 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None, device: int
     `device` is the kernel's device, whose primary context is made current in a thread that has no
     context (Triton always uses device 0 there; None means 0 too). `module`: the dispatcher module, whose
     launchers the dispatcher calls without a Python call (default: the C module)."""
+    if getattr(getattr(getattr(_kernel_of(compiled), "metadata", None), "target", None), "backend", "") == "hip":
+        from . import hip  # the HIP build of the same C launcher (HIP has no dispatcher: cache.py)
+
+        return hip.make_launch(compiled, frozen, device)
     p, reason = plan(compiled, check_ptx=False)  # the loaded kernel's own parameter list is checked below
     if p is None:
         return None, f"refused: {reason}"

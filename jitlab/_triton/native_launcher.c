@@ -14,10 +14,15 @@ static PyMethodDef methods[] = {
     {"param_sizes", param_sizes, METH_O, "sizes of a loaded CUfunction's parameters (None: unknown)"},
     {"driver_status", driver_status, METH_NOARGS, "None if libcuda is usable, else why not"},
     {"make_keyer", make_keyer, METH_VARARGS, "make_keyer(codes, tensor_type, spec): jitlab's key in C"},
+    DRIVER_METHODS
     {NULL, NULL, 0, NULL}};
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_jitlab_native", NULL, -1, methods};
+#define JL_STR(x) JL_STR_(x)
+#define JL_STR_(x) #x
+#define JL_INIT(name) JL_INIT_(name)
+#define JL_INIT_(name) PyInit_##name
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, JL_STR(MODULE_NAME), NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__jitlab_native(void) {
+PyMODINIT_FUNC JL_INIT(MODULE_NAME)(void) {
   if (init_launcher_type() < 0 || init_keyer_type() < 0) return NULL;
   s_data_ptr = PyUnicode_InternFromString("data_ptr");
   s_is_cuda = PyUnicode_InternFromString("is_cuda");

@@ -20,7 +20,8 @@
  *   'B' u1/u8   'H' u16  'I' u32  'K' u64     (masked, no overflow check, like "B","H","I","K")
  *   'e' fp16  'E' bf16  'f' fp32  'd' fp64    (PyFloat_AsDouble, packed like pack_fp16/bf16/...)
  * No libcuda link: the driver is dlopen'ed on first make(), as Triton does for cuLaunchKernelEx,
- * so the module imports on a machine without a GPU. */
+ * so the module imports on a machine without a GPU. native_launcher_hip.c builds the same code for
+ * Triton's HIP backend (JITLAB_HIP defined: native_hip.h replaces the CUDA driver block below). */
 #ifndef JITLAB_NATIVE_LAUNCHER_H
 #define JITLAB_NATIVE_LAUNCHER_H
 #define PY_SSIZE_T_CLEAN
@@ -30,13 +31,21 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "cuda.h" /* types only; every entry point is dlsym'ed by its plain name */
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__ || __SIZEOF_LONG__ != 8
 #error "parameter slots assume a little-endian LP64 host (as Linux CUDA hosts are)"
 #endif
 
 #define MAX_PARAMS 256 /* CUDA caps kernel params at 4 KiB (32 KiB on 12.1+/Volta+); 256 slots is ample */
+static PyObject *LIVE, *s_data_ptr, *s_is_cuda;
+
+#ifdef JITLAB_HIP /* native_launcher_hip.c: the same launcher over libamdhip64 (Triton's HIP launcher) */
+#include "native_hip.h"
+#else
+#include "cuda.h" /* types only; every entry point is dlsym'ed by its plain name */
+#define MODULE_NAME _jitlab_native
+#define DRIVER_METHODS
+#define GRID_EMPTY(g) ((long long)(g)[0] * (g)[1] * (g)[2] <= 0) /* Triton 3.6: launches if gx*gy*gz > 0 */
 
 typedef CUresult (*launch_fn)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                               unsigned, CUstream, void **, void **);
@@ -52,7 +61,6 @@ static struct {
 } cu;
 static int driver_state = 0; /* 0 untried, 1 loaded, -1 failed (reason in driver_err) */
 static char driver_err[512];
-static PyObject *LIVE, *s_data_ptr, *s_is_cuda;
 
 /* Load libcuda once (always under the GIL). Returns 1 when usable. */
 static int load_driver(void) {
@@ -96,6 +104,7 @@ static int ensure_context(int device) {
     return cuda_error(e);
   return 1;
 }
+#endif /* JITLAB_HIP */
 
 /* Triton's getPointer: int -> raw address (no validation), None -> NULL, else data_ptr(). */
 static int to_pointer(PyObject *o, void *dst, Py_ssize_t idx) {
@@ -222,7 +231,7 @@ static int launch_values(Launcher *self, const int32_t g[3], uint64_t stream, Py
     if (!convert(l->code, vals[l->arg], &buf[l->slot], l->arg)) return 0;
   }
   /* Triton converts every argument (raising its errors) and only then skips an empty grid. */
-  if ((long long)g[0] * g[1] * g[2] <= 0) return 1;
+  if (GRID_EMPTY(g)) return 1;
   for (int k = 0; k < self->nparams; k++) params[k] = &buf[k];
   CUresult e;
   Py_BEGIN_ALLOW_THREADS; /* as Triton: the driver may block when the launch queue is full */
@@ -271,27 +280,27 @@ static int init_launcher_type(void) { /* field by field: C++ has no out-of-order
   return PyType_Ready(&LauncherType);
 }
 
-/* make(function, num_warps, shared, codes, frozen, n_tail=2, device=0) -> Launcher */
+/* make(function, num_warps, shared, codes, frozen, n_tail=2, device=0, warp_size=32) -> Launcher */
 static PyObject *make(PyObject *mod, PyObject *args) {
   unsigned long long function;
-  int num_warps, n_tail = 2, device = 0;
+  int num_warps, n_tail = 2, device = 0, warp_size = 32; /* HIP: 64 on CDNA (MI300X), 32 on RDNA */
   unsigned int shared;
   const char *codes;
   Py_ssize_t ncodes;
   PyObject *frozen;
-  if (!PyArg_ParseTuple(args, "KiIy#O!|ii", &function, &num_warps, &shared, &codes, &ncodes, &PyTuple_Type,
-                        &frozen, &n_tail, &device))
+  if (!PyArg_ParseTuple(args, "KiIy#O!|iii", &function, &num_warps, &shared, &codes, &ncodes, &PyTuple_Type,
+                        &frozen, &n_tail, &device, &warp_size))
     return NULL;
   if (!load_driver()) return PyErr_Format(PyExc_RuntimeError, "%s", driver_err);
   if (PyTuple_GET_SIZE(frozen) != ncodes) return PyErr_Format(PyExc_ValueError, "frozen must have one item per code");
-  if (num_warps < 1 || num_warps > 32 || n_tail < 0 || n_tail > 8 || !function)
+  if (num_warps < 1 || num_warps > 32 || n_tail < 0 || n_tail > 8 || !function || (warp_size != 32 && warp_size != 64))
     return PyErr_Format(PyExc_ValueError, "bad launch configuration");
   if (!ensure_context(device)) return NULL; /* frozen data_ptr() checks may need the driver */
   Launcher *self = PyObject_New(Launcher, &LauncherType);
   if (!self) return NULL;
   self->vectorcall = launcher_call;
   self->function = (CUfunction)(uintptr_t)function;
-  self->block_x = 32u * (unsigned)num_warps; /* Triton: blockDimX = 32 * num_warps */
+  self->block_x = (unsigned)warp_size * (unsigned)num_warps; /* Triton: blockDimX = warp_size * num_warps */
   self->shared = shared;
   self->device = device;
   self->nargs = ncodes;

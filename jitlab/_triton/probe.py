@@ -115,8 +115,10 @@ def unsupported_reason() -> str | None:
     backend = active_backend()
     if backend is None:
         return "no active GPU driver"
-    # ROCm: Triton's HIP launcher takes the same call shape as CUDA's; untested here (no AMD GPU),
-    # so it stays one probe away: allow "hip" here once it has been checked on hardware.
+    if backend == "hip":  # checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
+        from . import hip
+
+        return hip.unsupported_reason()
     if backend != "cuda":
         return f"backend {backend!r} is not checked yet"
     return None

@@ -76,9 +76,9 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))
     if cuda:
-        from . import floors
+        from . import floors, floors_hip
 
-        out += floors.variants(case)
+        out += (floors_hip if floors_hip.active() else floors).variants(case)  # HIP: hipModuleLaunchKernel floor
         out.append(_graph(case, graph_launches))
         out += _first_launch(case)
     else:

@@ -1,0 +1,85 @@
+"""The floor on Triton's HIP backend (MI300X): floor_hip.c, a C loop of hipModuleLaunchKernel with a
+prebuilt parameter array, launching the kernel Triton compiled and loaded (floors.py is the CUDA one).
+It is reported as `c_floor`, so ratios read the same on both platforms; the cuda-python floor has no
+HIP counterpart here and is skipped with that reason. The parameter layout comes from
+jitlab._triton.hip.plan() (the kernel's own argument list), the block from its wavefront size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .floors import Params, _stream, loaded
+from .runner import Variant
+
+_LAUNCH_ARGTYPES = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
+                    ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+
+
+def active() -> bool:
+    """True when Triton's active backend is HIP (then these floors replace the CUDA ones)."""
+    from .._triton import probe
+
+    return probe.active_backend() == "hip"
+
+
+def build() -> ctypes.CDLL:
+    """floor_hip.c built with the host C compiler into $JITLAB_CACHE_DIR/floor (cached by source hash)."""
+    from .._cbuild import cache_dir, compiler
+    from .._triton.hip import hip_include
+
+    src, inc, cc = Path(__file__).with_name("floor_hip.c"), hip_include(), compiler()
+    if inc is None or cc is None:
+        raise RuntimeError("the HIP C floor needs Triton's HIP headers and a C compiler")
+    out = cache_dir("floor") / (hashlib.sha256(src.read_bytes() + inc.encode()).hexdigest()[:16] + "-hip.so")
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-I{inc}", str(src), "-o", str(out)],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"C floor build failed: {r.stderr[-500:]}")
+    lib = ctypes.CDLL(str(out))
+    lib.jitlab_hip_floor_loop.restype = ctypes.c_longlong
+    lib.jitlab_hip_floor_loop.argtypes = _LAUNCH_ARGTYPES
+    return lib
+
+
+def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
+    """floors._prepared with the HIP plan (the kernel's own argument list, its wavefront size)."""
+    from .._triton import hip
+
+    compiled, vals, grid = loaded(case)
+    plan, why = hip.plan(compiled)
+    if plan is None:
+        raise RuntimeError(f"kernel not launchable with a flat parameter array: {why}")
+    return compiled, plan, Params(plan.codes.decode(), plan.n_tail, vals), grid
+
+
+def c_variant(case: Any) -> Variant:
+    from .._triton import hip
+
+    try:
+        lib, entry = build(), hip.launch_entry()
+        compiled, plan, params, (gx, gy, gz) = _prepared(case)
+    except Exception as e:  # noqa: BLE001
+        return Variant("c_floor", "floor", skip=f"HIP C floor: {e}")
+    f, block, shared, addr = int(compiled.function), plan.warp_size * plan.num_warps, plan.shared, params.address
+
+    def timer(n: int) -> int:
+        ns = lib.jitlab_hip_floor_loop(entry, f, gx, gy, gz, block, shared, _stream(), addr, n)
+        if ns < 0:
+            raise RuntimeError(f"hipModuleLaunchKernel failed with hipError_t {-ns}")
+        return ns
+
+    v = Variant("c_floor", "floor", lambda: timer(1), timer=timer)
+    v.keep = params  # noqa: the parameter storage must outlive the variant
+    return v
+
+
+def variants(case: Any) -> list[Variant]:
+    return [Variant("cuda_python_floor", "floor", skip="CUDA only (cuda-python); no Python floor on HIP"),
+            c_variant(case)]
