@@ -28,7 +28,13 @@ def _run_attrs(df: Any) -> dict:
 
 
 def _present(v: Any) -> bool:
-    return v is not None and v == v  # NaN from a DataFrame cell is absent
+    """False for None and for a DataFrame cell's missing value (NaN, or pandas.NA, whose truth raises)."""
+    if v is None:
+        return False
+    try:
+        return bool(v == v)
+    except TypeError:  # pandas.NA
+        return False
 
 
 def is_cpu_demo(attrs: dict) -> bool:
