@@ -66,7 +66,7 @@ def test_locked_cache_prepared_on_one_device_misses_on_the_other():
         lock.lock()
         out, ref = launch_pair(k, 0)
         assert same_bits(out, ref)
-        with pytest.raises(LockedMiss, match=r"<device>: cached 0, got 1"):
+        with pytest.raises(LockedMiss, match=r"<device>: cached device 0, got device 1"):
             launch_pair(k, 1)
         assert k.counters()["locked_miss"] == 1
 
