@@ -1,17 +1,15 @@
-"""Launches in pass-through mode (no GPU driver here) become `jitlab.launch` spans with outcome fallback."""
+"""Launches in pass-through mode (no GPU driver, forced) become `jitlab.launch` spans with outcome fallback."""
 
 from __future__ import annotations
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jitlab import jitcache, telemetry
-from jitlab._triton import adapter as adapter_mod
 
 from .kernels_for_tests import add_one
 
 
-def test_passthrough_launches_are_traced_as_fallbacks(monkeypatch, tmp_path):
-    adapter_mod.reset()
+def test_passthrough_launches_are_traced_as_fallbacks(monkeypatch, tmp_path, no_gpu_driver):
     launched = []
     monkeypatch.setattr(type(add_one), "__getitem__", lambda self, grid: lambda *a, **k: launched.append(grid))
     k = jitcache(add_one)
