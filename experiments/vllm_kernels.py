@@ -44,8 +44,9 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     a = parse()
     from jitlab.bench import launch_variants, runner, vllm_batches, vllm_kernels
+    from jitlab.bench.timing import cuda_available
 
-    cuda = launch_variants.cuda_available()
+    cuda = cuda_available()
     if not cuda:
         vllm_kernels.interpret_env()
     source = vllm_kernels.load_vllm(a.vllm_dir)
