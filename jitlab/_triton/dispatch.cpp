@@ -189,6 +189,41 @@ static int grid_dims(PyObject *grid, int32_t g[3]) {
   return 1;
 }
 
+/* Triton's check on every launch: `globals_dict.get(name, not_present) != val` for each global the kernel
+ * read (no identity shortcut: a NaN global is "changed", as in Triton). 1 changed, 0 not, -1 error. */
+static int globals_changed(PyObject *used) {
+  if (!PyDict_Check(used)) return 1;
+  Py_ssize_t pos = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(used, &pos, &key, &value)) {
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 1 || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2 ||
+        !PyDict_Check(PyTuple_GET_ITEM(value, 1)))
+      return 1; /* an unknown layout: let the Python path (and Triton) decide */
+    PyObject *now = PyDict_GetItemWithError(PyTuple_GET_ITEM(value, 1), PyTuple_GET_ITEM(key, 0));
+    if (!now) return PyErr_Occurred() ? -1 : 1;
+    PyObject *ne = PyObject_RichCompare(now, PyTuple_GET_ITEM(value, 0), Py_NE);
+    int r = ne ? PyObject_IsTrue(ne) : -1;
+    Py_XDECREF(ne);
+    if (r) return r;
+  }
+  return 0;
+}
+
+/* grid(dict of the bound arguments) -> g[3]: 1, 0 when the result is not a grid it reads (slow path), -1 error. */
+static int call_grid(Dispatcher *d, PyObject *grid, PyObject *const *vals, int32_t g[3]) {
+  if (!PyCallable_Check(grid)) return 0;
+  PyObject *meta = PyDict_New(), *r = NULL;
+  int rc = -1;
+  if (!meta) return -1;
+  for (Py_ssize_t j = 0; j < d->n; j++)
+    if (PyDict_SetItem(meta, d->names[j], vals[j]) < 0) goto done;
+  if ((r = PyObject_CallOneArg(grid, meta))) rc = grid_dims(r, g);
+done:
+  Py_DECREF(meta);
+  Py_XDECREF(r);
+  return rc;
+}
+
 static void forget_last(LastHit *h) {
   Py_CLEAR(h->scope); Py_CLEAR(h->table); Py_CLEAR(h->key); Py_CLEAR(h->entry); Py_CLEAR(h->launch);
   Py_CLEAR(h->device); Py_CLEAR(h->hits); Py_CLEAR(h->head);
@@ -362,16 +397,19 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   rc = -1;
   {
     LastHit *h = &d->last;
-    /* Globals the kernel read, verify on, hooks set, a callable grid: the Python path does those. */
+    /* A global the kernel read changed (Triton raises), verify on, hooks set: the Python path does those. */
     if (!(ugv = PyObject_GetAttr(d->fn, s_used_global_vals))) goto done;
+    int changed = globals_changed(ugv);
+    if (changed) { rc = changed < 0 ? -1 : 0; goto done; }
     int32_t g[3];
-    if (!PyDict_Check(ugv) || PyDict_GET_SIZE(ugv) || h->verify || (!h->has_grid && !grid_dims(args[0], g))) {
-      rc = 0;
-      goto done;
-    }
-    if (h->has_grid) memcpy(g, h->grid, sizeof g);
+    if (h->verify) { rc = 0; goto done; }
     int quiet = no_hooks(d);
     if (quiet <= 0) { rc = quiet; goto done; }
+    if (h->has_grid) memcpy(g, h->grid, sizeof g);
+    else if (!grid_dims(args[0], g)) {
+      int got = call_grid(d, args[0], vals, g); /* a callable grid gets the dict Triton passes */
+      if (got <= 0) { rc = got; goto done; }
+    }
     PyObject *launch = Py_NewRef(h->launch); /* the hit's own references: a launch may re-enter */
     PyObject *hits = Py_NewRef(h->hits), *edev = Py_NewRef(h->device), *head = Py_NewRef(h->head);
     if (t_enter) { /* level full keeps every hit; below it the recorder samples (wants_hit, as in Python) */

@@ -501,8 +501,9 @@ def test_hip_native_launcher_matches_triton_hip_launcher(tmp_path):
     so.parent.mkdir()
     (tmp_path / "stub.c").write_text(STUB)
     subprocess.run([compiler(), "-shared", "-fPIC", "-O1", str(tmp_path / "stub.c"), "-o", str(so)], check=True)
+    # CUDA hidden: on a CUDA host Triton would see two active drivers (the stub HIP one and CUDA's)
     env = dict(os.environ, TRITON_LIBHIP_PATH=str(so), JITLAB_CACHE_DIR=str(tmp_path / "jl"),
-               TRITON_CACHE_DIR=str(tmp_path / "triton"), PYTHONPATH=str(ROOT))
+               TRITON_CACHE_DIR=str(tmp_path / "triton"), PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
     env.pop("TRITON_INTERPRET", None)
     r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "HIP-STUB-OK" in r.stdout, r.stdout[-3000:] + r.stderr[-5000:]

@@ -555,11 +555,15 @@ assert not slow_calls and record()[:8] == struct.pack("<Q", DEV)
 assert hits_since(n0) == 3, "three hits counted"
 misses = [((3,), (DEV, 16), {}),                       # n % 16 == 0: another key
           ((3,), (DEV, 17), {"BLOCK": 32}),            # another constexpr
-          ((3,), (DEV, 17), {"num_warps": 4}),         # a launch option
-          ((lambda meta: (1,)), (DEV, 17), {})]        # a callable grid: the Python path evaluates it
+          ((3,), (DEV, 17), {"num_warps": 4})]         # a launch option
 for grid, a, kw in misses:
     d(grid, *a, **kw)
-assert len(slow_calls) == 4, slow_calls
+assert len(slow_calls) == 3, slow_calls
+seen = []
+d(lambda meta: seen.append(dict(meta)) or (meta["n"] // 8, 2), DEV, 17)   # a callable grid: evaluated here, once
+assert seen == [{"x": DEV, "n": 17, "s": 1, "BLOCK": 64}] and state()[6:9] == [2, 2, 1] and len(slow_calls) == 3
+d(lambda meta: "not a grid", DEV, 17)                        # a grid it cannot read: the Python path
+assert len(slow_calls) == 4
 Fn.debug = True; d((3,), DEV, 17); Fn.debug = None           # Triton state changed
 assert len(slow_calls) == 5
 from jitlab.telemetry.recorder import Recorder
@@ -573,7 +577,10 @@ for _ in range(4):
 assert len(rec.records) == 2 and rec.seen == 4, (rec.records, rec.seen)
 Active.recorder = None
 Hooks.launch_enter_hook = print; d((3,), DEV, 17); Hooks.launch_enter_hook = None  # a profiler hook
-Fn.used_global_vals = {("G", 1): (1, {})}; d((3,), DEV, 17); Fn.used_global_vals = {}  # a kernel that read globals
+G = {"G": 1}
+Fn.used_global_vals = {("G", id(G)): (1, G)}; d((3,), DEV, 17)   # a global the kernel read, unchanged: C path
+assert len(slow_calls) == 6
+G["G"] = 2; d((3,), DEV, 17); Fn.used_global_vals = {}          # changed: the Python path (Triton raises)
 e2 = Entry(); e2.verify = 5; e2.grid = None; e2.launch = launch; e2.device = 0; e2.head = e.head
 table.entries[(keys.spec(DEV), keys.spec(32), keys.spec(1), 64, (), None, 0)] = e2
 d((3,), DEV, 32)                                              # verify due on that entry: the Python path

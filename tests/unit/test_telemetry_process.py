@@ -53,8 +53,9 @@ PLAIN = """
 
 def child_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITLAB_"))}
+    # the interpreter on CPU, also on a GPU host (CUDA hidden: the traces are CPU demos there too)
     env.update(PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}", TRITON_INTERPRET="1",
-               PYTHONWARNINGS="ignore")
+               PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -244,7 +245,8 @@ def test_bad_setting_is_one_line_where_used_never_at_import_nor_when_disabled(tm
 
 
 def test_settings_values_and_clamp(monkeypatch, caplog):
-    for k in ("JITLAB_VERIFY", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FLUSH_S", "JITLAB_LAUNCHER"):
+    for k in ("JITLAB_VERIFY", "JITLAB_TRACE_SAMPLE", "JITLAB_TRACE_FLUSH_S", "JITLAB_LAUNCHER", "JITLAB_COMMIT",
+              "JITLAB_CACHE_DIR"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("JITLAB_RECORDER_CAPACITY", str(2**63))
     s = settings.reload()

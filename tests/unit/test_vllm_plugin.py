@@ -271,7 +271,7 @@ for spec in (vb.Spec(3, "mixed", "2d"), vb.Spec(2, "decode", "3d")):
         jv.uninstall()
     print(spec.name, all(torch.equal(a, c) for a, c in zip(off, on)), err < 1e-4, ",".join(routed))
 """
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}  # CPU, also on a GPU host
     r = subprocess.run([sys.executable, "-c", script, str(vllm_dir)], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
