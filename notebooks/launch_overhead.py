@@ -97,6 +97,10 @@ T = pd.DataFrame({
     "start_ns": trials["start_ns"],
 }).reset_index(drop=True)
 T = T[T["workload"].notna()]
+# a jitcache variant's label is its name ("safe", "seed", "safe python-path"): two variants may share a policy
+jit = T["kind"] == "jitcache"
+T.loc[jit, "policy"] = T.loc[jit, "variant"].str.replace(r"^jitcache:", "", regex=True).str.replace(
+    r" trace=\w+$", "", regex=True)
 WORKLOADS = list(dict.fromkeys(T.sort_values("start_ns")["workload"]))  # in run order
 floor = T[T["variant"] == "c_floor"].set_index("workload")["p50_us"]
 T["x_floor"] = T["p50_us"] / T["workload"].map(floor)
