@@ -153,7 +153,7 @@ class JitCache:
             ACTIVE=_ACTIVE, now=_now, scope=_current_scope, tables=self._tables, table_for=self._table,
             fallback=self._fallback, miss=self._miss, verify=self._verify, stream=ad.get_stream,
             hooks=ad.hooks, hooked=self._launch_hooked, fn=self.fn, globals_changed=ad.used_globals_changed),
-            _native_keyer, hints=static_hints(params))
+            _native_keyer, hints=static_hints(params), used_globals=ad.used_globals_attr)
         self._entry_point = self._hit  # the dispatcher replaces it once built (_use_dispatcher)
         if self._top is not self.fn:  # autotune/heuristics above us: a copy of their stack calls our run()
             stack = _adapter_mod.restack(self._top, self)
@@ -165,7 +165,7 @@ class JitCache:
     def _start_dispatcher(self) -> str:
         """Ask for the C++ dispatcher (built once, in the background); until it is there, and where it
         cannot be, launches take the generated Python hit path, which stays the reference."""
-        if settings.SETTINGS.launcher not in ("auto", "native"):
+        if not settings.native_parts().dispatcher:
             return f"JITLAB_LAUNCHER={settings.SETTINGS.launcher}"
         if self._spec.tensor_extra is not None:  # the dispatcher keys tensors as keys.spec does (HIP differs)
             return "the backend's tensor key rule (HIP buffer ops) is keyed by the Python hit path only"
@@ -196,7 +196,7 @@ class JitCache:
             fn=self.fn, slow=self._hit, tensor_type=torch.Tensor, spec=keys.spec, constexpr_item=keys.constexpr_item)
         self.dispatcher_reason = why
         if d is None:
-            (log.warning if settings.SETTINGS.launcher == "native" else log.debug)("jitlab: %s: %s", self.name, why)
+            (log.warning if settings.native_parts().warn else log.debug)("jitlab: %s: %s", self.name, why)
             return why
         self._entry_point = d
         if self._launch is self._hit:
@@ -278,7 +278,7 @@ class JitCache:
     def _miss(self, table: Table, key: tuple, grid: Any, vals: tuple, options: dict) -> Any:
         t0 = _now()
         outcome = _rec.MISS
-        if self.fn.used_global_vals and self._ad.used_globals_changed(self.fn):
+        if self._ad.used_globals_changed(self.fn):
             return self._fallback(table, "globals_changed", grid, vals, options)  # Triton raises
         with table.lock:
             entry = table.entries.get(key)
@@ -364,8 +364,8 @@ class JitCache:
     def _native_launch(self, compiled: Any, frozen: dict, device: int) -> tuple[Callable | None, str]:
         """jitlab's C launcher for this entry when settings allow and the kernel qualifies, else
         (None, why): Triton's own launcher is then used (never an error)."""
-        choice = settings.SETTINGS.launcher
-        if choice == "triton":
+        parts = settings.native_parts()
+        if not parts.c_code:
             return None, "JITLAB_LAUNCHER=triton"
         from ._triton import native
 
@@ -373,7 +373,7 @@ class JitCache:
         module = native.DISPATCH.get()[0] if self._entry_point is not self._hit else None
         launch, how = native.make_launch(compiled, frozen, device=device, module=module)
         if launch is None:
-            (log.warning if choice == "native" else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)
+            (log.warning if parts.warn else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)
         return launch, how
 
     def _launch_hooked(self, entry: Entry, g: tuple, stream: int, vals: tuple, hooks: Any) -> None:
@@ -462,7 +462,7 @@ def _grid3(g: Any) -> tuple[int, int, int]:
 
 def _native_keyer(codes: str) -> Callable | None:
     """The C keyer for these key codes, or None (JITLAB_LAUNCHER=triton: no jitlab C code at all)."""
-    if settings.SETTINGS.launcher == "triton":
+    if not settings.native_parts().c_code:
         return None
     import torch
 

@@ -265,7 +265,7 @@ def launch(_jl_grid, {signature}):
         return _jl_fallback(_jl_table, "bind:" + _jl_type(_jl_err).__name__, _jl_grid, _jl_vals, _jl_options)
     if _jl_e is None:
         return _jl_miss(_jl_table, _jl_key, _jl_grid, _jl_vals, _jl_options)
-    if _jl_fn.used_global_vals and _jl_globals_changed(_jl_fn):  # Triton raises for this: let it
+    if _jl_fn.{used_globals} and _jl_globals_changed(_jl_fn):  # Triton raises for this: let it
         return _jl_fallback(_jl_table, "globals_changed", _jl_grid, _jl_vals, _jl_options)
     _jl_next(_jl_table.hits)
     if _jl_e.verify and not _jl_next(_jl_e.tick) % _jl_e.verify:
@@ -287,12 +287,12 @@ def launch(_jl_grid, {signature}):
 
 
 def make_launch(name: str, spec: KeySpec, namespace: dict, native_keyer: Callable[[str], Callable | None],
-                hints: dict[str, str] | None = None) -> tuple[Callable, str]:
+                hints: dict[str, str] | None = None, *, used_globals: str) -> tuple[Callable, str]:
     """The generated hit path `launch(grid, *args, **kwargs)` and its source. `namespace` supplies
     the slow paths and readers it calls (tables, table_for, fallback, miss, verify, stream, hooks,
     hooked, fn, globals_changed, ACTIVE, now), without the prefix. `native_keyer(codes)` returns the C
     keyer for these key codes, or None to compute the key inline. `hints` order the key expressions'
-    branches (static_hints)."""
+    branches (static_hints). `used_globals`: the kernel attribute holding the globals it read (the adapter's)."""
     w = _Writer(spec.params)
     _common_ns(w, spec)
     keyer = native_keyer(spec.codes()) if len(spec.checked_runtime) >= 6 and not spec.tensor_extra else None
@@ -304,7 +304,7 @@ def make_launch(name: str, spec: KeySpec, namespace: dict, native_keyer: Callabl
     w.ns.update({w.P + k: v for k, v in namespace.items()})
     w.ns[w.P + "append_hit"] = _lazy_appender(w.ns, w.P + "append_hit")
     src = w.sub(_LAUNCH).format(signature=_wrap([a + "," for a in w.signature], " " * 11, sep=" ").rstrip(","),
-                                values=w.values, key=key, as_dict=w.as_dict)
+                                values=w.values, key=key, as_dict=w.as_dict, used_globals=used_globals)
     fn, src = w.define(src, "launch", name)
     log.debug("hit path of %s:\n%s", name, src)
     return fn, src

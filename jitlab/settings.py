@@ -192,6 +192,20 @@ class Settings:
 SETTINGS = Settings()
 
 
+@dataclass(frozen=True)
+class NativeParts:
+    """Which of jitlab's compiled parts JITLAB_LAUNCHER allows: the one place that decides it."""
+
+    dispatcher: bool  # the C++ dispatcher in front of the generated hit path (auto, native)
+    c_code: bool  # the C launcher, the C keyer and the C hit-record appender (all but triton)
+    warn: bool  # warn when an allowed part is unavailable (native)
+
+
+def native_parts() -> NativeParts:
+    choice = SETTINGS.launcher
+    return NativeParts(dispatcher=choice in ("auto", "native"), c_code=choice != "triton", warn=choice == "native")
+
+
 def reload() -> Settings:
     """Forget every value read so far; each is re-read from the environment when next used."""
     global SETTINGS

@@ -217,6 +217,9 @@ class Adapter:
     """The 3.3-3.9 launcher contract. Built once per process by `jitlab._triton.adapter()`."""
 
     name = "triton-launcher-3.3+"
+    #: The JITFunction attribute holding the globals the kernel read (empty until its first compile;
+    #: Triton replaces the dict then, so hit paths read the attribute, never keep the dict).
+    used_globals_attr = "used_global_vals"
     #: value -> one more key item for each tensor, where the backend specializes tensors on more than
     #: keys.spec covers (hip.HipAdapter: Triton's is_within_2gb); None on CUDA.
     tensor_extra: Callable[[Any], Any] | None = None

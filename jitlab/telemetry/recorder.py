@@ -70,7 +70,7 @@ def hit_appender() -> tuple[Callable, str]:
 def _load_appender() -> tuple[Callable, str]:
     from .. import _cbuild
 
-    if _settings.SETTINGS.launcher == "triton":  # JITLAB_LAUNCHER=triton: no jitlab C code at all
+    if not _settings.native_parts().c_code:  # JITLAB_LAUNCHER=triton: no jitlab C code at all
         return _append_hit_py, "python (JITLAB_LAUNCHER=triton)"
     try:
         mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record")

@@ -44,7 +44,9 @@ def test_record_fields_and_drain():
     assert a.arg_update_ns == 50 and a.launch_ns == 250 and a.thread == threading.get_ident()
     assert b.compile_ns == 12345 and b.reason == -1
     assert R.OUTCOME_NAMES[b.outcome] == "miss"
-    assert len(R.FIELDS) == len(rec.drain_raw() or R.FIELDS)
+    rec.record(k, s, p, R.HIT, 3, 1, 2, 3)
+    raw = rec.drain_raw()
+    assert len(raw) == 1 and len(raw[0]) == len(R.FIELDS) and raw[0][R.FIELDS.index("key")] == 3
 
 
 def test_overflow_counts_drops():
@@ -98,19 +100,19 @@ def test_activate_and_off():
         R.activate(prev)
 
 
-def test_hot_path_cost_is_small():
-    """Sampling check + append stays far below an OTel span (13-45 us); generous bound for CI."""
-    rec = R.Recorder("full", capacity=200_000)
-    n = 50_000
-    pc = time.perf_counter_ns
-    t0 = pc()
-    for _ in range(n):
-        if rec.wants_hit():
-            a = pc()
-            rec.record(1, 2, 3, 0, 4, a, a, pc())
-    per = (pc() - t0) / n
-    assert len(rec.records) == n
-    assert per < 5_000, f"{per:.0f} ns per recorded launch"
+def test_the_hit_appender_writes_what_readers_expand():
+    """The path hits take (recorder.hit_appender: hit_record.c or its Python twin; the dispatcher writes
+    the same tuple in C): compact records with t_exit stamped, expanded to full FIELDS by readers."""
+    rec = R.Recorder("full", capacity=3)
+    append, _ = R.hit_appender()
+    head = ("k", "global", "safe", R.HIT, 7)
+    for _ in range(3):
+        t0 = time.perf_counter_ns()
+        assert append(rec.records, rec.capacity, head, t0, t0 + 1) == 0
+    assert append(rec.records, rec.capacity, head, 1, 2) > 0  # full: t_exit returned, nothing appended
+    out = rec.drain()
+    assert len(out) == 3 and all(r.kernel == "k" and r.key == 7 and r.outcome == R.HIT for r in out)
+    assert all(r.t_enter < r.t_args <= r.t_exit and r.thread == threading.get_ident() for r in out)
 
 
 def test_recorder_imports_no_opentelemetry():
