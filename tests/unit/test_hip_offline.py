@@ -250,6 +250,9 @@ def test_hip_options_are_keyed():
 @pytest.fixture
 def hip_backend(monkeypatch):
     adapter_mod.reset()
+    # no visible device, also on a CUDA host: with torch.version.hip set, a CUDA build of torch counts
+    # devices through amdsmi, which it does not have (NameError, seen on the H200)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(probe, "active_backend", lambda: "hip")
     monkeypatch.setattr(probe, "interpreter_active", lambda: False)
     yield monkeypatch
@@ -390,6 +393,7 @@ E hipGetProcAddress(const char *sym, void **pfn, int version, uint64_t flags, in
 SCRIPT = r"""
 import ctypes, os, re
 import torch
+torch.cuda.device_count = lambda: 0  # no visible device, also on a CUDA host (see the hip_backend fixture)
 from triton.backends.amd.driver import HIPLauncher
 from jitlab._triton import hip
 from jitlab.bench import floors, floors_hip
