@@ -272,7 +272,7 @@ def _build_dispatch() -> Any:
 
 
 class _Background:
-    """A build that runs once, on a background thread (a C++ build against torch takes 20-60 s: the
+    """A build that runs once, on a background thread (a C++ build against torch takes tens of seconds: the
     first launches go through the Python hit path meanwhile). `get(wait)` -> (module | None, reason)."""
 
     def __init__(self, build: Callable[[], Any], what: str):
@@ -301,7 +301,7 @@ class _Background:
         import time
 
         log = logging.getLogger(__name__)
-        log.info("jitlab: building the %s (once per torch and Python; 20-60 s)", self._what)
+        log.info("jitlab: building the %s (once per torch and Python; tens of seconds)", self._what)
         t0 = time.perf_counter()
         try:
             result = (self._build(), "built")
