@@ -280,9 +280,18 @@ static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long 
   return r ? 1 : -1;
 }
 
-/* Remember `entry` (found under `key` in `table` of `scope`) and what a hit reads from it. 1, or 0 when
- * the entry is not one the C path launches (verify on, a grid it cannot read), -1 on error. */
-static int remember(Dispatcher *d, PyObject *scope, PyObject *table, PyObject *key, PyObject *entry) {
+/* A new strong reference to every object of `h` (a snapshot the caller owns). */
+static LastHit snapshot(const LastHit *h) {
+  LastHit c = *h;
+  Py_XINCREF(c.scope); Py_XINCREF(c.table); Py_XINCREF(c.key); Py_XINCREF(c.entry); Py_XINCREF(c.launch);
+  Py_XINCREF(c.device); Py_XINCREF(c.hits); Py_XINCREF(c.head);
+  return c;
+}
+
+/* Remember `entry` (found under `key` in `table` of `scope`) and what a hit reads from it, in d->last
+ * and in *out (the caller's own snapshot). 1, or 0 when the entry is not one the C path launches (a grid
+ * it cannot read), -1 on error. */
+static int remember(Dispatcher *d, PyObject *scope, PyObject *table, PyObject *key, PyObject *entry, LastHit *out) {
   LastHit h = {NULL};
   PyObject *verify = NULL, *grid = NULL;
   int rc = -1;
@@ -295,6 +304,7 @@ static int remember(Dispatcher *d, PyObject *scope, PyObject *table, PyObject *k
   h.has_grid = grid != Py_None;
   if (h.has_grid && !grid_dims(grid, h.grid)) { rc = 0; goto done; }
   h.scope = Py_NewRef(scope), h.table = Py_NewRef(table), h.key = Py_NewRef(key), h.entry = Py_NewRef(entry);
+  *out = snapshot(&h);
   forget_last(&d->last);
   d->last = h;
   h = LastHit{NULL};
@@ -305,13 +315,22 @@ done:
   return rc;
 }
 
-/* The entry for this call's key, in d->last: 1 found, 0 not (slow path), -1 error. */
-static int find_entry(Dispatcher *d, PyObject *scope, PyObject *const *vals, PyObject *const *tail, int ntail) {
+/* The entry for this call's key, as a snapshot in *out that the caller owns (Python code run while
+ * comparing, grids and hooks may let another thread replace d->last: the snapshot stays this call's).
+ * 1 found, 0 not (slow path), -1 error. */
+static int find_entry(Dispatcher *d, PyObject *scope, PyObject *const *vals, PyObject *const *tail, int ntail,
+                      LastHit *out) {
   PyObject *table = PyDict_GetItemWithError(d->tables, scope); /* borrowed */
   if (!table) return PyErr_Occurred() ? -1 : 0;
   if (d->last.table == table && d->last.scope == scope) {
-    int same = key_equals(d->keyer, vals, tail, ntail, d->last.key);
-    if (same) return same;
+    LastHit snap = snapshot(&d->last);
+    int same = key_equals(d->keyer, vals, tail, ntail, snap.key);
+    if (same == 1) {
+      *out = snap;
+      return 1;
+    }
+    forget_last(&snap);
+    if (same < 0) return -1;
   }
   PyObject *key = build_key(d->keyer, vals, tail, ntail), *entries = NULL;
   int rc = -1;
@@ -322,7 +341,7 @@ static int find_entry(Dispatcher *d, PyObject *scope, PyObject *const *vals, PyO
   }
   if ((entries = PyObject_GetAttr(table, s_entries))) {
     PyObject *entry = PyDict_GetItemWithError(entries, key); /* borrowed, alive through `entries` */
-    if (entry) rc = remember(d, scope, table, key, entry);
+    if (entry) rc = remember(d, scope, table, key, entry, out);
     else if (!PyErr_Occurred()) rc = 0;
     else if (PyErr_ExceptionMatches(PyExc_TypeError)) PyErr_Clear(), rc = 0; /* unhashable: Python path */
   }
@@ -331,18 +350,13 @@ static int find_entry(Dispatcher *d, PyObject *scope, PyObject *const *vals, PyO
   return rc;
 }
 
-/* The hit, or 0 to take the slow path (no error set), or -1 on an error to raise. */
-static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-  PyObject *rec = PyObject_GetAttr(d->active, s_recorder); /* kept alive by ACTIVE while we run */
-  if (!rec) return -1;
-  Py_DECREF(rec);
-  if (nargs < 1) return 0;
-  long long t_enter = rec != Py_None ? now_ns() : 0; /* traced: stamped like the Python path's t_enter */
-  /* Bind: positional, then keywords by interned name (a name the kernel lacks is a launch option).
-   * Keywords usually come in parameter order: each search starts after the previous match. */
-  PyObject *vals[MAX_PARAMS];
-  PyObject *opt[2 * MAX_OPTIONS];
-  Py_ssize_t npos = nargs - 1, nopt = 0, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, next = npos;
+/* Bind positional, then keyword arguments by interned name into vals[0..n) (borrowed), a name the kernel
+ * lacks being a launch option (opt: name, value pairs). 1 bound, 0 for the Python path (which raises
+ * Python's TypeError for a missing or doubled argument), -1 error. Keywords usually come in parameter
+ * order: each search starts after the previous match. */
+static int bind_args(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **vals,
+                     PyObject **opt, Py_ssize_t *nopt) {
+  Py_ssize_t npos = nargs - 1, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, next = npos;
   if (npos > d->npositional) return 0;
   memset(vals, 0, sizeof(PyObject *) * d->n);
   for (Py_ssize_t i = 0; i < npos; i++) vals[i] = args[1 + i];
@@ -357,21 +371,34 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
       else if (PyErr_Occurred()) return -1;
     }
     if (j >= 0) {
-      if (vals[j]) return 0; /* given twice: the Python path raises Python's TypeError */
+      if (vals[j]) return 0;
       vals[j] = args[nargs + k];
       next = j + 1;
     } else {
-      if (nopt == MAX_OPTIONS) return 0;
-      opt[2 * nopt] = name;
-      opt[2 * nopt++ + 1] = args[nargs + k];
+      if (*nopt == MAX_OPTIONS) return 0;
+      opt[2 * *nopt] = name;
+      opt[2 * (*nopt)++ + 1] = args[nargs + k];
     }
   }
   for (Py_ssize_t j = 0; j < d->n; j++)
-    if (!vals[j] && !(vals[j] = d->defaults[j])) return 0; /* missing: Python's TypeError */
-  /* The key's tail: options (as `tuple(options.items())`), Triton state, device. */
-  PyObject *tail[2 + MAX_STATE] = {NULL};
-  int ntail = 0, rc = -1;
+    if (!vals[j] && !(vals[j] = d->defaults[j])) return 0;
+  return 1;
+}
+
+/* The hit, or 0 to take the slow path (no error set), or -1 on an error to raise. */
+static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  if (nargs < 1) return 0;
+  PyObject *rec = PyObject_GetAttr(d->active, s_recorder); /* this call's own reference */
+  if (!rec) return -1;
+  long long t_enter = rec != Py_None ? now_ns() : 0; /* traced: stamped like the Python path's t_enter */
+  PyObject *vals[MAX_PARAMS], *opt[2 * MAX_OPTIONS], *tail[2 + MAX_STATE] = {NULL};
   PyObject *scope = NULL, *ugv = NULL, *stream_obj = NULL, *count = NULL;
+  LastHit h = {NULL};
+  Py_ssize_t nopt = 0;
+  int ntail = 0, rc = bind_args(d, args, nargs, kwnames, vals, opt, &nopt);
+  if (rc <= 0) goto done;
+  rc = -1;
+  /* The key's tail: options (as `tuple(options.items())`), Triton state, device. */
   if (nopt == 0) {
     tail[ntail++] = Py_NewRef(d->empty);
   } else {
@@ -389,29 +416,26 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   tail[ntail++] = PyLong_Check(d->device) ? Py_NewRef(d->device) : PyObject_CallNoArgs(d->device);
   if (!tail[ntail - 1]) goto done;
   if (PyContextVar_Get(d->scope_var, NULL, &scope) < 0) goto done;
-  if (!scope || (rc = find_entry(d, scope, vals, tail, ntail)) == 0) goto done;
+  if (!scope || (rc = find_entry(d, scope, vals, tail, ntail, &h)) == 0) goto done;
   if (rc < 0) { /* an error keying this call: the Python path handles it (and falls back to Triton) */
     if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
     goto done;
   }
   rc = -1;
   {
-    LastHit *h = &d->last;
     /* A global the kernel read changed (Triton raises), verify on, hooks set: the Python path does those. */
     if (!(ugv = PyObject_GetAttr(d->fn, s_used_global_vals))) goto done;
     int changed = globals_changed(ugv);
     if (changed) { rc = changed < 0 ? -1 : 0; goto done; }
     int32_t g[3];
-    if (h->verify) { rc = 0; goto done; }
+    if (h.verify) { rc = 0; goto done; }
     int quiet = no_hooks(d);
     if (quiet <= 0) { rc = quiet; goto done; }
-    if (h->has_grid) memcpy(g, h->grid, sizeof g);
+    if (h.has_grid) memcpy(g, h.grid, sizeof g);
     else if (!grid_dims(args[0], g)) {
       int got = call_grid(d, args[0], vals, g); /* a callable grid gets the dict Triton passes */
       if (got <= 0) { rc = got; goto done; }
     }
-    PyObject *launch = Py_NewRef(h->launch); /* the hit's own references: a launch may re-enter */
-    PyObject *hits = Py_NewRef(h->hits), *edev = Py_NewRef(h->device), *head = Py_NewRef(h->head);
     if (t_enter) { /* level full keeps every hit; below it the recorder samples (wants_hit, as in Python) */
       int keep = view_recorder(&d->rv, rec) < 0 ? -1 : d->rv.every_hit;
       if (keep == 0) {
@@ -419,34 +443,34 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
         keep = w ? PyObject_IsTrue(w) : -1;
         Py_XDECREF(w);
       }
-      if (keep < 0) { Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev); Py_DECREF(head); goto done; }
+      if (keep < 0) goto done;
       if (!keep) t_enter = 0;
     }
     /* From here on it is a hit: count it, then launch (as the Python path does). */
     long long t_args = t_enter ? now_ns() : 0;
-    if ((count = PyIter_Next(hits)) && (stream_obj = PyObject_CallOneArg(d->get_stream, edev))) {
-      if (Py_TYPE(launch) == &LauncherType) {
-        uint64_t stream;
-        rc = convert('K', stream_obj, &stream, 3) && launch_values((Launcher *)launch, g, stream, vals) ? 1 : -1;
-      } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
-        PyObject *call[4 + MAX_PARAMS];
-        PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
-        if (gobj[0] && gobj[1] && gobj[2]) {
-          call[0] = gobj[0], call[1] = gobj[1], call[2] = gobj[2], call[3] = stream_obj;
-          for (Py_ssize_t j = 0; j < d->n; j++) call[4 + j] = vals[j];
-          PyObject *r = PyObject_Vectorcall(launch, call, 4 + d->n, NULL);
-          rc = r ? 1 : -1;
-          Py_XDECREF(r);
-        }
-        decref_all(gobj, 3);
+    if (!(count = PyIter_Next(h.hits)) || !(stream_obj = PyObject_CallOneArg(d->get_stream, h.device))) goto done;
+    if (Py_TYPE(h.launch) == &LauncherType) {
+      uint64_t stream;
+      rc = convert('K', stream_obj, &stream, 3) && launch_values((Launcher *)h.launch, g, stream, vals) ? 1 : -1;
+    } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
+      PyObject *call[4 + MAX_PARAMS];
+      PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
+      if (gobj[0] && gobj[1] && gobj[2]) {
+        call[0] = gobj[0], call[1] = gobj[1], call[2] = gobj[2], call[3] = stream_obj;
+        for (Py_ssize_t j = 0; j < d->n; j++) call[4 + j] = vals[j];
+        PyObject *r = PyObject_Vectorcall(h.launch, call, 4 + d->n, NULL);
+        rc = r ? 1 : -1;
+        Py_XDECREF(r);
       }
-      if (rc > 0 && t_enter) rc = record_hit(&d->rv, head, t_enter, t_args);
+      decref_all(gobj, 3);
     }
-    Py_DECREF(launch); Py_DECREF(hits); Py_DECREF(edev); Py_DECREF(head);
+    /* (the view again: the launch released the GIL, another thread may have pointed it elsewhere) */
+    if (rc > 0 && t_enter) rc = view_recorder(&d->rv, rec) < 0 ? -1 : record_hit(&d->rv, h.head, t_enter, t_args);
   }
 done:
   decref_all(tail, ntail);
-  Py_XDECREF(scope); Py_XDECREF(ugv); Py_XDECREF(stream_obj); Py_XDECREF(count);
+  forget_last(&h);
+  Py_XDECREF(rec); Py_XDECREF(scope); Py_XDECREF(ugv); Py_XDECREF(stream_obj); Py_XDECREF(count);
   return rc;
 }
 

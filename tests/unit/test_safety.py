@@ -392,3 +392,37 @@ def test_jit_debug_attribute_changed_after_warmup(fake_adapter, monkeypatch):
     k[(1,)](x, y, 64)
     key = launched(fake_adapter)["key"]
     assert key == fake_adapter.triton_key(K.add_one, (x, y, 64), {}) and "('debug', True)" in key
+
+
+def test_threads_with_different_keys_launch_their_own_entries(fake_adapter):
+    """8 threads, each with its own key class, a callable grid (Python code inside the launch path, so
+    threads switch there) and a 1 µs switch interval: every launch used its own call's entry."""
+    import sys
+
+    k = jitcache(K.add_one)
+    xs = [t() for _ in range(8)]
+    ns = [1, 16, 17, 2**31, 32, 3, 48, 5]  # distinct or shared key classes across threads
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(150):
+                k[lambda meta: (meta["n"] % 7 + 1,)](xs[i], xs[(i + 1) % 8], ns[i])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
+    for rec in fake_adapter.launches:
+        n = rec["vals"][2]
+        assert rec["grid"] == (n % 7 + 1, 1, 1)
+        assert rec["key"] == fake_adapter.triton_key(K.add_one, rec["vals"][:3], {}), (n, rec["key"])
