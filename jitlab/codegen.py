@@ -211,7 +211,7 @@ def _common_ns(w: _Writer, spec: KeySpec) -> None:
 
 
 _BINDER = '''
-def bind(_jl_grid_unused, {signature}):
+def bind({signature}):
     return ({key}
     ), {values}
 '''
@@ -224,15 +224,8 @@ def make_binder(name: str, spec: KeySpec) -> tuple[Callable[..., tuple[tuple, tu
     _common_ns(w, spec)
     src = w.sub(_BINDER).format(signature=", ".join(w.signature), key=_lines(w.key_items(spec), " " * 8),
                                 values=w.values)
-    fn, _ = w.define(src.replace("_jl_grid_unused, ", ""), "bind", name)
+    fn, _ = w.define(src, "bind", name)
     return fn, spec.layout()
-
-
-def signature_source(params: list[Param]) -> tuple[str, dict]:
-    """The kernel's parameter list as generated code writes it, and the defaults it refers to
-    (for a no-op with the kernel's exact calling convention: the `python_call` baseline)."""
-    w = _Writer(params)
-    return ", ".join(w.signature), {k: v for k, v in w.ns.items() if k.startswith(w.P + "d_")}
 
 
 def make_packer(params: list[Param], frozen: dict[int, Any]) -> Callable[..., tuple] | None:

@@ -142,6 +142,8 @@ def test_parameter_names_never_shadow_the_generated_code(fake_adapter):
         k[(1,)](**kw)
         assert launched(fake_adapter)["key"] == fake_adapter.triton_key(K.shadowing, (), kw)
     assert k.counters()["hit"] == 2 and "_jl1_" in k.hit_source()
+    key, vals = k.bind(**kw)  # the test binder uses the same prefix
+    assert vals == tuple(kw.values()) and len(key) == len(k._layout.items)
 
 
 @pytest.mark.parametrize("kernel, args", [(K.one_param, (16,)), (K.no_params, ())], ids=["one", "none"])
