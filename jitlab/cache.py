@@ -251,23 +251,21 @@ class JitCache:
         return kw
 
     def _passthrough(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
+        """Pass-through mode: what the user decorated, launched as they launch it."""
         table = self._tables.get(_current_scope()) or self._table()
-        table.fallback("passthrough")
-        rec = _ACTIVE.recorder
-        t0 = _now()
-        out = self._top[grid](*args, **kwargs)
-        if rec is not None:
-            rec.record(self.name, table.scope.name, self.policy.name, _rec.FALLBACK, -1, t0, t0, _now(), 0,
-                       "passthrough")
-        return out
+        return self._through_triton(table, "passthrough", lambda: self._top[grid](*args, **kwargs))
 
     def _fallback(self, table: Table, reason: str, grid: Any, vals: tuple, options: dict) -> Any:
         """Launch through Triton's JITFunction.run (an autotuner above us already chose the config),
         so results and errors are exactly Triton's."""
+        return self._through_triton(table, reason, lambda: self._ad.run_triton(self.fn, grid, self._kwargs(vals, options)))
+
+    def _through_triton(self, table: Table, reason: str, launch: Callable[[], Any]) -> Any:
+        """A launch by plain Triton, counted and recorded as a fallback with its reason."""
         table.fallback(reason)
         rec = _ACTIVE.recorder
         t0 = _now()
-        out = self._ad.run_triton(self.fn, grid, self._kwargs(vals, options))
+        out = launch()
         if rec is not None:
             rec.record(self.name, table.scope.name, self.policy.name, _rec.FALLBACK, -1, t0, t0, _now(), 0, reason)
         return out
