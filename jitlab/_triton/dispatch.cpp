@@ -587,11 +587,6 @@ static int init_dispatcher_type(void) {
   return PyType_Ready(&DispatcherType);
 }
 
-static PyObject *driver_status(PyObject *mod, PyObject *unused) {
-  if (load_driver()) Py_RETURN_NONE;
-  return PyUnicode_FromString(driver_err);
-}
-
 /* noop(*args, **kwargs) -> None: the `c_call` baseline (a C function called exactly as a kernel launch
  * is: what the call site alone costs, the floor of any dispatcher called that way). */
 static PyObject *noop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -600,18 +595,14 @@ static PyObject *noop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, Py
 
 static PyMethodDef methods[] = {
     {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL | METH_KEYWORDS, "noop(*args, **kwargs): nothing, in C"},
-    {"make", make, METH_VARARGS, "make(function, num_warps, shared, codes, frozen, n_tail=2, device=0)"},
-    {"param_sizes", param_sizes, METH_O, "sizes of a loaded CUfunction's parameters (None: unknown)"},
-    {"driver_status", driver_status, METH_NOARGS, "None if libcuda is usable, else why not"},
+    LAUNCHER_METHODS
     {"make_keyer", make_keyer, METH_VARARGS, "make_keyer(codes, tensor_type, spec, constexpr_item)"},
     {"make_dispatcher", make_dispatcher, METH_VARARGS, "make_dispatcher(...): see dispatch.cpp"},
     {NULL, NULL, 0, NULL}};
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_jitlab_dispatch", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
-  if (init_launcher_type() < 0 || init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
-  s_data_ptr = PyUnicode_InternFromString("data_ptr");
-  s_is_cuda = PyUnicode_InternFromString("is_cuda");
+  if (init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
                          "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",
                          "every_hit", "wants_hit"};
@@ -620,10 +611,7 @@ PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
                         &s_wants_hit};
   for (int i = 0; i < 16; i++)
     if (!(*slots[i] = PyUnicode_InternFromString(attrs[i]))) return NULL;
-  LIVE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
   PyObject *m = PyModule_Create(&moddef);
-  if (!m || !s_data_ptr || !s_is_cuda || !LIVE) return NULL;
-  Py_INCREF(LIVE);
-  if (PyModule_AddObject(m, "LIVE", LIVE) < 0) return NULL;
+  if (!m || init_launcher_module(m) < 0) return NULL;
   return m;
 }

@@ -3,16 +3,8 @@
 #include "native_launcher.h"
 #include "native_key.h"
 
-/* driver_status() -> None when libcuda loaded, else the reason (loads it on first call). */
-static PyObject *driver_status(PyObject *mod, PyObject *unused) {
-  if (load_driver()) Py_RETURN_NONE;
-  return PyUnicode_FromString(driver_err);
-}
-
 static PyMethodDef methods[] = {
-    {"make", make, METH_VARARGS, "make(function, num_warps, shared, codes, frozen, n_tail=2, device=0)"},
-    {"param_sizes", param_sizes, METH_O, "sizes of a loaded CUfunction's parameters (None: unknown)"},
-    {"driver_status", driver_status, METH_NOARGS, "None if libcuda is usable, else why not"},
+    LAUNCHER_METHODS
     {"make_keyer", make_keyer, METH_VARARGS, "make_keyer(codes, tensor_type, spec): jitlab's key in C"},
     DRIVER_METHODS
     {NULL, NULL, 0, NULL}};
@@ -23,13 +15,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, JL_STR(MODULE_NAME), NULL, -1, methods};
 
 PyMODINIT_FUNC JL_INIT(MODULE_NAME)(void) {
-  if (init_launcher_type() < 0 || init_keyer_type() < 0) return NULL;
-  s_data_ptr = PyUnicode_InternFromString("data_ptr");
-  s_is_cuda = PyUnicode_InternFromString("is_cuda");
-  LIVE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type); /* "read this slot from vals" */
+  if (init_keyer_type() < 0) return NULL;
   PyObject *m = PyModule_Create(&moddef);
-  if (!m || !s_data_ptr || !s_is_cuda || !LIVE) return NULL;
-  Py_INCREF(LIVE);
-  if (PyModule_AddObject(m, "LIVE", LIVE) < 0) return NULL;
+  if (!m || init_launcher_module(m) < 0) return NULL;
   return m;
 }

@@ -349,4 +349,28 @@ static PyObject *param_sizes(PyObject *mod, PyObject *arg) {
   return t;
 }
 
+/* driver_status() -> None when the driver loaded, else the reason (loads it on first call). */
+static PyObject *driver_status(PyObject *mod, PyObject *unused) {
+  if (load_driver()) Py_RETURN_NONE;
+  return PyUnicode_FromString(driver_err);
+}
+
+/* The module-level entries every module built on this header exports (add make_keyer's from native_key.h). */
+#define LAUNCHER_METHODS                                                                                 \
+  {"make", make, METH_VARARGS, "make(function, num_warps, shared, codes, frozen, n_tail=2, device=0)"},  \
+  {"param_sizes", param_sizes, METH_O, "sizes of a loaded CUfunction's parameters (None: unknown)"},     \
+  {"driver_status", driver_status, METH_NOARGS, "None if the driver is usable, else why not"},
+
+/* The launcher's module state (interned names, the LIVE sentinel, exported as `LIVE`), once the module
+ * object exists: 0, or -1 with an error set. */
+static int init_launcher_module(PyObject *m) {
+  if (init_launcher_type() < 0) return -1;
+  s_data_ptr = PyUnicode_InternFromString("data_ptr");
+  s_is_cuda = PyUnicode_InternFromString("is_cuda");
+  LIVE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type); /* "read this slot from vals" */
+  if (!s_data_ptr || !s_is_cuda || !LIVE) return -1;
+  Py_INCREF(LIVE);
+  return PyModule_AddObject(m, "LIVE", LIVE);
+}
+
 #endif /* JITLAB_NATIVE_LAUNCHER_H */
