@@ -56,11 +56,12 @@ def loaded(case: Any) -> tuple[Any, tuple, tuple[int, int, int]]:
     return compiled, tuple(bound.values()), (tuple(g) + (1, 1))[:3]
 
 
-def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
+def _prepared(case: Any, plan_of: Any = None) -> tuple[Any, Any, Params, tuple[int, int, int]]:
+    """The loaded kernel, its launch plan (`plan_of`, default the CUDA planner), parameters and grid."""
     from .._triton import native
 
     compiled, vals, grid = loaded(case)
-    plan, why = native.plan(compiled)
+    plan, why = (plan_of or native.plan)(compiled)
     if plan is None:
         raise RuntimeError(f"kernel not launchable with a flat parameter array: {why}")
     return compiled, plan, Params(plan.codes.decode(), plan.n_tail, vals), grid

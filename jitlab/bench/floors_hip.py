@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .floors import Params, _stream, loaded
+from .floors import _prepared, _stream
 from .runner import Variant
 
 _LAUNCH_ARGTYPES = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
@@ -48,23 +48,12 @@ def build() -> ctypes.CDLL:
     return lib
 
 
-def _prepared(case: Any) -> tuple[Any, Any, Params, tuple[int, int, int]]:
-    """floors._prepared with the HIP plan (the kernel's own argument list, its wavefront size)."""
-    from .._triton import hip
-
-    compiled, vals, grid = loaded(case)
-    plan, why = hip.plan(compiled)
-    if plan is None:
-        raise RuntimeError(f"kernel not launchable with a flat parameter array: {why}")
-    return compiled, plan, Params(plan.codes.decode(), plan.n_tail, vals), grid
-
-
 def c_variant(case: Any) -> Variant:
     from .._triton import hip
 
     try:
         lib, entry = build(), hip.launch_entry()
-        compiled, plan, params, (gx, gy, gz) = _prepared(case)
+        compiled, plan, params, (gx, gy, gz) = _prepared(case, hip.plan)
     except Exception as e:  # noqa: BLE001
         return Variant("c_floor", "floor", skip=f"HIP C floor: {e}")
     f, block, shared, addr = int(compiled.function), plan.warp_size * plan.num_warps, plan.shared, params.address
