@@ -223,6 +223,13 @@ class JitCache:
         bind, _ = make_binder(self.name, self._spec)
         return bind(*args, **kwargs)
 
+    def python_hit_path(self) -> Callable[..., Any]:
+        """The generated Python hit path, `f(grid, *args, **kwargs)`: what `k[grid](...)` runs without
+        the native dispatcher (JITLAB_LAUNCHER=python), the reference the dispatcher is tested against."""
+        if self.passthrough_reason is not None:
+            raise RuntimeError(f"{self.name}: no hit path in pass-through ({self.passthrough_reason})")
+        return self._hit
+
     def hit_source(self) -> str:
         """The generated hit path of this kernel and policy (empty in pass-through)."""
         return self._source

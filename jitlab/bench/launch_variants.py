@@ -67,7 +67,7 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
     if safe is not None:  # the generated Python hit path alone (JITLAB_LAUNCHER=python): the reference
         py = jitcache(policy=safe.policy)(k)
         if py.passthrough_reason is None:
-            py_hit = _CCall(py._hit)
+            py_hit = _CCall(py.python_hit_path())
             out.append(Variant("jitcache:safe python-path", "jitcache", lambda: py_hit[g](*a, **kw),
                                policy=safe.policy, kernel=py))
         else:

@@ -133,7 +133,7 @@ def test_dispatcher_and_python_hit_path_launch_the_same_bits():
     fast, ref = jitcache(K.gather_scale), jitcache(K.gather_scale)
     if type(fast._launch).__name__ != "Dispatcher":
         pytest.skip(f"no native dispatcher here: {fast.dispatcher_reason}")
-    ref._launch = ref._hit
+    ref._launch = ref.python_hit_path()
     for f in FLIPS * 2:
         f = dict(f)
         if f.get("opt") == "tensor":

@@ -359,7 +359,7 @@ def test_tracebacks_through_a_hit_show_the_generated_line(fake_adapter):
     import traceback
 
     k = jitcache(K.add_one)
-    k._launch = k._hit  # the generated Python hit path (the dispatcher in front of it is C)
+    k._launch = k.python_hit_path()  # the generated Python hit path (the dispatcher in front of it is C)
     x, y = t(), t()
     k[(1,)](x, y, 64)
     k.entries()[0].launch = None  # make the hit path's launch line raise
