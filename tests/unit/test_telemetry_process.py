@@ -112,7 +112,7 @@ def test_long_running_loop_exports_while_running_then_sigterm_flushes(tmp_path):
         "n = 0",
         "while True:",
         "    add_one[(1,)](x, out, 64, BLOCK=64); n += 1",
-        "    pathlib.Path('count').write_text(str(n))",
+        "    pathlib.Path('count.tmp').write_text(str(n)); pathlib.Path('count.tmp').replace('count')",  # atomic: SIGTERM may land mid-write
         "    time.sleep(0.005)",
     ])
     proc = subprocess.Popen([sys.executable, "-c", plain(1, 1, 0, tail)], cwd=tmp_path, stdout=subprocess.PIPE,
