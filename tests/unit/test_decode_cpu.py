@@ -10,7 +10,6 @@ module first imported while TRITON_INTERPRET=1 is set would hold interpreter ker
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,8 @@ from jitlab.bench.decode import results as res
 from jitlab.bench.decode import runner as drun
 from jitlab.kernels import cache_write, layers, unified_attention  # noqa: F401 - see the module docstring
 from jitlab._triton.interpreter import interpreted
+
+from .conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -308,7 +309,7 @@ def test_sweep_plans():
 
 def test_cpu_demo_script_end_to_end(tmp_path):
     trace = tmp_path / "e2e.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = subprocess_env()
     env.pop("TRITON_INTERPRET", None)
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import textwrap
@@ -25,14 +24,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import triton
-import triton.language as tl
 
 from jitlab import jitcache, settings
 from jitlab._triton import adapter as adapter_mod
 from jitlab._triton import hip, native, probe
 from jitlab.codegen import KeySpec, make_binder
 
-from .conftest import FakeAdapter
+from .conftest import FakeAdapter, subprocess_env
 from .kernels_for_tests import add_one, many_kinds, no_spec
 from .test_keys import INTS
 from .test_native_build import _have_compiler, annotated, mixed, vadd
@@ -506,8 +504,8 @@ def test_hip_native_launcher_matches_triton_hip_launcher(tmp_path):
     (tmp_path / "stub.c").write_text(STUB)
     subprocess.run([compiler(), "-shared", "-fPIC", "-O1", str(tmp_path / "stub.c"), "-o", str(so)], check=True)
     # CUDA hidden: on a CUDA host Triton would see two active drivers (the stub HIP one and CUDA's)
-    env = dict(os.environ, TRITON_LIBHIP_PATH=str(so), JITLAB_CACHE_DIR=str(tmp_path / "jl"),
-               TRITON_CACHE_DIR=str(tmp_path / "triton"), PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    env = subprocess_env(TRITON_LIBHIP_PATH=str(so), JITLAB_CACHE_DIR=str(tmp_path / "jl"),
+                         TRITON_CACHE_DIR=str(tmp_path / "triton"), CUDA_VISIBLE_DEVICES="")
     env.pop("TRITON_INTERPRET", None)
     r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "HIP-STUB-OK" in r.stdout, r.stdout[-3000:] + r.stderr[-5000:]

@@ -27,7 +27,8 @@ import triton.language as tl
 from jitlab import _cbuild, settings
 from jitlab._triton import native
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import subprocess_env
+
 
 
 def _have_compiler() -> bool:
@@ -474,8 +475,8 @@ def stub_dir(built, tmp_path_factory):
 
 
 def _run_with_driver(driver_dir: Path, script: str, cache: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LD_LIBRARY_PATH=f"{driver_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}",
-               JITLAB_CACHE_DIR=str(cache), PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}")
+    env = subprocess_env(LD_LIBRARY_PATH=f"{driver_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+                         JITLAB_CACHE_DIR=str(cache))
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -4,7 +4,6 @@ and everything else is an extra ([trace], [lab], [notebooks], [vllm]; [dev] = al
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
+from .conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -125,7 +126,7 @@ def test_import_and_decorate_with_the_extras_missing(tmp_path):
         assert not tried, f"tried to import {{tried}}"
         print("ok", type(add_one).__name__)
     """)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    env = subprocess_env(TRITON_INTERPRET="1")
     env.pop("JITLAB_TRACE", None)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=120)

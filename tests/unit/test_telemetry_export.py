@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from jitlab.telemetry import export, recorder as R
 from jitlab.telemetry.load import load_traces, otlp_json_to_proto_dict, parse_line
 from jitlab.telemetry.session import Run
 
-from .conftest import free_port
+from .conftest import free_port, subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -187,8 +186,7 @@ def test_collector_down_warns_once_and_writes_file(tmp_path, monkeypatch, caplog
 
 
 def _child(code: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITLAB_"))}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith(("OTEL_", "JITLAB_"))}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120, **kw)
 

@@ -5,7 +5,6 @@ and clear failures for bad settings and unwritable trace files."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -21,6 +20,8 @@ from jitlab import settings
 from jitlab.telemetry import load_traces
 from jitlab.telemetry import process as P
 from jitlab.telemetry import recorder as R
+
+from .conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,10 +53,9 @@ PLAIN = """
 
 
 def child_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITLAB_"))}
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith(("OTEL_", "JITLAB_"))}
     # the interpreter on CPU, also on a GPU host (CUDA hidden: the traces are CPU demos there too)
-    env.update(PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}", TRITON_INTERPRET="1",
-               PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
+    env.update(TRITON_INTERPRET="1", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -10,7 +10,6 @@ the fake adapter (Triton's real binder and specialization, a fake binary) in pro
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from jitlab.vllm import known, policies, probe
+from .conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_DIR = ROOT / ".vllm"
@@ -271,7 +271,7 @@ for spec in (vb.Spec(3, "mixed", "2d"), vb.Spec(2, "decode", "3d")):
         jv.uninstall()
     print(spec.name, all(torch.equal(a, c) for a, c in zip(off, on)), err < 1e-4, ",".join(routed))
 """
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}  # CPU, also on a GPU host
+    env = subprocess_env(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")  # CPU, also on a GPU host
     r = subprocess.run([sys.executable, "-c", script, str(vllm_dir)], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
