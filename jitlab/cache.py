@@ -230,6 +230,13 @@ class JitCache:
             raise RuntimeError(f"{self.name}: no hit path in pass-through ({self.passthrough_reason})")
         return self._hit
 
+    def native_dispatcher(self) -> Any:
+        """The native dispatcher `k[grid](...)` reaches (dispatch.cpp), or None while there is none
+        (`dispatcher_reason` says why): for the bench's per-part timing (jitlab.bench.launch_parts)."""
+        if self.passthrough_reason is not None:
+            return None
+        return self._entry_point if self._entry_point is not self._hit else None
+
     def hit_source(self) -> str:
         """The generated hit path of this kernel and policy (empty in pass-through)."""
         return self._source

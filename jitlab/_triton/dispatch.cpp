@@ -102,9 +102,17 @@ typedef struct {
   int every_hit;
 } RecorderView;
 
+/* Where a hit stops when the bench asks what its parts cost (native.STAGES, set_stop; STOP_NONE: a whole
+ * launch, the only value outside jitlab.bench.launch_parts). A stop returns None as a hit does, having
+ * done every stage up to and including its own: bind the arguments; find the entry (Triton state,
+ * device, scope, key compared); the checks (used globals, verify, hooks, grid); count the hit and read
+ * the stream; convert the arguments into the parameter buffer (no driver call). */
+enum { STOP_NONE, STOP_BIND, STOP_KEY, STOP_CHECKS, STOP_PREP, STOP_PACK, STOP_LAST = STOP_PACK };
+
 typedef struct {
   PyObject_HEAD
   vectorcallfunc vectorcall;
+  int stop;             /* STOP_NONE but for the bench's parts */
   LastHit last;
   RecorderView rv;
   Py_ssize_t n, npositional; /* parameters; how many may be given positionally */
@@ -396,7 +404,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   LastHit h = {NULL};
   Py_ssize_t nopt = 0;
   int ntail = 0, rc = bind_args(d, args, nargs, kwnames, vals, opt, &nopt);
-  if (rc <= 0) goto done;
+  if (rc <= 0 || d->stop == STOP_BIND) goto done;
   rc = -1;
   /* The key's tail: options (as `tuple(options.items())`), Triton state, device. */
   if (nopt == 0) {
@@ -421,6 +429,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
     goto done;
   }
+  if (d->stop == STOP_KEY) goto done;
   rc = -1;
   {
     /* A global the kernel read changed (Triton raises), verify on, hooks set: the Python path does those. */
@@ -436,6 +445,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
       int got = call_grid(d, args[0], vals, g); /* a callable grid gets the dict Triton passes */
       if (got <= 0) { rc = got; goto done; }
     }
+    if (d->stop == STOP_CHECKS) { rc = 1; goto done; }
     if (t_enter) { /* level full keeps every hit; below it the recorder samples (wants_hit, as in Python) */
       int keep = view_recorder(&d->rv, rec) < 0 ? -1 : d->rv.every_hit;
       if (keep == 0) {
@@ -449,9 +459,14 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     /* From here on it is a hit: count it, then launch (as the Python path does). */
     long long t_args = t_enter ? now_ns() : 0;
     if (!(count = PyIter_Next(h.hits)) || !(stream_obj = PyObject_CallOneArg(d->get_stream, h.device))) goto done;
+    if (d->stop == STOP_PREP) { rc = 1; goto done; }
     if (Py_TYPE(h.launch) == &LauncherType) {
-      uint64_t stream;
-      rc = convert('K', stream_obj, &stream, 3) && launch_values((Launcher *)h.launch, g, stream, vals) ? 1 : -1;
+      uint64_t stream, buf[MAX_PARAMS];
+      Launcher *l = (Launcher *)h.launch;
+      if (d->stop == STOP_PACK)
+        rc = convert('K', stream_obj, &stream, 3) && ensure_context(l->device) && pack_values(l, vals, buf) ? 1 : -1;
+      else
+        rc = convert('K', stream_obj, &stream, 3) && launch_values(l, g, stream, vals) ? 1 : -1;
     } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
       PyObject *call[4 + MAX_PARAMS];
       PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
@@ -534,6 +549,7 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
   Dispatcher *d = PyObject_GC_New(Dispatcher, &DispatcherType);
   if (!d) return NULL;
   d->vectorcall = dispatch_call;
+  d->stop = STOP_NONE;
   d->last = LastHit{NULL};
   d->rv = RecorderView{NULL, NULL, 0, 0};
   d->n = 0;
@@ -593,11 +609,23 @@ static PyObject *noop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, Py
   Py_RETURN_NONE;
 }
 
+/* set_stop(dispatcher, stage): make its hits stop after `stage` (0..STOP_LAST; see STOP_*), for
+ * jitlab.bench.launch_parts only: a stopped dispatcher launches nothing. */
+static PyObject *set_stop(PyObject *mod, PyObject *args) {
+  PyObject *d;
+  int stage;
+  if (!PyArg_ParseTuple(args, "O!i", &DispatcherType, &d, &stage)) return NULL;
+  if (stage < STOP_NONE || stage > STOP_LAST) return PyErr_Format(PyExc_ValueError, "stage must be 0..%d", STOP_LAST);
+  ((Dispatcher *)d)->stop = stage;
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL | METH_KEYWORDS, "noop(*args, **kwargs): nothing, in C"},
     LAUNCHER_METHODS
     {"make_keyer", make_keyer, METH_VARARGS, "make_keyer(codes, tensor_type, spec, constexpr_item)"},
     {"make_dispatcher", make_dispatcher, METH_VARARGS, "make_dispatcher(...): see dispatch.cpp"},
+    {"set_stop", set_stop, METH_VARARGS, "set_stop(dispatcher, stage): the bench's stage stops (STOP_*)"},
     {NULL, NULL, 0, NULL}};
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_jitlab_dispatch", NULL, -1, methods};
 

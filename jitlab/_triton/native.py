@@ -334,6 +334,19 @@ def make_dispatcher(mod: Any, *, names: tuple[str, ...], defaults: tuple, requir
         return None, f"native dispatcher not created: {type(e).__name__}: {e}"
 
 
+# The parts of a dispatcher hit in order (dispatch.cpp's STOP_*): the bench times hits stopped after each
+# (jitlab.bench.launch_parts); the difference between consecutive stops is what that part costs.
+STAGES = ("bind", "key", "checks", "prep", "pack")
+
+
+def stop_hits(mod: Any, dispatcher: Any, stage: str | None) -> None:
+    """Make `dispatcher`'s hits stop after `stage` (one of STAGES; None: whole launches again). A stopped
+    dispatcher launches nothing: for jitlab.bench.launch_parts only."""
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES} or None, got {stage!r}")
+    mod.set_stop(dispatcher, 0 if stage is None else STAGES.index(stage) + 1)
+
+
 def make_keyer(codes: str, tensor_type: type, spec: Callable, constexpr_item: Callable) -> tuple[Callable | None, str]:
     """jitlab's cache key computed in C (native_key.h): `keyer(*tail_items, values)`, or (None, why)
     when the module is unavailable. Codes per bound argument: '-' unchecked, 'c' constexpr, 'r'/'a'/'u'/'v'

@@ -218,6 +218,18 @@ typedef struct {
   Live live[MAX_PARAMS];
 } Launcher;
 
+/* The parameter buffer of one launch: the frozen template, then each live value converted (Triton's
+ * conversions and errors). Called after ensure_context (cuPointerGetAttribute needs a context). 1, or 0
+ * with an error set. */
+static int pack_values(const Launcher *self, PyObject *const *vals, uint64_t *buf) {
+  memcpy(buf, self->tmpl, (size_t)self->nparams * 8);
+  for (int k = 0; k < self->nlive; k++) {
+    const Live *l = &self->live[k];
+    if (!convert(l->code, vals[l->arg], &buf[l->slot], l->arg)) return 0;
+  }
+  return 1;
+}
+
 /* One launch: grid, stream and the bound values as C data (the dispatcher calls this directly). */
 static int launch_values(Launcher *self, const int32_t g[3], uint64_t stream, PyObject *const *vals) {
   /* Triton calls ensureCudaContext before anything else (cuPointerGetAttribute needs one). */
@@ -225,11 +237,7 @@ static int launch_values(Launcher *self, const int32_t g[3], uint64_t stream, Py
   /* Per-call state lives on this stack frame only: launches from several threads never share it. */
   uint64_t buf[MAX_PARAMS];
   void *params[MAX_PARAMS];
-  memcpy(buf, self->tmpl, (size_t)self->nparams * 8);
-  for (int k = 0; k < self->nlive; k++) {
-    const Live *l = &self->live[k];
-    if (!convert(l->code, vals[l->arg], &buf[l->slot], l->arg)) return 0;
-  }
+  if (!pack_values(self, vals, buf)) return 0;
   /* Triton converts every argument (raising its errors) and only then skips an empty grid. */
   if (GRID_EMPTY(g)) return 1;
   for (int k = 0; k < self->nparams; k++) params[k] = &buf[k];

@@ -40,7 +40,9 @@ def _interpreted_case(case: Any) -> Any:
 
 
 def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[str] = (),
-             graph_launches: int = 64) -> list[Variant]:
+             graph_launches: int = 64, parts_of: str | None = "safe") -> list[Variant]:
+    """Every variant of one workload; `parts_of`: the sweep policy whose hit is also timed part by part
+    (jitlab.bench.launch_parts; GPU only), None for none."""
     from .. import jitcache
     from .._triton import native
 
@@ -72,6 +74,11 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
                                policy=safe.policy, kernel=py))
         else:
             out.append(Variant("jitcache:safe python-path", "jitcache", skip=py.passthrough_reason))
+    parted = next((v for v in out if v.kind == "jitcache" and v.policy.name == parts_of), None)
+    if cuda and parted is not None:
+        from . import launch_parts
+
+        out += launch_parts.variants(case, parted.policy)
     for level in trace_levels if safe is not None else ():
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))

@@ -104,6 +104,10 @@ def launch_overhead_markdown(path: str, df: Any = None) -> str:
         out.append(f"| {r['workload']} | {r['variant']} | {f(r['median_us'])} | {f(r.get('p10_us'))}-"
                    f"{f(r.get('p90_us'))} | {f(r.get('x_floor'), '{:.2f}x')} | {f(au / 1e3 if au else None)} | "
                    f"{f(lc / 1e3 if lc else None)} |")
+    from . import launch_parts
+
+    parts = launch_parts.markdown(rows)
+    out += ["", *parts] if parts else []
     costs = [r for r in rows if r.get("trace_cost_us") is not None]
     if costs:
         out += ["", "Tracing cost, paired (blocks of launches alternating recording off / on, median difference):", "",

@@ -592,6 +592,18 @@ assert len(slow_calls) == 11, len(slow_calls)
 n1 = state()[0]
 d((3,), DEV, 17)
 assert state()[0] == n1 + 1 and len(slow_calls) == 11         # and back on the C path
+for i, stage in enumerate(native.STAGES):                     # the bench's stops (jitlab.bench.launch_parts)
+    native.stop_hits(m, d, stage)
+    h0 = next(table.hits)
+    d((3,), DEV, 17)
+    assert state()[0] == n1 + 1 and len(slow_calls) == 11, stage   # nothing launched, no Python path
+    assert next(table.hits) - h0 - 1 == (i >= native.STAGES.index("prep")), stage  # counted from "prep" on
+native.stop_hits(m, d, None); d((3,), DEV, 17)
+assert state()[0] == n1 + 2                                    # whole launches again
+try:
+    native.stop_hits(m, d, "driver"); raise AssertionError("a stage that does not exist was accepted")
+except ValueError:
+    pass
 print("DISPATCH-OK")
 """
 

@@ -1,0 +1,49 @@
+"""The launch-overhead breakdown (jitlab.bench.launch_parts): parts are differences of consecutive stops,
+the table names each part, and a missing stop leaves its neighbours' parts empty, never invented."""
+
+from __future__ import annotations
+
+import pytest
+
+from jitlab.bench import launch_parts
+from jitlab._triton import native
+
+
+def _rows(times: dict[str, float], workload: str = "w") -> list[dict]:
+    return [{"workload": workload, "variant": v, "kind": launch_parts.KIND if ".." in v else "x", "median_us": t}
+            for v, t in times.items()]
+
+
+STOPS = dict(zip((launch_parts.variant_name("safe", s) for s in native.STAGES), (1.5, 2.5, 2.75, 3.0, 3.5)))
+
+
+def test_parts_are_differences_of_consecutive_stops():
+    rows = _rows({"c_call": 1.0, **STOPS, "jitcache:safe": 7.5, "c_floor": 3.25})
+    got = dict(launch_parts.breakdown(rows, "w"))
+    assert got == pytest.approx({"call site (c_call)": 1.0, "bind arguments": 0.5, "find entry (key)": 1.0,
+                                 "checks (globals, hooks, grid)": 0.25, "count + stream": 0.25,
+                                 "pack parameters": 0.5, "driver call": 4.0, "whole launch (jitcache:safe)": 7.5,
+                                 "C floor": 3.25})
+    # the parts add up to the whole launch
+    assert sum(v for k, v in got.items() if k not in ("whole launch (jitcache:safe)", "C floor")) == pytest.approx(7.5)
+
+
+def test_a_missing_stop_leaves_both_neighbouring_parts_empty():
+    stops = {k: v for k, v in STOPS.items() if not k.endswith("..checks")}
+    got = dict(launch_parts.breakdown(_rows({"c_call": 1.0, **stops, "jitcache:safe": 7.5}), "w"))
+    assert got["checks (globals, hooks, grid)"] is None and got["count + stream"] is None
+    assert got["find entry (key)"] == pytest.approx(1.0) and got["C floor"] is None
+
+
+def test_markdown_one_column_per_workload_and_nothing_without_parts():
+    rows = _rows({"c_call": 1.0, **STOPS, "jitcache:safe": 7.5, "c_floor": 3.25}, "a")
+    rows += _rows({"c_call": 2.0, **STOPS, "jitcache:safe": 9.0, "c_floor": 3.5}, "b")
+    md = launch_parts.markdown(rows)
+    assert md[2] == "| part | a | b |"
+    assert "| driver call | +4.00 | +5.50 |" in md and "| C floor | 3.25 | 3.50 |" in md
+    assert launch_parts.markdown(_rows({"c_call": 1.0, "jitcache:safe": 7.5})) == []
+
+
+def test_stop_hits_refuses_unknown_stages():
+    with pytest.raises(ValueError, match="stage must be one of"):
+        native.stop_hits(object(), object(), "driver")
