@@ -95,11 +95,16 @@ typedef struct {
 } LastHit;
 
 /* The active recorder's parts the traced hit path uses, read once per recorder: its list object is
- * never replaced (the recorder copies records out in place) and capacity/every_hit are fixed. */
+ * never replaced (the recorder copies records out in place), capacity/every_hit/sample_every are fixed,
+ * and its [offered, tick] sampling counters are an int64 array this path updates in place. */
 typedef struct {
   PyObject *rec, *records;
   Py_ssize_t capacity;
+  long long sample_every;
   int every_hit;
+  Py_buffer sampling; /* .obj NULL until viewed */
+  unsigned long thread;  /* the last recording thread, and its ident as a Python int */
+  PyObject *thread_obj;
 } RecorderView;
 
 /* Where a hit stops when the bench asks what its parts cost (native.STAGES, set_stop; STOP_NONE: a whole
@@ -132,7 +137,7 @@ typedef struct {
   PyObject *empty;      /* () */
 } Dispatcher;
 
-static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_wants_hit, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
+static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_sample_every, *s_sampling, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
     *s_enter, *s_exit, *s_calls;
 
 static void decref_all(PyObject **objs, int n) {
@@ -244,24 +249,47 @@ static long long now_ns(void) {
   return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Point d->rv at `rec` (read its list, capacity and every_hit once). 1, or -1 on error. */
+static void forget_recorder(RecorderView *rv) {
+  Py_CLEAR(rv->rec); Py_CLEAR(rv->records); Py_CLEAR(rv->thread_obj);
+  if (rv->sampling.obj) PyBuffer_Release(&rv->sampling);
+}
+
+/* Point d->rv at `rec` (read its list, capacity, sampling once). 1, or -1 on error. */
 static int view_recorder(RecorderView *rv, PyObject *rec) {
   if (rv->rec == rec) return 1;
   PyObject *records = PyObject_GetAttr(rec, s_records), *cap = PyObject_GetAttr(rec, s_capacity),
-           *every = PyObject_GetAttr(rec, s_every_hit);
-  int ok = records && cap && every && PyList_Check(records);
+           *every = PyObject_GetAttr(rec, s_every_hit), *n = PyObject_GetAttr(rec, s_sample_every),
+           *sampling = PyObject_GetAttr(rec, s_sampling);
+  Py_buffer view = {0};
+  int ok = records && cap && every && n && sampling && PyList_Check(records) &&
+           PyObject_GetBuffer(sampling, &view, PyBUF_WRITABLE) == 0;
+  if (ok && view.len != 2 * (Py_ssize_t)sizeof(int64_t)) PyBuffer_Release(&view), ok = 0;
   Py_ssize_t capacity = ok ? PyLong_AsSsize_t(cap) : -1;
+  long long sample_every = ok ? PyLong_AsLongLong(n) : -1;
   int every_hit = ok ? PyObject_IsTrue(every) : -1;
-  Py_XDECREF(cap); Py_XDECREF(every);
-  if (!ok || PyErr_Occurred() || every_hit < 0) {
+  Py_XDECREF(cap); Py_XDECREF(every); Py_XDECREF(n); Py_XDECREF(sampling);
+  if (!ok || PyErr_Occurred() || every_hit < 0 || sample_every < 0) {
+    if (view.obj) PyBuffer_Release(&view);
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "jitlab: the active recorder has no records list");
     Py_XDECREF(records);
     return -1;
   }
-  Py_XSETREF(rv->records, records);
-  Py_XSETREF(rv->rec, Py_NewRef(rec));
-  rv->capacity = capacity, rv->every_hit = every_hit;
+  forget_recorder(rv);
+  rv->records = records, rv->rec = Py_NewRef(rec), rv->sampling = view;
+  rv->capacity = capacity, rv->every_hit = every_hit, rv->sample_every = sample_every;
   return 1;
+}
+
+/* telemetry.recorder.Recorder.wants_hit() below level full, on its shared counters: 1 keep, 0 not. */
+static int sample_hit(RecorderView *rv) {
+  int64_t *c = (int64_t *)rv->sampling.buf; /* [offered, tick] */
+  c[0]++;
+  if (rv->sample_every == 0) return 0;
+  if (++c[1] >= rv->sample_every) {
+    c[1] = 0;
+    return 1;
+  }
+  return 0;
 }
 
 /* The tail of a traced hit, as the generated hit path's: stamp t_exit and append the compact record
@@ -273,8 +301,14 @@ static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long 
     PyObject *r = PyTuple_New(5);
     if (!r) return -1;
     PyTuple_SET_ITEM(r, 0, Py_NewRef(head));
+    unsigned long thread = PyThread_get_thread_ident();
+    if (!rv->thread_obj || rv->thread != thread) { /* one int per thread, not per record */
+      Py_XSETREF(rv->thread_obj, PyLong_FromUnsignedLong(thread));
+      if (!rv->thread_obj) { Py_DECREF(r); return -1; }
+      rv->thread = thread;
+    }
     PyObject *parts[4] = {PyLong_FromLongLong(t_enter), PyLong_FromLongLong(t_args), PyLong_FromLongLong(t_exit),
-                          PyLong_FromUnsignedLong(PyThread_get_thread_ident())};
+                          Py_NewRef(rv->thread_obj)};
     for (int i = 0; i < 4; i++) {
       if (!parts[i]) { decref_all(parts + i + 1, 3 - i); Py_DECREF(r); return -1; }
       PyTuple_SET_ITEM(r, 1 + i, parts[i]);
@@ -398,7 +432,10 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   if (nargs < 1) return 0;
   PyObject *rec = PyObject_GetAttr(d->active, s_recorder); /* this call's own reference */
   if (!rec) return -1;
-  long long t_enter = rec != Py_None ? now_ns() : 0; /* traced: stamped like the Python path's t_enter */
+  int traced = rec != Py_None;
+  if (traced && view_recorder(&d->rv, rec) < 0) return Py_DECREF(rec), -1;
+  /* stamped like the Python path's t_enter, unless the recorder keeps no hits (summary) */
+  long long t_enter = traced && d->rv.sample_every ? now_ns() : 0;
   PyObject *vals[MAX_PARAMS], *opt[2 * MAX_OPTIONS], *tail[2 + MAX_STATE] = {NULL};
   PyObject *scope = NULL, *ugv = NULL, *stream_obj = NULL, *count = NULL;
   LastHit h = {NULL};
@@ -446,15 +483,11 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
       if (got <= 0) { rc = got; goto done; }
     }
     if (d->stop == STOP_CHECKS) { rc = 1; goto done; }
-    if (t_enter) { /* level full keeps every hit; below it the recorder samples (wants_hit, as in Python) */
-      int keep = view_recorder(&d->rv, rec) < 0 ? -1 : d->rv.every_hit;
-      if (keep == 0) {
-        PyObject *w = PyObject_CallMethodNoArgs(rec, s_wants_hit);
-        keep = w ? PyObject_IsTrue(w) : -1;
-        Py_XDECREF(w);
-      }
-      if (keep < 0) goto done;
-      if (!keep) t_enter = 0;
+    /* level full keeps every hit; below it the recorder samples (its wants_hit(), in C); the view
+     * again: a grid or a state read ran Python code, another thread may have pointed it elsewhere */
+    if (traced && (view_recorder(&d->rv, rec) < 0 || !(d->rv.every_hit || sample_hit(&d->rv)))) {
+      if (PyErr_Occurred()) goto done;
+      t_enter = 0;
     }
     /* From here on it is a hit: count it, then launch (as the Python path does). */
     long long t_args = t_enter ? now_ns() : 0;
@@ -505,7 +538,7 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   for (int s = 0; s < d->nstate; s++) { Py_VISIT(d->state[s].obj); Py_VISIT(d->state[s].obj2); }
   Py_VISIT(d->last.scope); Py_VISIT(d->last.table); Py_VISIT(d->last.key); Py_VISIT(d->last.entry);
   Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits); Py_VISIT(d->last.head);
-  Py_VISIT(d->rv.rec); Py_VISIT(d->rv.records);
+  Py_VISIT(d->rv.rec); Py_VISIT(d->rv.records); Py_VISIT(d->rv.sampling.obj);
   return 0;
 }
 
@@ -515,7 +548,7 @@ static int dispatcher_clear(PyObject *o) {
   Py_CLEAR(d->active); Py_CLEAR(d->scope_var); Py_CLEAR(d->tables); Py_CLEAR(d->fn); Py_CLEAR(d->slow);
   Py_CLEAR(d->empty);
   forget_last(&d->last);
-  Py_CLEAR(d->rv.rec); Py_CLEAR(d->rv.records);
+  forget_recorder(&d->rv);
   for (Py_ssize_t j = 0; j < d->n; j++) { Py_CLEAR(d->names[j]); Py_CLEAR(d->defaults[j]); }
   for (int s = 0; s < d->nstate; s++) {
     Py_CLEAR(d->state[s].obj); Py_CLEAR(d->state[s].attr); Py_CLEAR(d->state[s].obj2); Py_CLEAR(d->state[s].attr2);
@@ -551,7 +584,7 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
   d->vectorcall = dispatch_call;
   d->stop = STOP_NONE;
   d->last = LastHit{NULL};
-  d->rv = RecorderView{NULL, NULL, 0, 0};
+  memset(&d->rv, 0, sizeof d->rv);
   d->n = 0;
   d->nstate = 0;
   d->npositional = npositional;
@@ -633,11 +666,11 @@ PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
   if (init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
                          "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",
-                         "every_hit", "wants_hit"};
+                         "every_hit", "sample_every", "_sampling"};
   PyObject **slots[] = {&s_recorder, &s_entries, &s_hits, &s_used_global_vals, &s_verify, &s_grid, &s_device,
                         &s_launch, &s_enter, &s_exit, &s_calls, &s_records, &s_capacity, &s_head, &s_every_hit,
-                        &s_wants_hit};
-  for (int i = 0; i < 16; i++)
+                        &s_sample_every, &s_sampling};
+  for (int i = 0; i < 17; i++)
     if (!(*slots[i] = PyUnicode_InternFromString(attrs[i]))) return NULL;
   PyObject *m = PyModule_Create(&moddef);
   if (!m || init_launcher_module(m) < 0) return NULL;

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -151,10 +152,11 @@ class Recorder:
         self.flushes = 0  # times on_full was called
         self.flush_ns = 0  # time spent inside on_full (it runs on the hot path: report it)
         self.taken = 0  # records handed out by drain()/on_full so far
-        self._offered = 0  # wants_hit() calls
+        # [offered, tick]: wants_hit() calls and the sampling phase, as int64s the native dispatcher
+        # updates in place too (dispatch.cpp samples without calling wants_hit); never resized
+        self._sampling = array("q", [0, 0])
         self._hits_out = 0  # compact hits handed out or dropped
         self._full_buffered = 0  # full-field tuples (record()) in the buffer now
-        self._tick = 0
         self._strings: dict[str, int] = {}
         self._names: list[str] = []
         self._lock = threading.Lock()
@@ -187,15 +189,16 @@ class Recorder:
     # -- hot path ---------------------------------------------------------------------------------
     def wants_hit(self) -> bool:
         """Called before timing a hit (below level full): False means this hit is not sampled."""
-        self._offered += 1
+        s = self._sampling
+        s[0] += 1
         n = self.sample_every
         if n == 1:
             return True
         if n == 0:
             return False
-        self._tick += 1
-        if self._tick >= n:
-            self._tick = 0
+        s[1] += 1
+        if s[1] >= n:
+            s[1] = 0
             return True
         return False
 
@@ -204,14 +207,15 @@ class Recorder:
         """Launches offered for sampling through the hit path (kept or not). Below level full these
         are the wants_hit() calls made at entry; at full, where the hit path calls nothing, they are
         the compact hits (kept or dropped) plus the misses/fallbacks it sent to record()."""
+        offered = self._sampling[0]
         if not self.every_hit:
-            return self._offered
-        return self._offered + self._hits_out + len(self.records) - self._full_buffered
+            return offered
+        return offered + self._hits_out + len(self.records) - self._full_buffered
 
     def record(self, kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns=0, reason=-1):
         """One launch with every field."""
         if self.every_hit and reason != "passthrough":  # see `seen`
-            self._offered += 1
+            self._sampling[0] += 1
         if len(self.records) >= self.capacity and not self._make_room(False):
             return
         self._full_buffered += 1

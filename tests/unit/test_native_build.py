@@ -572,10 +572,16 @@ rec = Active.recorder = Recorder("full", capacity=2)            # traced at leve
 d((3,), DEV, 17); d((3,), DEV, 17); d((3,), DEV, 17)            # the third finds the buffer full: dropped
 assert [r[0] for r in rec.records] == [e.head] * 2 and rec.dropped == 1 and len(slow_calls) == 5, rec.records
 assert all(r[1] <= r[2] <= r[3] for r in rec.records) and rec.records[0][4] > 0
-rec = Active.recorder = Recorder("sampled", capacity=10, sample_every=2)   # sampled: asks wants_hit()
+rec = Active.recorder = Recorder("sampled", capacity=10, sample_every=2)   # sampled: wants_hit()'s rule, in C
+rec.wants_hit = None                                            # (on the recorder's own counters: no call)
 for _ in range(4):
     d((3,), DEV, 17)
-assert len(rec.records) == 2 and rec.seen == 4, (rec.records, rec.seen)
+assert len(rec.records) == 2 and rec.seen == 4 and len(slow_calls) == 5, (rec.records, rec.seen)
+assert [Recorder.wants_hit(rec) for _ in range(2)] == [False, True]  # the Python path continues the same phase
+rec = Active.recorder = Recorder("summary", capacity=10)        # summary: counted, nothing recorded
+for _ in range(3):
+    d((3,), DEV, 17)
+assert not rec.records and rec.seen == 3 and len(slow_calls) == 5, (rec.records, rec.seen)
 Active.recorder = None
 Hooks.launch_enter_hook = print; d((3,), DEV, 17); Hooks.launch_enter_hook = None  # a profiler hook
 G = {"G": 1}
