@@ -29,14 +29,19 @@ KERNEL_MODULES = {"kernel_unified_attention": vb.UNIFIED, "reduce_segments": vb.
                   "reshape_and_cache_kernel_flash": vb.CACHE}
 
 
+class VllmNotFound(RuntimeError):
+    """Neither an installed vLLM nor vLLM's kernel files in the given folder (experiments report it in one line)."""
+
+
 def load_vllm(vllm_dir: str) -> str:
     """Make vLLM's kernel modules importable: an installed vLLM, else the files in `vllm_dir`
-    (jitlab.vllm.kernel_files). Returns where they come from."""
+    (jitlab.vllm.kernel_files). Returns where they come from; VllmNotFound when there are none."""
     from ..vllm import kernel_files
 
     if importlib.util.find_spec("vllm") is None or kernel_files.is_built(vllm_dir):
         if not kernel_files.is_built(vllm_dir):
-            raise RuntimeError(f"no vLLM here and no {vllm_dir}/vllm: run experiments/vllm_carry.sh first")
+            raise VllmNotFound(f"vLLM's kernel files not found: vLLM is not installed and --vllm-dir {vllm_dir} "
+                               f"has no vllm/ (run experiments/vllm_carry.sh to write .vllm/, or pass --vllm-dir DIR)")
         kernel_files.activate(vllm_dir)
     import vllm
 

@@ -21,19 +21,6 @@ from jitlab.vllm import known, policies, probe
 from .conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
-VLLM_DIR = ROOT / ".vllm"
-
-
-@pytest.fixture(scope="module")
-def vllm_dir():
-    from jitlab.vllm import kernel_files
-
-    try:
-        kernel_files.build(VLLM_DIR)
-    except RuntimeError as e:
-        pytest.skip(str(e))
-    kernel_files.activate(VLLM_DIR)
-    return VLLM_DIR
 
 
 @pytest.fixture
