@@ -304,6 +304,20 @@ def run(specs: list[vb.Spec], shape: vb.Shape, policy_file: str, policy_names: l
     return results
 
 
+# Measured on the H200 (traces/vllm_kernels-20261130T054639Z-b129a8.jsonl, --quick: 8 batches, 26 workloads,
+# 3 policies, 200 launches x 5 repeats after 100 warm-up launches): 52 s in the run span, ~48 s after setup.
+_S_PER_WORKLOAD_QUICK = 48.0 / 26
+_QUICK_LAUNCHES = 200 * 5 + 100  # per variant: warm-up before the first repeat only
+
+
+def estimate(specs: list[vb.Spec], shape: vb.Shape, cfg: Config, policies: int) -> float:
+    """Rough H200 wall seconds of run(): setup, then per workload (each kernel launch of a batch, and its
+    step) the quick run's time scaled by launches x repeats + warm-up and by the number of policies."""
+    workloads = sum(3 + s.is_3d(shape) for s in specs)  # unified attention, cache write, step (+ reduce)
+    scale = (cfg.launches * cfg.repeats + cfg.warmup) / _QUICK_LAUNCHES * (12 + policies) / (12 + 3)
+    return 30.0 + workloads * _S_PER_WORKLOAD_QUICK * scale
+
+
 def print_matrix(matrix: list[dict], label: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
