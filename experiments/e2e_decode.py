@@ -4,6 +4,7 @@
     python -m experiments.e2e_decode --quick         # B=1 (8 and 32 layers) and B=16 at context 1024 (< 1 min)
     python -m experiments.e2e_decode --batches 1,4 --contexts 1024 --layers 32 --no-mixed
     python -m experiments.e2e_decode --estimate      # print the plan and the time estimate, run nothing
+    python -m experiments.e2e_decode --attention vllm --vllm-dir .vllm   # KV write + attention: vLLM 0.26's own
 
 Modes: eager_stock, eager_jitlab_safe, eager_jitlab_tuned, piecewise_stock, piecewise_jitlab, full_graph
 (also available: piecewise_jitlab_safe). Sweep: batch {1, 4, 16, 64} x context {128, 1024, 8192} x layers
@@ -18,6 +19,9 @@ jitlab in pass-through, graph modes skipped) so the whole flow is visible; it re
 from __future__ import annotations
 
 import argparse
+
+ATTENTION = "jitlab"  # or "vllm": each layer's KV write + attention through vLLM's unified_attention() etc.
+VLLM_DIR = ".vllm"  # vLLM's kernel files when vLLM is not installed (experiments/vllm_carry.sh)
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -53,6 +57,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--no-sanity", action="store_true", help="skip the eager-vs-pure-torch check on a small config")
     p.add_argument("--cpu", action="store_true", help="run the CPU demonstration even if a GPU is present")
     p.add_argument("--estimate", action="store_true", help="print the plan and time estimate, then exit")
+    p.add_argument("--attention", choices=("jitlab", "vllm"), default=ATTENTION,
+                   help="KV write + attention: jitlab's kernels, or vLLM's wrappers and kernels (jitlab modes "
+                        "wrap them through the jitlab.vllm plugin)")
+    p.add_argument("--vllm-dir", default=VLLM_DIR, help="vLLM's kernel files, when vLLM is not installed")
     a = p.parse_args(argv)
     from jitlab.bench.runner import trace_flags
 
@@ -92,6 +100,7 @@ def sweep_from_args(a: argparse.Namespace):
             over[k] = v
     if a.no_sanity:
         over["sanity"] = False
+    over.update(attention=a.attention, vllm_dir=a.vllm_dir)
     return build(quick=a.quick, **over)
 
 
@@ -104,7 +113,7 @@ def main(argv=None) -> None:
         est = decode.estimate(sweep)
         for c in sweep.configs():
             print(c.name)
-        print(f"modes: {', '.join(sweep.mode_names())}")
+        print(f"modes: {', '.join(sweep.mode_names())}; attention: {sweep.attention}")
         print(f"estimated {est['total_s'] / 60:.1f} min{est['note']}")
         return
     decode.run_experiment(sweep)

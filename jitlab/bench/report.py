@@ -147,9 +147,12 @@ def e2e_markdown(path: str, layers: int | None = None, context: int | None = Non
     batches = sorted({r["batch"] for r in rows})
     by = {(r["batch"], r["mode"]): r for r in rows}
     model = "a tiny model" if is_cpu_demo(attrs) else "Llama-3.1-8B shapes"
+    attention = attrs.get("jitlab.e2e.attention")
+    attention = (f"KV write + attention: vLLM's own wrappers and kernels ({attrs.get('jitlab.e2e.attention_source')}); "
+                 if attention == "vllm" else "")
     out = _demo_line(attrs) + [
         f"Run `{Path(path).stem}` ({provenance_line(attrs)}); {model}, {layers} layers, "
-        f"context {context}; tokens/s (host ms / GPU ms per step).", "",
+        f"context {context}; {attention}tokens/s (host ms / GPU ms per step).", "",
         "| mode | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---:|" * len(batches)]
     for m in MODES:
         cells = []

@@ -84,14 +84,15 @@ def trace_flags(trace: str | None, trace_file: str | None, default_level: str = 
 
 
 def cli(main: Callable[[], Any], prog: str) -> None:
-    """Run an experiment's main(); a bad JITLAB_* value or an unwritable trace file ends it with one
-    line naming it (exit status 1) instead of a traceback."""
+    """Run an experiment's main(); a bad JITLAB_* value, an unwritable trace file or missing vLLM kernel
+    files end it with one line naming it (exit status 1) instead of a traceback."""
     from ..settings import SettingError
     from ..telemetry.export import TraceTargetError
+    from .vllm_kernels import VllmNotFound
 
     try:
         main()
-    except (SettingError, TraceTargetError) as e:
+    except (SettingError, TraceTargetError, VllmNotFound) as e:
         raise SystemExit(f"{prog}: {e}") from None
 
 

@@ -29,14 +29,19 @@ KERNEL_MODULES = {"kernel_unified_attention": vb.UNIFIED, "reduce_segments": vb.
                   "reshape_and_cache_kernel_flash": vb.CACHE}
 
 
+class VllmNotFound(RuntimeError):
+    """Neither an installed vLLM nor vLLM's kernel files in the given folder (experiments report it in one line)."""
+
+
 def load_vllm(vllm_dir: str) -> str:
     """Make vLLM's kernel modules importable: an installed vLLM, else the files in `vllm_dir`
-    (jitlab.vllm.kernel_files). Returns where they come from."""
+    (jitlab.vllm.kernel_files). Returns where they come from; VllmNotFound when there are none."""
     from ..vllm import kernel_files
 
     if importlib.util.find_spec("vllm") is None or kernel_files.is_built(vllm_dir):
         if not kernel_files.is_built(vllm_dir):
-            raise RuntimeError(f"no vLLM here and no {vllm_dir}/vllm: run experiments/vllm_carry.sh first")
+            raise VllmNotFound(f"vLLM's kernel files not found: vLLM is not installed and --vllm-dir {vllm_dir} "
+                               f"has no vllm/ (run experiments/vllm_carry.sh to write .vllm/, or pass --vllm-dir DIR)")
         kernel_files.activate(vllm_dir)
     import vllm
 
@@ -297,6 +302,20 @@ def run(specs: list[vb.Spec], shape: vb.Shape, policy_file: str, policy_names: l
         set_kernels(stock)  # step variants leave their kernels in vLLM's globals
     print_matrix(matrix, cfg.label)
     return results
+
+
+# Measured on the H200 (traces/vllm_kernels-20261130T054639Z-b129a8.jsonl, --quick: 8 batches, 26 workloads,
+# 3 policies, 200 launches x 5 repeats after 100 warm-up launches): 52 s in the run span, ~48 s after setup.
+_S_PER_WORKLOAD_QUICK = 48.0 / 26
+_QUICK_LAUNCHES = 200 * 5 + 100  # per variant: warm-up before the first repeat only
+
+
+def estimate(specs: list[vb.Spec], shape: vb.Shape, cfg: Config, policies: int) -> float:
+    """Rough H200 wall seconds of run(): setup, then per workload (each kernel launch of a batch, and its
+    step) the quick run's time scaled by launches x repeats + warm-up and by the number of policies."""
+    workloads = sum(3 + s.is_3d(shape) for s in specs)  # unified attention, cache write, step (+ reduce)
+    scale = (cfg.launches * cfg.repeats + cfg.warmup) / _QUICK_LAUNCHES * (12 + policies) / (12 + 3)
+    return 30.0 + workloads * _S_PER_WORKLOAD_QUICK * scale
 
 
 def print_matrix(matrix: list[dict], label: str = "") -> None:

@@ -159,3 +159,20 @@ def no_gpu_driver(monkeypatch):
     monkeypatch.setattr(probe, "active_backend", lambda: None)
     yield
     adapter_mod.reset()
+
+
+VLLM_DIR = Path(__file__).resolve().parents[2] / ".vllm"
+
+
+@pytest.fixture(scope="session")
+def vllm_dir():
+    """vLLM 0.26.0's kernel files in `.vllm/` (jitlab.vllm.kernel_files: built once from the wheel, ~4 s),
+    importable in this process; skipped with the reason when the wheel cannot be downloaded."""
+    from jitlab.vllm import kernel_files
+
+    try:
+        kernel_files.build(VLLM_DIR)
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    kernel_files.activate(VLLM_DIR)
+    return VLLM_DIR

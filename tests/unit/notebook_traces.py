@@ -192,3 +192,55 @@ def _e2e_row(c, m, tr) -> dict:
                                          for k in by_kernel},
                    jitlab_launches_per_step=triton, jitlab_counts_agree=True)
     return row
+
+
+# vllm_kernels: (kernel, stock Triton µs, GPU µs) of the made-up model
+_VLLM_KERNELS = (("kernel_unified_attention", 38.0, 20.0), ("reduce_segments", 16.5, 2.5),
+                 ("reshape_and_cache_kernel_flash", 21.0, 1.5))
+_VLLM_BATCHES = ("decode n=1 3d", "decode n=17 2d", "mixed n=3 2d")
+
+
+def vllm_kernels_trace(path: Path) -> Path:
+    """A small vllm_kernels-shaped trace: the matrix check in the run span, 3 batches x vLLM's kernels
+    (reduce_segments only for the 3D batch) x (baselines, 2 policies, C floor, GPU time), and steps."""
+    from jitlab import Policy, telemetry
+    from jitlab.bench import runner
+
+    path = Path(path)
+    policies = ("safe", "tuned")
+    matrix = [{"policy": p, "batches": len(_VLLM_BATCHES), "passes": 2, "bitwise_equal": True, "mismatches": [],
+               "counters": {"kernel_unified_attention": {"hit": 4, "miss": 2, "verify": 4, "entries": 2}}}
+              for p in policies]
+    shape = {"num_query_heads": 32, "num_kv_heads": 8, "head_size": 128, "block_size": 16, "dtype": "bfloat16"}
+    with telemetry.Run("vllm_kernels", level="sampled", sample_every=10, trace_file=path, otlp=False,
+                       attributes={"jitlab.experiment.label": LABEL, "jitlab.vllm.matrix": json.dumps(matrix),
+                                   "jitlab.vllm.policies": json.dumps(list(policies)),
+                                   "jitlab.vllm.batches": json.dumps(list(_VLLM_BATCHES)),
+                                   "jitlab.vllm.shape": json.dumps(shape),
+                                   "jitlab.vllm.source": "vllm 0.26.0 (synthetic)"}) as run:
+        results = []
+        for b in _VLLM_BATCHES:
+            for kernel, triton_us, gpu_us in _VLLM_KERNELS:
+                if kernel == "reduce_segments" and not b.endswith("3d"):
+                    continue
+                w = f"{kernel} {b}"
+                variants = [runner.Variant("triton", "baseline"), runner.Variant("compiled_run", "baseline")]
+                variants += [runner.Variant(f"jitcache:{p}", "jitcache", policy=Policy(name=p)) for p in policies]
+                variants += [runner.Variant("c_floor", "floor"), runner.Variant("gpu_time", "graph")]
+                for v in variants:
+                    p50 = {"triton": triton_us, "compiled_run": 7.0, "jitcache:safe": 6.8, "jitcache:tuned": 6.3,
+                           "c_floor": 3.0, "gpu_time": gpu_us}[v.name]
+                    row = {**runner._row(w, v), "correct": "ok", "median_us": p50, "p10_us": p50 * 0.95,
+                           "p90_us": p50 * 1.08, "repeats": 5, "launches_per_repeat": 200}
+                    with run.trial(f"{w}/{v.name}", runner._attrs(w, v)) as trial:
+                        trial.set({f"jitlab.{k}": x for k, x in row.items()
+                                   if k not in ("workload", "variant", "kind", "policy")})
+                    results.append({k: x for k, x in row.items() if k != "policy"})
+            for name, p50 in (("stock", 93.0), ("jitcache:safe", 41.0), ("jitcache:tuned", 40.0)):
+                v = runner.Variant(name, "baseline" if name == "stock" else "jitcache",
+                                   policy=None if name == "stock" else Policy(name=name.split(":")[1]))
+                with run.trial(f"step {b}/{name}", runner._attrs(f"step {b}", v)) as trial:
+                    trial.set({"jitlab.median_us": p50, "jitlab.p10_us": p50 * 0.97, "jitlab.p90_us": p50 * 1.05,
+                               "jitlab.correct": "ok"})
+        run.set({"jitlab.results": json.dumps(results)})
+    return path

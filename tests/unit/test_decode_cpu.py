@@ -337,6 +337,102 @@ def test_cpu_demo_script_end_to_end(tmp_path):
     assert "jitlab.results" in df.columns
 
 
+# ------------------------------------------------------------------ --attention vllm (vLLM's own kernels)
+
+_VLLM_SCRIPT = r"""
+import json, sys, torch
+from experiments.e2e_decode import main
+vllm_dir, trace = sys.argv[1], sys.argv[2]
+main(["--quick", "--cpu", "--attention", "vllm", "--vllm-dir", vllm_dir, "--trace-file", trace,
+      "--modes", "eager_stock,eager_jitlab_safe,eager_jitlab_tuned"])
+# the same steps (decode: 3D attention; prefill chunk + decodes: 2D) with jitlab's kernels and with vLLM's,
+# on the same model and KV-cache contents
+from jitlab.bench.decode import config as cfg, engine as eng, model as mdl, ops as dops, vllm_attention as va
+vllm = va.load("vllm", vllm_dir, cuda=False)
+model = mdl.Model(cfg.TINY, "cpu", num_layers=2, max_position=161)
+logits = {}
+with vllm.environment():
+    for att in ("jitlab", "vllm"):
+        e = eng.Engine(model, 32, 8, 160, kv_layout=att)
+        ops = dops.Ops(dops.make_kernel_sets(False, "t", vllm=vllm if att == "vllm" else None)["stock"])
+        for name, make in (("decode", lambda: mdl.DecodeSchedule(e.seqs, 2, 20, cfg.TINY.vocab)),
+                           ("mixed", lambda: mdl.MixedSchedule(e.seqs, (("mixed", 2),), 2, 20, 5, cfg.TINY.vocab))):
+            e.prepare_config(2, 40, seed=0)
+            sched = make()
+            v = e.stage(ops, sched.plan(0))
+            e.forward_eager(ops, v, e.max_k)
+            e.tail(ops, v)
+            logits[(att, name)] = (v.is_3d, v.logits.clone())
+out = {}
+for name in ("decode", "mixed"):
+    (d3, a), (v3, b) = logits[("jitlab", name)], logits[("vllm", name)]
+    out[name] = {"is_3d": [d3, v3], "bitwise": bool(torch.equal(a, b)),
+                 "max_abs_diff": float((a - b).abs().max()), "scale": float(a.abs().max())}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_cpu_demo_with_vllm_attention(vllm_dir, tmp_path):
+    """--attention vllm: every mode launches vLLM 0.26's real kernels through vLLM's own wrappers (counted
+    by their vLLM names where the wrappers look them up; the jitlab modes' launches went through the
+    plugin's wrappers), the jitlab modes are bitwise equal to stock vLLM, the run says which attention
+    it used, and vLLM's kernels give the logits jitlab's kernels give on the same model and KV cache."""
+    import json
+
+    trace = tmp_path / "e2e-vllm.jsonl"
+    env = subprocess_env(CUDA_VISIBLE_DEVICES="")
+    for k in ("TRITON_INTERPRET", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        env.pop(k, None)
+    p = subprocess.run([sys.executable, "-c", _VLLM_SCRIPT, str(vllm_dir), str(trace)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "attention: vLLM's kernels" in " ".join(p.stdout.split())
+
+    from jitlab.telemetry import load_traces
+
+    df = load_traces(str(trace))
+    run = df[df["jitlab.span.kind"] == "run"].iloc[0]
+    assert run["jitlab.e2e.attention"] == "vllm" and "vllm 0.26.0" in run["jitlab.e2e.attention_source"]
+    assert bool(run["jitlab.e2e.sanity_ok"])  # stock vLLM attention in the loop vs the pure-torch model
+    trials = df[df["jitlab.span.kind"] == "trial"].set_index("jitlab.e2e.mode")
+    vllm_names = {"reshape_and_cache_kernel_flash", "kernel_unified_attention", "reduce_segments"}
+    for m in ("eager_stock", "eager_jitlab_safe", "eager_jitlab_tuned"):
+        t = trials.loc[m]
+        assert t["jitlab.e2e.attention"] == "vllm"
+        by_kernel = json.loads(t["jitlab.e2e.triton_by_kernel"])
+        # B=2 decode, 1 layer: vLLM's cache write, 3D attention and its reduce, once per step each
+        assert {k: by_kernel.get(k) for k in vllm_names} == dict.fromkeys(vllm_names, 1.0), by_kernel
+        assert not {"cache", "attn", "reduce"} & set(by_kernel)  # jitlab's own attention kernels never ran
+    for m in ("eager_jitlab_safe", "eager_jitlab_tuned"):
+        t = trials.loc[m]
+        assert t["jitlab.e2e.check"] == "bitwise", t["jitlab.e2e.check"]
+        assert bool(t["jitlab.e2e.jitlab_counts_agree"])
+        through_plugin = json.loads(t["jitlab.e2e.vllm_check_counters"])
+        assert {n: c["fallback.passthrough"] for n, c in through_plugin.items()} == dict.fromkeys(vllm_names, 1)
+    assert "vllm:tuned" in trials.loc["eager_jitlab_tuned", "jitlab.policy"]
+    assert "kernel_unified_attention" in json.loads(trials.loc["eager_jitlab_tuned", "jitlab.policy.json"])
+
+    result = json.loads(p.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["decode"]["is_3d"] == [True, True] and result["mixed"]["is_3d"] == [False, False]
+    for name, r in result.items():
+        assert r["scale"] > 0.1 and r["max_abs_diff"] <= 1e-4 * r["scale"], (name, r)
+
+
+def test_attention_vllm_without_vllm_files_is_one_line(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.find_spec("vllm")  # (the vllm_dir fixture may have put .vllm/ on this process's path)
+    if spec is not None and not Path(spec.origin).resolve().is_relative_to(ROOT / ".vllm"):
+        pytest.skip("vLLM is installed here: --vllm-dir is not needed")
+    env = subprocess_env()
+    p = subprocess.run([sys.executable, "-m", "experiments.e2e_decode", "--quick", "--cpu", "--attention", "vllm",
+                        "--vllm-dir", str(tmp_path / "none")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode != 0
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "--vllm-dir" in err[0] and "experiments/vllm_carry.sh" in err[0], p.stderr[-2000:]
+
+
 # ------------------------------------------------------------------ graph modes, emulated on the CPU
 
 

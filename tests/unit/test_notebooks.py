@@ -29,6 +29,7 @@ NOTEBOOKS = {
     "launch_overhead": {"trace": "launch_overhead"},
     "e2e_throughput": {"trace": "e2e_decode"},
     "launch_vs_throughput": {"launch_trace": "launch_overhead", "e2e_trace": "e2e_decode"},
+    "vllm_kernels": {"trace": "vllm_kernels"},
 }
 FORBIDDEN = ("triton", "torch", "jitlab.cache", "jitlab.bench", "jitlab._triton", "jitlab.decorator",
              "jitlab.kernels")
@@ -119,6 +120,7 @@ def synthetic(tmp_path_factory):
     d = tmp_path_factory.mktemp("synthetic-traces")
     return {"launch_overhead": notebook_traces.launch_overhead_trace(d / "launch_overhead-20990101T000000Z-000000.jsonl"),
             "e2e_decode": notebook_traces.e2e_trace(d / "e2e_decode-20990101T000000Z-000000.jsonl"),
+            "vllm_kernels": notebook_traces.vllm_kernels_trace(d / "vllm_kernels-20990101T000000Z-000000.jsonl"),
             "label": notebook_traces.LABEL}
 
 
@@ -141,6 +143,11 @@ def test_notebook_runs_on_synthetic_traces(name, synthetic, tmp_path):
         assert "closes" in text and "crossover per (layers, context)" in text
     if name == "launch_vs_throughput":
         assert "It matters" in text and "It does not" in text and "In short" in text
+    if name == "vllm_kernels":
+        assert "Matrix check: PASSED" in text and "all 2 policies bitwise equal" in text
+        for what in ("stock Triton", "compiled_run", "C floor", "GPU µs/launch", "reduce_segments",
+                     "reshape_and_cache_kernel_flash", "decode n=17 2d", "Per layer"):
+            assert what in text, what
 
 
 # ----------------------------------------------------------------------------------------- lint

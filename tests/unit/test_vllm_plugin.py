@@ -21,19 +21,6 @@ from jitlab.vllm import known, policies, probe
 from .conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
-VLLM_DIR = ROOT / ".vllm"
-
-
-@pytest.fixture(scope="module")
-def vllm_dir():
-    from jitlab.vllm import kernel_files
-
-    try:
-        kernel_files.build(VLLM_DIR)
-    except RuntimeError as e:
-        pytest.skip(str(e))
-    kernel_files.activate(VLLM_DIR)
-    return VLLM_DIR
 
 
 @pytest.fixture
@@ -278,3 +265,23 @@ for spec in (vb.Spec(3, "mixed", "2d"), vb.Spec(2, "decode", "3d")):
     lines = r.stdout.strip().splitlines()
     assert lines == ["mixed n=3 2d True True kernel_unified_attention,reshape_and_cache_kernel_flash",
                      "decode n=2 3d True True kernel_unified_attention,reduce_segments,reshape_and_cache_kernel_flash"]
+
+
+def test_default_matrix_splits_into_device_calls_under_8_minutes():
+    """The default vllm_kernels matrix exceeds one 8-minute device call on the H200's estimate; split by
+    --kinds (decode | prefill,mixed) each part fits, and together they cover the matrix."""
+    from experiments import vllm_kernels as exp
+    from jitlab.bench import vllm_batches as vb, vllm_kernels
+    from jitlab.bench.runner import Config
+
+    shape = vb.Shape()
+    cfg = Config(launches=exp.LAUNCHES, repeats=exp.REPEATS, warmup=exp.WARMUP)
+    quick = Config(launches=exp.LAUNCHES // 2, repeats=5, warmup=exp.WARMUP)
+    full = vb.matrix(exp.NUM_SEQS, exp.KINDS, exp.MODES, shape)
+    parts = [vb.matrix(exp.NUM_SEQS, kinds, exp.MODES, shape) for kinds in (("decode",), ("prefill", "mixed"))]
+    n = len(exp.POLICY_NAMES)
+    assert 60 <= vllm_kernels.estimate(vb.matrix(exp.QUICK_NUM_SEQS, exp.QUICK_KINDS, exp.MODES, shape), shape,
+                                       quick, n) <= 120  # the committed --quick run: ~1.5 min
+    assert vllm_kernels.estimate(full, shape, cfg, n) > 8 * 60
+    assert all(vllm_kernels.estimate(p, shape, cfg, n) < 8 * 60 for p in parts)
+    assert sorted(s.name for p in parts for s in p) == sorted(s.name for s in full)

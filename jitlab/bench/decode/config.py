@@ -174,6 +174,8 @@ class SweepConfig:
     label: str = ""
     quick: bool = False
     seed: int = 0
+    attention: str = "jitlab"  # "vllm": KV write + attention through vLLM's own wrappers and kernels
+    vllm_dir: str = ".vllm"  # vLLM's kernel files when vLLM is not installed (experiments/vllm_carry.sh)
 
     def configs(self) -> list[TrialConfig]:
         out: list[TrialConfig] = list(self.extra)

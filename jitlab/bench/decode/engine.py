@@ -57,7 +57,12 @@ class Views:
 class Engine:
     """Persistent buffers, the forward pieces, staging and one step. One per process and model."""
 
-    def __init__(self, model: Model, max_tokens: int, max_seqs: int, max_model_len: int):
+    def __init__(self, model: Model, max_tokens: int, max_seqs: int, max_model_len: int, kv_layout: str = "jitlab"):
+        """kv_layout: "jitlab" ([num_blocks, 2, block, heads, head] per layer, the project's kernels) or
+        "vllm" (vLLM's TRITON_ATTN physical layout; each layer gets the same logical view of it)."""
+        if kv_layout not in ("jitlab", "vllm"):
+            raise ValueError(f"kv_layout must be 'jitlab' or 'vllm', got {kv_layout!r}")
+        self.kv_layout = kv_layout
         self.model = model
         cfg = self.cfg = model.cfg
         self.device = model.device
@@ -125,12 +130,20 @@ class Engine:
             raise ValueError(f"{num_layers} layers > the model's {self.model.num_layers}")
         self.release_config()
         cfg = self.cfg
-        self.kv = torch.empty((num_layers, num_blocks, 2, cfg.block_size, cfg.num_kv_heads, cfg.head_size),
-                              dtype=cfg.torch_dtype, device=self.device)
         g = torch.Generator(device=self.device).manual_seed(seed + 12345)
-        for layer in range(num_layers):
-            self.kv[layer].normal_(generator=g)
-        self.kv_layers = [self.kv[layer] for layer in range(num_layers)]
+        if self.kv_layout == "vllm":
+            from .vllm_attention import vllm_layout
+
+            self.kv, self.kv_layers = vllm_layout(num_layers, num_blocks, cfg.block_size, cfg.num_kv_heads,
+                                                  cfg.head_size, cfg.torch_dtype, self.device)
+            for view in self.kv_layers:  # the same values as the jitlab layout, position by position
+                view.copy_(torch.empty(view.shape, dtype=view.dtype, device=self.device).normal_(generator=g))
+        else:
+            self.kv = torch.empty((num_layers, num_blocks, 2, cfg.block_size, cfg.num_kv_heads, cfg.head_size),
+                                  dtype=cfg.torch_dtype, device=self.device)
+            for layer in range(num_layers):
+                self.kv[layer].normal_(generator=g)
+            self.kv_layers = [self.kv[layer] for layer in range(num_layers)]
         self.nl = num_layers
         self.seqs.set_allocator(BlockAllocator(num_blocks, seed))
 

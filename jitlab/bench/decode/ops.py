@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,31 @@ class KernelSet:
     silu: Any
     policies: dict = field(default_factory=dict)  # kernel key -> Policy (jitlab sets)
     scope: str | None = None  # jitlab.scope name the set runs under (None: the global scope)
+    # --attention vllm: KV write + attention through vLLM's wrappers (cache/attn/reduce are None)
+    vllm: Any = None  # vllm_attention.VllmAttention
+    vllm_wrappers: dict = field(default_factory=dict)  # the plugin's jitcache wrappers while active()
 
     def items(self) -> list[tuple[str, Any]]:
         return [("rms", self.rms), ("rope", self.rope), ("cache", self.cache), ("attn", self.attn),
                 ("reduce", self.reduce), ("silu", self.silu)]
 
     def jit(self) -> list[Any]:
-        """The JitCache objects of this set (empty for stock)."""
-        return [k for _, k in self.items() if hasattr(k, "counters")]
+        """The JitCache objects of this set (empty for stock; with vLLM attention, the plugin's while active)."""
+        return [k for _, k in self.items() if hasattr(k, "counters")] + list(self.vllm_wrappers.values())
+
+    @contextlib.contextmanager
+    def active(self):
+        """Where this set's launches go: a no-op for the project's kernels; with vLLM attention, the
+        plugin installed with this set's policy (jitlab sets) or vLLM's kernels unwrapped (stock)."""
+        if self.vllm is None:
+            yield self
+            return
+        with self.vllm.installed(self.name, self.scope) as wrappers:
+            self.vllm_wrappers = wrappers
+            try:
+                yield self
+            finally:
+                self.vllm_wrappers = {}
 
     def counters(self) -> dict[str, int]:
         """Sum of jitlab counters of this set in its scope."""
@@ -96,19 +114,36 @@ def tuned_policies(verify: int = 0, path: str | Path = TUNED_POLICIES) -> dict[s
     return out
 
 
-def make_kernel_sets(cuda: bool, scope: str) -> dict[str, KernelSet]:
+VLLM_REPLACES = ("cache", "attn", "reduce")  # what --attention vllm launches through vLLM's wrappers instead
+
+
+def make_kernel_sets(cuda: bool, scope: str, vllm: Any = None) -> dict[str, KernelSet]:
     """stock, jitlab_safe, jitlab_tuned (under `scope`) and jitlab_tuned_verify (same policies with
-    verify=1: every hit re-derives Triton's key and checks the frozen values; used for the checks)."""
+    verify=1: every hit re-derives Triton's key and checks the frozen values; used for the checks).
+    With `vllm` (vllm_attention.VllmAttention) the KV write and attention of every set are vLLM's
+    wrappers and kernels, wrapped by the plugin with the set's policy while the set is active()."""
     from ... import jitcache
 
     raw = dict(RAW_KERNELS) if cuda else {k: interpreted(v) for k, v in RAW_KERNELS.items()}
-    sets = {"stock": KernelSet("stock", **raw)}
-    sets["jitlab_safe"] = KernelSet("jitlab_safe", **{k: jitcache(v) for k, v in raw.items()},
-                                    policies={k: Policy() for k in raw})
+    if vllm is not None:
+        raw = {k: (None if k in VLLM_REPLACES else v) for k, v in raw.items()}
+
+    def wrap(pol: Policy | None, k: Any) -> Any:
+        return None if k is None else (jitcache(k) if pol is None else jitcache(policy=pol)(k))
+
+    extra = {} if vllm is None else {"vllm": vllm}
+    def pols_of(name: str, pols: dict) -> dict:
+        if vllm is None:
+            return pols
+        return {**{k: p for k, p in pols.items() if k not in VLLM_REPLACES}, **vllm.policies(name)}
+
+    sets = {"stock": KernelSet("stock", **raw, **extra)}
+    sets["jitlab_safe"] = KernelSet("jitlab_safe", **{k: wrap(None, v) for k, v in raw.items()},
+                                    policies=pols_of("jitlab_safe", {k: Policy() for k in raw}), **extra)
     for name, verify in (("jitlab_tuned", 0), ("jitlab_tuned_verify", 1)):
         pols = tuned_policies(verify=verify)
-        sets[name] = KernelSet(name, **{k: jitcache(policy=pols[k])(v) for k, v in raw.items()},
-                               policies=pols, scope=scope)
+        sets[name] = KernelSet(name, **{k: wrap(pols[k], v) for k, v in raw.items()},
+                               policies=pols_of(name, pols), scope=scope, **extra)
     return sets
 
 
@@ -138,6 +173,8 @@ class Ops:
         self.ks = ks
         self._rms, self._rope, self._cache, self._silu = ks.rms, ks.rope, ks.cache, ks.silu
         self._attn = {"attn": ks.attn, "reduce": ks.reduce}
+        if ks.vllm is not None:  # --attention vllm: vLLM's wrappers (which kernels: the set's active())
+            self.cache_write, self.attention = ks.vllm.cache_write, ks.vllm.attention
 
     # torch
     def embed(self, table, ids, out):
@@ -193,9 +230,21 @@ class CountingOps(Ops):
     def __init__(self, ks: KernelSet, graph_kernels: dict | None = None):
         self.counts = {"triton": 0, "torch": 0, "copy": 0, "graph": 0, "in_graph": 0}
         counted = KernelSet(ks.name, **{k: _CountingKernel(v, self.counts, k) for k, v in ks.items()},
-                            policies=ks.policies, scope=ks.scope)
+                            policies=ks.policies, scope=ks.scope, vllm=ks.vllm)
         super().__init__(counted)
         self.graph_kernels = graph_kernels if graph_kernels is not None else {}
+        if ks.vllm is not None:  # count vLLM's kernels where vLLM's wrappers launch them (by their names)
+            vllm = ks.vllm
+
+            def cache_write(*args: Any) -> None:
+                with vllm.counting(self.counts):
+                    vllm.cache_write(*args)
+
+            def attention(*args: Any) -> None:
+                with vllm.counting(self.counts):
+                    vllm.attention(*args)
+
+            self.cache_write, self.attention = cache_write, attention
 
     def _torch(self):
         self.counts["torch"] += 1

@@ -86,6 +86,13 @@ def summarize(results: list[dict]) -> dict:
     return out
 
 
+def attention_label(sweep: SweepConfig, vllm: Any = None) -> str:
+    """What ran each layer's KV write and attention (table titles, the report)."""
+    if sweep.attention != "vllm":
+        return "jitlab's kernels (jitlab.kernels)"
+    return f"vLLM's kernels and wrappers ({vllm.source if vllm is not None else sweep.vllm_dir})"
+
+
 def escape(text: str) -> str:
     from rich.markup import escape as _escape
 
@@ -108,6 +115,7 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
 
     console = Console(file=file or sys.stdout, width=200)
     title = f"{EXPERIMENT}: {sweep.model.name} ({sweep.model.dtype}) {sweep.label}".strip()
+    title += f"; attention: {meta.get('attention') or attention_label(sweep)}"
     t = Table(title=title, caption=caption(meta.get("provenance", {}), meta.get("trace_file")))
     for col in ("config", "mode", "tok/s", "x stock", "gap closed", "x graph", "host ms", "GPU ms", "step ms",
                 "launches", "µs/launch", "check"):

@@ -18,7 +18,8 @@ from .config import (EXPERIMENT, MIXED_CHUNK, MIXED_PATTERN, MODES, REFERENCE_MO
 from .engine import Engine, Views, reference_logits
 from .model import DecodeSchedule, MixedSchedule, Model
 from .ops import CountingOps, Ops, TUNED_POLICY_NAME, make_kernel_sets
-from .results import _attrs, _one_line, derive, escape, estimate, print_table, summarize
+from .vllm_attention import PLUGIN_POLICY
+from .results import _attrs, _one_line, attention_label, derive, escape, estimate, print_table, summarize
 
 _now = time.perf_counter_ns
 
@@ -62,6 +63,7 @@ class _Trial:
         self.ks = runner.kernel_sets[mode.kernels]
         self.graphs: Any = None
         self.pad = pad_to_capture_size if mode.kind == "piecewise" else None
+        self.vllm_counters: dict = {}  # --attention vllm, jitlab modes: the plugin's counters after the check
 
     # the step function of this mode
     def _forward(self, ops: Ops, v: Views, max_k: int) -> None:
@@ -122,10 +124,12 @@ class _Trial:
         ops = CountingOps(ks, self.engine.graph_kernels)
         self.sched.reset()
         logits, ids = [], []
-        for i in range(n_steps):
-            _, _, _, _, v = self.step(ops, i)
-            logits.append(v.logits.detach().clone())
-            ids.append(self.engine.n_next[:v.n].copy())
+        with ks.active():
+            for i in range(n_steps):
+                _, _, _, _, v = self.step(ops, i)
+                logits.append(v.logits.detach().clone())
+                ids.append(self.engine.n_next[:v.n].copy())
+            self.vllm_counters = {n: w.counters(ks.scope or "global") for n, w in ks.vllm_wrappers.items()}
         c = ops.counts
         per = {k: c[k] / n_steps for k in c}
         launches = {
@@ -248,6 +252,8 @@ class Runner:
     """The experiment: model, engine, kernel sets, the Run; `run()` does the sweep."""
 
     def __init__(self, sweep: SweepConfig, console: Any = None):
+        from .vllm_attention import load
+
         self.sweep = sweep
         self.cuda = sweep.cuda
         self.device = torch.device("cuda" if self.cuda else "cpu")
@@ -255,6 +261,8 @@ class Runner:
         self.results: list[dict] = []
         self.run = None
         self.meta: dict = {}
+        # --attention vllm: vLLM's wrappers and kernels (VllmNotFound, naming --vllm-dir, when absent)
+        self.vllm = load(sweep.attention, sweep.vllm_dir, self.cuda)
 
     # -- sizing -----------------------------------------------------------------------------------------
     def _mixed_sched_args(self) -> dict:
@@ -285,6 +293,10 @@ class Runner:
 
     # -- the sweep --------------------------------------------------------------------------------------
     def run_all(self) -> list[dict]:
+        with self.vllm.environment() if self.vllm is not None else contextlib.nullcontext():
+            return self._run_all()
+
+    def _run_all(self) -> list[dict]:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -298,7 +310,8 @@ class Runner:
         modes = [MODES[m] for m in s.mode_names()]
         est = estimate(s)
         self.meta = {"provenance": provenance(), "estimate_s": est["total_s"]}
-        console.print(f"[bold]{EXPERIMENT}[/]: {len(configs)} configs x {len(modes)} modes; "
+        console.print(f"[bold]{EXPERIMENT}[/]: attention {escape(attention_label(s, self.vllm))}; "
+                      f"{len(configs)} configs x {len(modes)} modes; "
                       f"estimated {est['total_s'] / 60:.1f} min{est['note']}")
         model_layers = max(c.layers for c in configs)
         max_t, max_s, max_len = self.sizes(configs)
@@ -310,15 +323,16 @@ class Runner:
             "jitlab.e2e.configs": json.dumps([c.__dict__ for c in configs]),
             "jitlab.e2e.modes": json.dumps({m.name: m.description for m in modes}),
             "jitlab.e2e.estimate_s": est["total_s"], "jitlab.e2e.launcher": SETTINGS.launcher,
-            "jitlab.e2e.device": str(self.device),
+            "jitlab.e2e.device": str(self.device), "jitlab.e2e.attention": s.attention,
+            "jitlab.e2e.attention_source": self.vllm.source if self.vllm is not None else "jitlab.kernels",
         }
         t_build = time.perf_counter()
         console.print(f"building {s.model.name} ({model_layers} layers, {s.model.dtype}) on {self.device} ...")
         self.model = Model(s.model, self.device, num_layers=model_layers, max_position=max_len + 1)
-        self.engine = Engine(self.model, max_t, max_s, max_len)
+        self.engine = Engine(self.model, max_t, max_s, max_len, kv_layout=s.attention)
         scope_name = s.model.name
         self.scope_name = scope_name
-        self.kernel_sets = make_kernel_sets(self.cuda, scope_name)
+        self.kernel_sets = make_kernel_sets(self.cuda, scope_name, vllm=self.vllm)
         if self.cuda:
             torch.cuda.synchronize()
         run_attrs["jitlab.e2e.build_s"] = round(time.perf_counter() - t_build, 2)
@@ -412,9 +426,11 @@ class Runner:
         ks = self.kernel_sets[m.kernels]
         prov = self.meta.get("provenance", {})
         return {"jitlab.e2e.config": c.name, "jitlab.e2e.kind": c.kind, "jitlab.e2e.batch": c.batch,
+                "jitlab.e2e.attention": self.sweep.attention,
                 "jitlab.e2e.context": c.context, "jitlab.e2e.layers": c.layers, "jitlab.e2e.mode": m.name,
                 "jitlab.e2e.mode_kind": m.kind, "jitlab.e2e.kernels": m.kernels,
-                "jitlab.policy": TUNED_POLICY_NAME if m.kernels == "jitlab_tuned" else m.kernels,
+                "jitlab.policy": (TUNED_POLICY_NAME if m.kernels == "jitlab_tuned" else m.kernels)
+                + (f"+vllm:{PLUGIN_POLICY[m.kernels][0]}" if ks.vllm is not None and PLUGIN_POLICY[m.kernels] else ""),
                 "jitlab.policy.json": json.dumps({k: p.to_dict() for k, p in ks.policies.items()}) if ks.policies else "",
                 "jitlab.scope": ks.scope or ("global" if ks.policies else ""),
                 "jitlab.e2e.label": self.sweep.label,
@@ -460,19 +476,22 @@ class Runner:
                         row.update(check="NON-FINITE reference", check_ok=False)
                 else:
                     row.update(_compare(ctx.ref["logits"], logits, ctx.ref["ids"], ids, m.exact))
+                if t.vllm_counters:
+                    row["vllm_check_counters"] = t.vllm_counters
                 progress("warmup")
-                t.sched.reset()
-                ctx.step_index = 0
-                ops = Ops(ks)
-                for i in range(n_warm):
-                    t.step(ops, i)
-                ctx.step_index = n_warm
-                if scoped:
-                    sc.lock()  # a miss from here on raises LockedMiss (would mean an unexpected recompile)
-                progress("measure")
-                row.update(t.measure(n_meas))
-                progress("gpu time")
-                row.update(t.gpu_busy(n_busy, row.get("host_ms")))
+                with ks.active():
+                    t.sched.reset()
+                    ctx.step_index = 0
+                    ops = Ops(ks)
+                    for i in range(n_warm):
+                        t.step(ops, i)
+                    ctx.step_index = n_warm
+                    if scoped:
+                        sc.lock()  # a miss from here on raises LockedMiss (would mean an unexpected recompile)
+                    progress("measure")
+                    row.update(t.measure(n_meas))
+                    progress("gpu time")
+                    row.update(t.gpu_busy(n_busy, row.get("host_ms")))
                 if ks.jit() and row.get("jitlab_launches_per_step") is not None:
                     expect = row["triton_launches_per_step"]
                     row["jitlab_counts_agree"] = abs(row["jitlab_launches_per_step"] - expect) < 1e-9
@@ -502,7 +521,8 @@ class Runner:
         layers = min(2, self.model.num_layers)
         ops = Ops(self.kernel_sets["stock"])
         res: dict[str, Any] = {}
-        with self.run.trial("sanity/eager_stock_vs_torch", {"jitlab.e2e.mode": "sanity"}) as tr:
+        with self.run.trial("sanity/eager_stock_vs_torch", {"jitlab.e2e.mode": "sanity"}) as tr, \
+                self.kernel_sets["stock"].active():
             try:
                 e.prepare_config(layers, 160, s.seed)
                 res["decode B=1"] = self._sanity_step(DecodeSchedule(e.seqs, 1, 40, s.model.vocab, s.seed), ops)
@@ -550,6 +570,7 @@ def run_experiment(sweep: SweepConfig) -> list[dict]:
     try:
         results = runner.run_all()
     finally:
+        runner.meta.setdefault("attention", attention_label(sweep, runner.vllm))
         print_table(runner.results, sweep, runner.meta)
         if runner.meta.get("trace_file"):
             print(f"trace: {runner.meta['trace_file']}")
