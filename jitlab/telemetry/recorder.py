@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .. import settings as _settings
 
@@ -283,6 +284,21 @@ class Recorder:
     def peek(self, start: int = 0) -> list[tuple]:
         """The buffered records from position `start` on, as FIELDS tuples, without taking them."""
         return self._expand(self.records[start:])
+
+    @contextmanager
+    def keeping_every_hit(self) -> Iterator["Recorder"]:
+        """At level sampled, keep every hit inside the block (e.g. a short window profiled with
+        torch.profiler, whose launches should all get a span); sampling resumes after it. The hit
+        paths ask `wants_hit()` whenever `every_hit` is off, so the change is seen at once, also by
+        the native dispatcher (which reads `every_hit` once per recorder). No effect at other levels."""
+        if self.level != "sampled":
+            yield self
+            return
+        prev, self.sample_every = self.sample_every, 1
+        try:
+            yield self
+        finally:
+            self.sample_every, self._tick = prev, 0
 
     @property
     def recorded(self) -> int:
