@@ -5,12 +5,15 @@
     python -m experiments.e2e_decode --batches 1,4 --contexts 1024 --layers 32 --no-mixed
     python -m experiments.e2e_decode --estimate      # print the plan and the time estimate, run nothing
     python -m experiments.e2e_decode --attention vllm --vllm-dir .vllm   # KV write + attention: vLLM 0.26's own
+    python -m experiments.e2e_decode --quick --torch-profile   # + torch.profiler window, merged Perfetto timeline
 
 Modes: eager_stock, eager_jitlab_safe, eager_jitlab_tuned, piecewise_stock, piecewise_jitlab, full_graph
 (also available: piecewise_jitlab_safe). Sweep: batch {1, 4, 16, 64} x context {128, 1024, 8192} x layers
 {8, 32}, plus a mixed prefill+decode run. Every mode's logits are checked against eager stock Triton
 before timing. The run is recorded as traces/e2e_decode-<run_id>.jsonl (OTLP JSON lines): one trial span
 per (config, mode) carrying the metrics, step spans beneath, sampled jitlab launch spans beneath those.
+With --torch-profile a few more steps of the first config are profiled (jitlab.bench.decode.profile) and
+merged with the trace into traces/e2e_decode-<run_id>.merged.chrome.json (torch's own trace beside it).
 
 Without a CUDA GPU it runs a clearly labelled CPU demonstration (tiny fp32 model, Triton's interpreter,
 jitlab in pass-through, graph modes skipped) so the whole flow is visible; it reports no GPU numbers.
@@ -55,6 +58,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--trace-file", default=None,
                    help="default: JITLAB_TRACE_FILE, else traces/e2e_decode-<run_id>.jsonl")
     p.add_argument("--no-sanity", action="store_true", help="skip the eager-vs-pure-torch check on a small config")
+    p.add_argument("--torch-profile", action="store_true",
+                   help="also profile a few steps of eager_stock and eager_jitlab_safe (first config) with "
+                        "torch.profiler: <trace stem>.torch_profile.json and, merged with the trace, "
+                        "<trace stem>.merged.chrome.json (ui.perfetto.dev)")
     p.add_argument("--cpu", action="store_true", help="run the CPU demonstration even if a GPU is present")
     p.add_argument("--estimate", action="store_true", help="print the plan and time estimate, then exit")
     p.add_argument("--attention", choices=("jitlab", "vllm"), default=ATTENTION,
@@ -65,6 +72,8 @@ def parse(argv=None) -> argparse.Namespace:
     from jitlab.bench.runner import trace_flags
 
     a.trace, a.trace_file = trace_flags(a.trace, a.trace_file)
+    if a.torch_profile and a.trace == "off":
+        p.error("--torch-profile merges the profile with the run's trace: it needs tracing on (not --trace off)")
     return a
 
 
@@ -101,6 +110,8 @@ def sweep_from_args(a: argparse.Namespace):
     if a.no_sanity:
         over["sanity"] = False
     over.update(attention=a.attention, vllm_dir=a.vllm_dir)
+    if a.torch_profile:
+        over["torch_profile"] = True
     return build(quick=a.quick, **over)
 
 

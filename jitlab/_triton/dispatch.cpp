@@ -95,12 +95,12 @@ typedef struct {
 } LastHit;
 
 /* The active recorder's parts the traced hit path uses, read once per recorder: its list object is
- * never replaced (the recorder copies records out in place), capacity/every_hit/sample_every are fixed,
- * and its [offered, tick] sampling counters are an int64 array this path updates in place. */
+ * never replaced (the recorder copies records out in place), capacity/every_hit are fixed, and its
+ * sampling state [offered, tick, sample_every] is an int64 array read and updated in place (a recorder
+ * may change its rate for a while: Recorder.keeping_every_hit). */
 typedef struct {
   PyObject *rec, *records;
   Py_ssize_t capacity;
-  long long sample_every;
   int every_hit;
   Py_buffer sampling; /* .obj NULL until viewed */
   unsigned long thread;  /* the last recording thread, and its ident as a Python int */
@@ -137,7 +137,7 @@ typedef struct {
   PyObject *empty;      /* () */
 } Dispatcher;
 
-static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_sample_every, *s_sampling, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
+static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_sampling, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
     *s_enter, *s_exit, *s_calls;
 
 static void decref_all(PyObject **objs, int n) {
@@ -258,17 +258,15 @@ static void forget_recorder(RecorderView *rv) {
 static int view_recorder(RecorderView *rv, PyObject *rec) {
   if (rv->rec == rec) return 1;
   PyObject *records = PyObject_GetAttr(rec, s_records), *cap = PyObject_GetAttr(rec, s_capacity),
-           *every = PyObject_GetAttr(rec, s_every_hit), *n = PyObject_GetAttr(rec, s_sample_every),
-           *sampling = PyObject_GetAttr(rec, s_sampling);
+           *every = PyObject_GetAttr(rec, s_every_hit), *sampling = PyObject_GetAttr(rec, s_sampling);
   Py_buffer view = {0};
-  int ok = records && cap && every && n && sampling && PyList_Check(records) &&
+  int ok = records && cap && every && sampling && PyList_Check(records) &&
            PyObject_GetBuffer(sampling, &view, PyBUF_WRITABLE) == 0;
-  if (ok && view.len != 2 * (Py_ssize_t)sizeof(int64_t)) PyBuffer_Release(&view), ok = 0;
+  if (ok && view.len != 3 * (Py_ssize_t)sizeof(int64_t)) PyBuffer_Release(&view), ok = 0;
   Py_ssize_t capacity = ok ? PyLong_AsSsize_t(cap) : -1;
-  long long sample_every = ok ? PyLong_AsLongLong(n) : -1;
   int every_hit = ok ? PyObject_IsTrue(every) : -1;
-  Py_XDECREF(cap); Py_XDECREF(every); Py_XDECREF(n); Py_XDECREF(sampling);
-  if (!ok || PyErr_Occurred() || every_hit < 0 || sample_every < 0) {
+  Py_XDECREF(cap); Py_XDECREF(every); Py_XDECREF(sampling);
+  if (!ok || PyErr_Occurred() || every_hit < 0) {
     if (view.obj) PyBuffer_Release(&view);
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "jitlab: the active recorder has no records list");
     Py_XDECREF(records);
@@ -276,16 +274,16 @@ static int view_recorder(RecorderView *rv, PyObject *rec) {
   }
   forget_recorder(rv);
   rv->records = records, rv->rec = Py_NewRef(rec), rv->sampling = view;
-  rv->capacity = capacity, rv->every_hit = every_hit, rv->sample_every = sample_every;
+  rv->capacity = capacity, rv->every_hit = every_hit;
   return 1;
 }
 
 /* telemetry.recorder.Recorder.wants_hit() below level full, on its shared counters: 1 keep, 0 not. */
 static int sample_hit(RecorderView *rv) {
-  int64_t *c = (int64_t *)rv->sampling.buf; /* [offered, tick] */
+  int64_t *c = (int64_t *)rv->sampling.buf; /* [offered, tick, sample_every] */
   c[0]++;
-  if (rv->sample_every == 0) return 0;
-  if (++c[1] >= rv->sample_every) {
+  if (c[2] <= 0) return 0;
+  if (++c[1] >= c[2]) {
     c[1] = 0;
     return 1;
   }
@@ -435,7 +433,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   int traced = rec != Py_None;
   if (traced && view_recorder(&d->rv, rec) < 0) return Py_DECREF(rec), -1;
   /* stamped like the Python path's t_enter, unless the recorder keeps no hits (summary) */
-  long long t_enter = traced && d->rv.sample_every ? now_ns() : 0;
+  long long t_enter = traced && ((int64_t *)d->rv.sampling.buf)[2] ? now_ns() : 0;
   PyObject *vals[MAX_PARAMS], *opt[2 * MAX_OPTIONS], *tail[2 + MAX_STATE] = {NULL};
   PyObject *scope = NULL, *ugv = NULL, *stream_obj = NULL, *count = NULL;
   LastHit h = {NULL};
@@ -666,11 +664,11 @@ PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
   if (init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
                          "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",
-                         "every_hit", "sample_every", "_sampling"};
+                         "every_hit", "_sampling"};
   PyObject **slots[] = {&s_recorder, &s_entries, &s_hits, &s_used_global_vals, &s_verify, &s_grid, &s_device,
                         &s_launch, &s_enter, &s_exit, &s_calls, &s_records, &s_capacity, &s_head, &s_every_hit,
-                        &s_sample_every, &s_sampling};
-  for (int i = 0; i < 17; i++)
+                        &s_sampling};
+  for (int i = 0; i < 16; i++)
     if (!(*slots[i] = PyUnicode_InternFromString(attrs[i]))) return NULL;
   PyObject *m = PyModule_Create(&moddef);
   if (!m || init_launcher_module(m) < 0) return NULL;

@@ -23,8 +23,11 @@ monotonic clock instead (a trace without baseTimeNanoseconds whose times are sma
 are put back on perf_counter by subtracting the offset. Which clock was used is detected by where
 the profile's events fall (`--torch-clock` forces it) and written to `otherData`; as a check of the
 alignment the command counts the profile's CPU-side launch calls (cuLaunchKernel, cudaLaunchKernel)
-that lie inside a jitlab.launch span. The two clocks agree only to the accuracy of one offset
-reading each (µs); a wall clock stepped by NTP between the two readings shifts them apart.
+that lie inside a jitlab.launch span, the jitlab.launch spans of the profiled window that contain
+one, and the profile's record_function ranges that lie inside the jitlab span of the same name
+(e.g. `record_function("step")` inside `telemetry.span("step")`: checkable without a GPU). The two
+clocks agree only to the accuracy of one offset reading each (µs); a wall clock stepped by NTP
+between the two readings shifts them apart.
 """
 
 from __future__ import annotations
@@ -192,6 +195,42 @@ def _inside_launches(launch_iv: list[tuple[int, int]], calls: Iterable[tuple[flo
     return hit, n
 
 
+def _reverse_and_annotation_checks(spans: list[dict], profile: dict, shift: int, base: int,
+                                   launch_iv: list[tuple[int, int]], calls: list[tuple[float, float]]) -> dict:
+    """Two more checks of the alignment, on the profile's time base (ns relative to `base`):
+
+    * jitlab.launch spans that start inside the profiled window (first to last timed torch event) and
+      how many of them contain one of torch's CPU-side launch calls: every jitlab launch of a CUDA
+      kernel issues one, so on a GPU these match; torch's own launches (GEMMs, copies) are no jitlab
+      launches, which is why the forward count (`launch_calls_inside_jitlab_launches`) can be lower.
+    * torch `user_annotation` events (`torch.profiler.record_function`) named like a jitlab span and
+      how many lie inside a jitlab span of that name: a program that opens `telemetry.span("step")`
+      and then `record_function("step")` gets one per step; a check that needs no GPU.
+    """
+    timed = [(float(e["ts"]) * 1000, float(e["ts"]) * 1000 + float(e.get("dur") or 0))
+             for e in profile["traceEvents"] if isinstance(e, dict) and e.get("ph") == "X" and _is_num(e.get("ts"))]
+    out: dict[str, Any] = {}
+    if timed:
+        lo, hi = min(a for a, _ in timed), max(b for _, b in timed)
+        window = [(a, b) for a, b in launch_iv if lo <= a <= hi]  # started while the profiler ran
+        starts = sorted(a for a, _ in calls)
+        with_call = 0
+        for a, b in window:
+            i = bisect.bisect_left(starts, a)
+            with_call += i < len(starts) and starts[i] <= b
+        out.update(jitlab_launches_in_profile=len(window), jitlab_launches_with_a_launch_call=with_call)
+    names: dict[str, list[tuple[int, int]]] = {}
+    for s in spans:
+        if s["name"] != LAUNCH_SPAN and s.get(A_KIND) not in _SKIP_KINDS:
+            names.setdefault(s["name"], []).append((s["start_ns"] - shift - base, s["end_ns"] - shift - base))
+    ann = [(e["name"], float(e["ts"]) * 1000, float(e["ts"]) * 1000 + float(e.get("dur") or 0))
+           for e in profile["traceEvents"] if isinstance(e, dict) and e.get("ph") == "X"
+           and e.get("cat") == "user_annotation" and e.get("name") in names and _is_num(e.get("ts"))]
+    out["annotations"] = len(ann)
+    out["annotations_inside_jitlab_spans"] = sum(any(a <= t0 and t1 <= b for a, b in names[n]) for n, t0, t1 in ann)
+    return out
+
+
 def export_chrome(trace: str, out: str, torch_profile: str | None = None, torch_clock: str | None = None) -> dict:
     """Write the Chrome trace; returns what it did (clock, event counts, the alignment check)."""
     spans = _spans(trace)
@@ -222,6 +261,7 @@ def export_chrome(trace: str, out: str, torch_profile: str | None = None, torch_
         inside, n_calls = _inside_launches(launch_iv, calls)
         info.update(torch_events=len(profile["traceEvents"]), clock=name, shift_ns=shift,
                     distance_s=round(dist, 3), launch_calls=n_calls, launch_calls_inside_jitlab_launches=inside)
+        info.update(_reverse_and_annotation_checks(spans, profile, shift, base, launch_iv, calls))
     else:
         base = (min(s["start_ns"] for s in spans) // 10**9) * 10**9
         events, _ = jitlab_events(spans, 0, base)
@@ -256,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         line += (f" merged with {info['torch_events']} torch events (clock {info['clock']}; "
                  f"{info['launch_calls_inside_jitlab_launches']} of {info['launch_calls']} torch launch calls lie "
                  f"inside a jitlab.launch span)")
+        if info.get("jitlab_launches_in_profile"):
+            line += (f"; {info['jitlab_launches_with_a_launch_call']} of {info['jitlab_launches_in_profile']} "
+                     "jitlab.launch spans in the profiled window contain one")
+        if info.get("annotations"):
+            line += (f"; {info['annotations_inside_jitlab_spans']} of {info['annotations']} torch record_function "
+                     "ranges lie inside the jitlab span of the same name")
         if info["distance_s"] > 60:
             line += f"; WARNING: the profile lies {info['distance_s']:.0f} s away from the jitlab trace: same run?"
     print(line)

@@ -20,9 +20,10 @@ import logging
 import threading
 import time
 from array import array
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .. import settings as _settings
 
@@ -142,6 +143,10 @@ class Recorder:
         # the hit path compares len(records) with this as a Py_ssize_t (hit_record.c): keep it sane
         self.capacity = min(int(capacity), _settings.RECORDER_CAPACITY_MAX)
         # summary keeps no hits; sampled keeps every Nth; full keeps all.
+        # [offered, tick, sample_every]: wants_hit() calls, the sampling phase and the rate, as int64s the
+        # native dispatcher reads and updates in place too (dispatch.cpp samples without calling
+        # wants_hit); never resized
+        self._sampling = array("q", [0, 0, 0])
         self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
         # The hit path reads this flag and, when set, appends every hit's compact tuple without a
         # wants_hit() call (so `seen` is derived from the records, not counted per launch).
@@ -152,9 +157,6 @@ class Recorder:
         self.flushes = 0  # times on_full was called
         self.flush_ns = 0  # time spent inside on_full (it runs on the hot path: report it)
         self.taken = 0  # records handed out by drain()/on_full so far
-        # [offered, tick]: wants_hit() calls and the sampling phase, as int64s the native dispatcher
-        # updates in place too (dispatch.cpp samples without calling wants_hit); never resized
-        self._sampling = array("q", [0, 0])
         self._hits_out = 0  # compact hits handed out or dropped
         self._full_buffered = 0  # full-field tuples (record()) in the buffer now
         self._strings: dict[str, int] = {}
@@ -185,6 +187,15 @@ class Recorder:
     def strings(self) -> list[str]:
         """All interned strings, indexed by id (a copy)."""
         return list(self._names)
+
+    @property
+    def sample_every(self) -> int:
+        """Keep every Nth hit below level full (1: all, 0: none); read per hit by both hit paths."""
+        return self._sampling[2]
+
+    @sample_every.setter
+    def sample_every(self, n: int) -> None:
+        self._sampling[2] = n
 
     # -- hot path ---------------------------------------------------------------------------------
     def wants_hit(self) -> bool:
@@ -287,6 +298,21 @@ class Recorder:
     def peek(self, start: int = 0) -> list[tuple]:
         """The buffered records from position `start` on, as FIELDS tuples, without taking them."""
         return self._expand(self.records[start:])
+
+    @contextmanager
+    def keeping_every_hit(self) -> Iterator["Recorder"]:
+        """At level sampled, keep every hit inside the block (e.g. a short window profiled with
+        torch.profiler, whose launches should all get a span); sampling resumes after it. Below level
+        full both hit paths apply `wants_hit()`'s rule per hit to the rate in `_sampling` (the native
+        dispatcher reads the same array), so the change is seen at once. No effect at other levels."""
+        if self.level != "sampled":
+            yield self
+            return
+        prev, self.sample_every = self.sample_every, 1
+        try:
+            yield self
+        finally:
+            self.sample_every, self._sampling[1] = prev, 0
 
     @property
     def recorded(self) -> int:

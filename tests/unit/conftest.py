@@ -4,12 +4,11 @@ logic is checked against what Triton itself would pick, without a GPU."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from jitlab._triton import adapter as adapter_mod
+
+from ..support import free_port, subprocess_env  # noqa: F401 - the suite imports them from here
 
 
 class FakeKernel:
@@ -125,29 +124,6 @@ def clean_otel_env(monkeypatch):
     yield
     R.activate(prev)
     settings.reload()
-
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def subprocess_env(**overrides: str) -> dict[str, str]:
-    """The environment for a test's child Python: this checkout first on PYTHONPATH, ahead of (not instead
-    of) the caller's own entries, which may be where packages are installed (the H200 runs with wheels
-    unpacked onto PYTHONPATH)."""
-    env = dict(os.environ, **overrides)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def free_port() -> int:
-    """An ephemeral loopback port that was free a moment ago (tests start servers on it)."""
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture

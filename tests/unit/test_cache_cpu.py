@@ -317,6 +317,34 @@ def test_hit_path_records_per_level(fake_adapter, level, every, hits_recorded):
         assert r.policy == "safe" and r.key == 0 and r.thread == threading.get_ident()
 
 
+def test_keeping_every_hit_records_each_hit_of_a_window(fake_adapter):
+    """At level sampled, `keeping_every_hit()` makes both hit paths (Python and native) record every
+    hit inside the block (e2e's torch.profiler window) and sampling resume after it."""
+    from jitlab.telemetry import recorder as R
+
+    rec = R.Recorder("sampled", capacity=1000, sample_every=100)
+    k = jitcache(add_one)
+    x, y = t(), t()
+    prev = R.activate(rec)
+    try:
+        for _ in range(10):  # the miss, then 9 hits: none is the 100th
+            k[(1,)](x, y, 64)
+        with rec.keeping_every_hit():
+            for _ in range(20):
+                k[(1,)](x, y, 64)
+        for _ in range(50):
+            k[(1,)](x, y, 64)
+    finally:
+        R.activate(prev)
+    recs = rec.drain()
+    assert [r.outcome for r in recs].count(R.MISS) == 1
+    assert sum(r.outcome == R.HIT for r in recs) == 20 and rec.sample_every == 100 and rec.seen == 80
+    for level in ("full", "summary"):  # other levels: unchanged inside
+        other = R.Recorder(level)
+        with other.keeping_every_hit():
+            assert other.sample_every == {"full": 1, "summary": 0}[level]
+
+
 def test_full_recorder_counts_drops_when_full(fake_adapter):
     from jitlab.telemetry import recorder as R
 

@@ -1,131 +1,33 @@
 """End to end over loopback into a real OpenTelemetry collector, rotel (pip `rotel`), for OTLP gRPC
-and HTTP/protobuf, plus `jitlab-replay` of a trace file into it.
-
-rotel is started by the test as a plain subprocess (`rotel-agent start`, foreground, its binary
-ships in the wheel) on 127.0.0.1 with free ports; it receives OTLP and forwards what it receives
-(OTLP/gRPC exporter) to a small in-test OTLP receiver built on grpcio + opentelemetry-proto, which
-is how the test sees the spans that went through the collector. Skipped with the reason if rotel
-is not installed or does not start."""
+and HTTP/protobuf, plus `jitlab-replay` of a trace file into it, and a plain long-running program
+that exports while it runs and flushes the rest at SIGTERM (the same check tests/gpu runs on a GPU).
+rotel and the downstream receiver that sees what went through it: tests/otlp_collector.py. Skipped
+with the reason if rotel is not installed or does not start."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 import pytest
 
 from jitlab.telemetry import recorder as R
-
-from .conftest import free_port
 from jitlab.telemetry import replay as replay_mod
 from jitlab.telemetry.session import Run
 
+from ..support import free_port
+
 grpc = pytest.importorskip("grpc")
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc  # noqa: E402
-
-
-
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """The downstream end: collects every span rotel forwards, as (resource attrs, span) pairs."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.spans: list = []
-
-    def Export(self, request, context):
-        with self.lock:
-            for rs in request.resource_spans:
-                res = {kv.key: kv.value for kv in rs.resource.attributes}
-                for ss in rs.scope_spans:
-                    for sp in ss.spans:
-                        self.spans.append((res, sp))
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def of_trace(self, trace_id: bytes) -> list:
-        with self.lock:
-            return [(r, s) for r, s in self.spans if s.trace_id == trace_id]
-
-    def wait(self, trace_id: bytes, n: int, timeout: float = 15.0) -> list:
-        end = time.monotonic() + timeout
-        got = self.of_trace(trace_id)
-        while len(got) < n and time.monotonic() < end:
-            time.sleep(0.05)
-            got = self.of_trace(trace_id)
-        time.sleep(0.1)  # and nothing more than expected arrives
-        return self.of_trace(trace_id)
+from ..otlp_collector import live_loop_through_rotel, rotel  # noqa: E402 - after the grpc check
 
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
-    spec = importlib.util.find_spec("rotel")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("rotel is not installed (pip install rotel==0.0.1a15, in the [dev] extra)")
-    binary = Path(list(spec.submodule_search_locations)[0]) / "rotel-agent"
-    if not os.access(binary, os.X_OK):
-        pytest.skip(f"rotel's binary is missing or not executable: {binary}")
-
-    receiver = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    recv_port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-
-    tmp = tmp_path_factory.mktemp("rotel")
-    grpc_port, http_port = free_port(), free_port()
-    log_path = tmp / "rotel.log"
-    cmd = [
-        str(binary), "start",
-        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-        "--exporter", "otlp",
-        "--otlp-exporter-endpoint", f"http://127.0.0.1:{recv_port}",
-        "--otlp-exporter-protocol", "grpc",
-        "--otlp-exporter-compression", "none",
-        "--batch-timeout", "50ms",
-        "--pid-file", str(tmp / "rotel.pid"),
-        "--log-file", str(tmp / "rotel-agent.log"),
-    ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        if not (wait_port(grpc_port, proc) and wait_port(http_port, proc)):
-            proc.kill()
-            proc.wait()
-            server.stop(0)
-            pytest.skip(f"rotel did not start (exit {proc.returncode}): {log_path.read_text()[-1000:]}")
-        yield {"grpc": f"http://127.0.0.1:{grpc_port}", "http": f"http://127.0.0.1:{http_port}",
-               "receiver": receiver, "proc": proc}
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        server.stop(0)
+    with rotel(tmp_path_factory.mktemp("rotel")) as c:
+        yield c
 
 
 pytestmark = pytest.mark.usefixtures("clean_otel_env")
@@ -247,8 +149,7 @@ def test_plain_program_delivers_live_through_rotel(collector, tmp_path, protocol
     receiver = collector["receiver"]
 
     def mine():
-        with receiver.lock:
-            return [s for r, s in receiver.spans if r["service.name"].string_value == service]
+        return receiver.of_service(service)
 
     try:
         end = time.monotonic() + 60
@@ -270,3 +171,12 @@ def test_plain_program_delivers_live_through_rotel(collector, tmp_path, protocol
     assert len(steps) == 2 and len(step_launches) == 6
     attrs = {kv.key: kv.value for kv in step_launches[0].attributes}
     assert attrs["jitlab.cache.result"].string_value == "fallback" and attrs["jitlab.kernel"].string_value == "add_one"
+
+
+def test_long_running_loop_delivers_live_then_the_rest_at_sigterm(collector, tmp_path):
+    """A plain program launching a @jitcache kernel in an endless loop, traced by environment variables
+    only: launch spans reach the collector's downstream end while it runs; after SIGTERM the rest, one
+    span per launch. Here under the interpreter (pass-through); tests/gpu/test_tracing_gpu.py runs the
+    same function on a GPU (hits through jitlab's hit path)."""
+    got = live_loop_through_rotel(collector, tmp_path, gpu=False)
+    assert got["device"] == "cpu" and got["live"] >= 10 and got["after_sigterm"] > 0

@@ -21,7 +21,7 @@ from jitlab.telemetry import load_traces
 from jitlab.telemetry import process as P
 from jitlab.telemetry import recorder as R
 
-from .conftest import subprocess_env
+from ..support import ADD_ONE, child_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,13 +31,7 @@ PLAIN = """
     import torch, triton, triton.language as tl
     from jitlab import jitcache, telemetry
 
-    @jitcache
-    @triton.jit
-    def add_one(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < n
-        tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=m) + 1, mask=m)
-
+    {kernel}
     x = torch.arange(64, dtype=torch.float32); out = torch.empty_like(x)
     STEPS, PER_STEP, OUTSIDE = {steps}, {per_step}, {outside}
     for step in range(STEPS):
@@ -52,16 +46,9 @@ PLAIN = """
 """
 
 
-def child_env(**extra) -> dict:
-    env = {k: v for k, v in subprocess_env().items() if not k.startswith(("OTEL_", "JITLAB_"))}
-    # the interpreter on CPU, also on a GPU host (CUDA hidden: the traces are CPU demos there too)
-    env.update(TRITON_INTERPRET="1", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 def plain(steps=3, per_step=4, outside=2, tail="") -> str:
-    return textwrap.dedent(PLAIN.format(steps=steps, per_step=per_step, outside=outside, tail=tail))
+    return textwrap.dedent(PLAIN.format(steps=steps, per_step=per_step, outside=outside, tail=tail,
+                                        kernel=textwrap.indent(ADD_ONE, "    ")[4:]))
 
 
 def run_plain(tmp_path, code: str, timeout=120, **env) -> subprocess.CompletedProcess:

@@ -23,20 +23,22 @@ COMMITTED = sorted(str(p.relative_to(REPO)) for p in (REPO / "traces").glob("**/
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> dict:
-    """Traces made here: a plain program's (process session) and a CPU-demo e2e run."""
+    """Traces made here: a plain program's (process session) and a CPU-demo e2e run, the latter with
+    --torch-profile (its profile and merged timeline beside it; its stdout as "e2e_cpu.stdout")."""
     d = tmp_path_factory.mktemp("made")
     out = {"process": d / "process.jsonl", "e2e_cpu": d / "e2e_cpu.jsonl"}
     p = subprocess.run([sys.executable, "-c", plain(3, 4, 2)], cwd=d, capture_output=True, text=True, timeout=120,
                        env=child_env(JITLAB_TRACE="full", JITLAB_TRACE_FILE=out["process"]))
     assert p.returncode == 0, p.stderr
-    p = subprocess.run([sys.executable, "-m", "experiments.e2e_decode", "--quick", "--cpu", "--trace-file",
-                        str(out["e2e_cpu"])], cwd=REPO, capture_output=True, text=True, timeout=300, env=child_env())
+    p = subprocess.run([sys.executable, "-m", "experiments.e2e_decode", "--quick", "--cpu", "--torch-profile",
+                        "--trace-file", str(out["e2e_cpu"])], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=child_env())
     assert p.returncode == 0, p.stderr
-    return {k: str(v) for k, v in out.items()}
+    return {k: str(v) for k, v in out.items()} | {"e2e_cpu.stdout": p.stdout}
 
 
 def all_traces(made) -> list[str]:
-    return [str(REPO / p) for p in COMMITTED] + list(made.values())
+    return [str(REPO / p) for p in COMMITTED] + [made["process"], made["e2e_cpu"]]
 
 
 def test_committed_traces_exist():
@@ -179,6 +181,11 @@ def synthetic_profile(spans: list[dict], clock: str, offset: int) -> tuple[dict,
     shift = 0 if clock == "unix" else offset
     base = (min(s["start_ns"] for s in spans) - shift) // 10**9 * 10**9 if clock == "unix" else 0
     evs = [{"ph": "M", "name": "process_name", "pid": 7, "tid": 0, "args": {"name": "python"}}]
+    for s in spans:  # a record_function("step") inside each jitlab step span
+        if s["name"] == "step":
+            evs.append({"ph": "X", "cat": "user_annotation", "name": "step", "pid": 7, "tid": 7,
+                        "ts": round((s["start_ns"] + 1000 - shift - base) / 1e3, 3),
+                        "dur": round((s["end_ns"] - s["start_ns"] - 2000) / 1e3, 3)})
     for s in launches:
         mid = (s["start_ns"] + s["end_ns"]) // 2 - shift - base
         evs.append({"ph": "X", "cat": "cuda_driver", "name": "cuLaunchKernel", "pid": 7, "tid": 7,
@@ -211,11 +218,21 @@ def test_merge_with_torch_profile_aligns_on_one_clock(made, tmp_path, capsys, cl
     ours = sorted((e["ts"], e["ts"] + e["dur"]) for e in xs if e["name"] == "jitlab.launch")
     assert len(calls) == len(ours) == n and all(a <= c <= b for c, (a, b) in zip(calls, ours))
     assert merged["otherData"]["jitlab"]["clock"] == clock
-    # the wrong clock forced: nothing lines up (the check can fail)
+    # the other directions: each jitlab launch of the window holds a launch call, each step its annotation
+    n_steps = sum(s["name"] == "step" for s in spans)
+    assert f"; {n} of {n} jitlab.launch spans in the profiled window contain one" in line
+    assert f"; {n_steps} of {n_steps} torch record_function ranges lie inside the jitlab span" in line
+    info = merged["otherData"]["jitlab"]
+    assert info["jitlab_launches_with_a_launch_call"] == info["jitlab_launches_in_profile"] == n > 0
+    assert info["annotations_inside_jitlab_spans"] == info["annotations"] == n_steps == 3
+    # the wrong clock forced: nothing lines up (the checks can fail)
     wrong = "monotonic" if clock == "unix" else "unix"
     assert chrome.main([made["process"], "--chrome", str(out), "--torch-profile", str(prof),
                         "--torch-clock", wrong]) == 0
-    assert f"0 of {n} torch launch calls" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert f"0 of {n} torch launch calls" in line and f"0 of {n_steps} torch record_function" in line
+    info = json.loads(out.read_text())["otherData"]["jitlab"]
+    assert info["jitlab_launches_with_a_launch_call"] == 0
 
 
 def test_example_script_runs_on_cpu(tmp_path):
@@ -229,3 +246,53 @@ def test_example_script_runs_on_cpu(tmp_path):
     xs = check_chrome_schema(merged)
     assert sum(e["name"] == "jitlab.launch" for e in xs) == 5  # the warm-up launch and the 2x2 profiled ones
     assert any(e.get("cat") == "cpu_op" for e in xs)  # torch's own events are in the same file
+
+
+def test_e2e_torch_profile_merged_timeline_on_cpu(made):
+    """`e2e_decode --quick --cpu --torch-profile` (the `made` run): torch's Chrome trace and the merged
+    timeline next to the trace file, named in the summary; the merged file is valid Chrome trace-event
+    JSON in µs, the profiled steps' launches nest in their step spans, and torch's record_function of
+    each profiled step lies inside the jitlab step span on the merged timeline."""
+    from jitlab.bench.decode import profile as dprof
+    from jitlab.telemetry.load import iter_spans
+
+    trace = Path(made["e2e_cpu"])
+    prof_path, merged_path = dprof.paths(trace)
+    assert prof_path == trace.with_name("e2e_cpu.torch_profile.json")
+    assert merged_path == trace.with_name("e2e_cpu.merged.chrome.json")
+    stdout = made["e2e_cpu.stdout"]
+    assert "torch.profiler window (--torch-profile)" in stdout and "4 of 4 profiled steps" in stdout, stdout[-3000:]
+    assert prof_path.name in stdout and merged_path.name in stdout
+    assert 0 < prof_path.stat().st_size < 5e6  # a small window
+
+    spans = list(iter_spans(str(trace)))
+    by_id = {s["span_id"]: s for s in spans}
+    trial = [s for s in spans if s.get("jitlab.e2e.mode") == dprof.PROFILE_MODE and s.get("jitlab.span.kind") == "trial"]
+    assert len(trial) == 1 and not trial[0].get("jitlab.error") and "jitlab.e2e.config" not in trial[0]
+    psteps = [s for s in spans if s["name"] == dprof.STEP and s.get("jitlab.e2e.phase") == "profile"]
+    assert sorted(s["jitlab.e2e.mode"] for s in psteps) == ["eager_jitlab_safe"] * 2 + ["eager_stock"] * 2
+    assert all(s["parent_id"] == trial[0]["span_id"] for s in psteps)
+    # every jitlab launch of a profiled safe step is in the trace (7 per layer + the final norm, 1 layer)
+    safe_launches = [s for s in spans if s["name"] == "jitlab.launch" and by_id.get(s["parent_id"], {}).get(
+        "jitlab.e2e.mode") == "eager_jitlab_safe" and by_id[s["parent_id"]].get("jitlab.e2e.phase") == "profile"]
+    assert len(safe_launches) == 2 * 8
+
+    doc = json.loads(merged_path.read_text())
+    xs = check_chrome_schema(doc)
+    assert doc["baseTimeNanoseconds"] == json.loads(prof_path.read_text())["baseTimeNanoseconds"]
+    assert check_nesting(xs, spans) >= len(safe_launches)
+    assert any(e.get("cat") == "cpu_op" for e in xs)  # torch's own events in the same file
+    # µs on one clock: each torch record_function("step") inside one jitlab profile-step event
+    jsteps = [(e["ts"], e["ts"] + e["dur"]) for e in xs
+              if e["name"] == dprof.STEP and e.get("cat") == "jitlab" and e["args"].get("jitlab.e2e.phase") == "profile"]
+    ann = [(e["ts"], e["ts"] + e["dur"]) for e in xs if e.get("cat") == "user_annotation" and e["name"] == dprof.STEP]
+    assert len(jsteps) == len(ann) == 4
+    for a, b in ann:
+        assert sum(s0 <= a and b <= s1 for s0, s1 in jsteps) == 1, (a, b, jsteps)
+    for e in xs:  # the jitlab step lasts as long as its span (ns -> µs)
+        if e.get("cat") == "jitlab" and e["args"].get("jitlab.e2e.phase") == "profile":
+            span = [s for s in psteps if s["jitlab.e2e.step"] == e["args"]["jitlab.e2e.step"]
+                    and s["jitlab.e2e.mode"] == e["args"]["jitlab.e2e.mode"]][0]
+            assert abs(e["dur"] - span["duration_ns"] / 1e3) < 0.002
+    info = doc["otherData"]["jitlab"]
+    assert info["clock"] == "unix" and info["annotations_inside_jitlab_spans"] == info["annotations"] == 4

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 # The experiment in modules: config (shapes, sweeps, modes), model (weights, KV bookkeeping, schedules),
 # ops (kernel sets and policies per mode), engine (buffers, forward, graphs), runner (trials), results
-# (derived metrics, tables). The package exports what experiments/e2e_decode.py uses; tests and
-# notebooks import the modules.
+# (derived metrics, tables), profile (--torch-profile: a torch.profiler window merged with the trace).
+# The package exports what experiments/e2e_decode.py uses; tests and notebooks import the modules.
 from .config import MODES, cpu_sweep, gpu_sweep
 from .results import estimate
 from .runner import run_experiment

@@ -171,6 +171,8 @@ class SweepConfig:
     trace_file: str | None = None
     cuda: bool = True
     sanity: bool = True  # eager stock vs a pure-torch reference on a small config first
+    torch_profile: bool = False  # profile a few extra steps of the first config (decode.profile)
+    profile_steps: int = 5  # steps per profiled mode
     label: str = ""
     quick: bool = False
     seed: int = 0
@@ -215,11 +217,12 @@ def cpu_sweep(quick: bool = False, **overrides: Any) -> SweepConfig:
     if quick:
         cfg = SweepConfig(model=TINY, extra=(TrialConfig("decode", 2, 20, 1),), product=False, mixed=False,
                           mixed_layers=1, mixed_context=20, check_steps=1, warmup=1, steps=2, gpu_steps=0,
-                          mixed_warmup_cycles=1, mixed_cycles=1, cuda=False, label=CPU_LABEL, quick=True)
+                          mixed_warmup_cycles=1, mixed_cycles=1, cuda=False, label=CPU_LABEL, quick=True,
+                          profile_steps=2)
     else:
         cfg = SweepConfig(model=TINY, batches=(1, 2), contexts=(20,), layers=(1, 2), mixed=True,
                           mixed_layers=1, mixed_context=20, check_steps=1, warmup=1, steps=3, gpu_steps=0,
-                          mixed_warmup_cycles=1, mixed_cycles=1, cuda=False, label=CPU_LABEL)
+                          mixed_warmup_cycles=1, mixed_cycles=1, cuda=False, label=CPU_LABEL, profile_steps=2)
     # demo records stay out of traces/, which holds real runs only (as in the launch-overhead demo)
     cfg = replace(cfg, trace_file="traces/cpu-demo/{experiment}-{run_id}.jsonl")
     return replace(cfg, **{k: v for k, v in overrides.items() if not (k == "trace_file" and v is None)})

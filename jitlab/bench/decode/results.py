@@ -175,6 +175,44 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
             console.print("CPU demo: interpreter times, not launch overhead; the ratios carry no meaning")
 
 
+def profile_rows(info: dict | None, cuda: bool) -> list[tuple[str, str]]:
+    """What `--torch-profile` did, as (what, value) rows: the files and the merge's alignment checks."""
+    if not info:
+        return [("torch profile", "not made (the sweep stopped before its first configuration finished)")]
+    if info.get("error"):
+        return [("torch profile", f"FAILED: {info['error']}")]
+    rows = [("torch profile", f"{info['torch_profile']} ({', '.join(info['modes'])}: {info['steps']} steps each, "
+                              f"{info['activities']}, {info['bytes'] / 1e6:.1f} MB)")]
+    if info.get("merge_error"):
+        return rows + [("merged timeline", f"FAILED: {info['merge_error']}")]
+    if "merged" not in info:
+        return rows
+    rows.append(("merged timeline", f"{info['merged']} (open in ui.perfetto.dev; clock {info.get('clock')}, "
+                                    f"{info.get('events')} jitlab events + {info.get('torch_events')} torch events)"))
+    rows.append(("steps aligned", f"{info.get('annotations_inside_jitlab_spans')} of {info.get('annotations')} "
+                                  "profiled steps (torch record_function) lie inside their jitlab step span"))
+    launches = (f"{info.get('jitlab_launches_with_a_launch_call', 0)} of {info.get('jitlab_launches_in_profile', 0)} "
+                "jitlab.launch spans in the window contain a torch launch call; "
+                f"{info.get('launch_calls_inside_jitlab_launches')} of {info.get('launch_calls')} torch launch calls "
+                "lie inside a jitlab.launch span (the rest: eager_stock's and torch's own launches)")
+    if not cuda:
+        launches = "none on CPU (no CUDA launch calls under the interpreter): " + launches
+    rows.append(("launches aligned", launches))
+    return rows
+
+
+def print_profile(info: dict | None, cuda: bool, file: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="torch.profiler window (--torch-profile)", show_header=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    for k, v in profile_rows(info, cuda):
+        t.add_row(k, escape(v))
+    Console(file=file or sys.stdout, width=200).print(t)
+
+
 # ========================================================================================= estimate
 
 

@@ -19,7 +19,7 @@ from .engine import Engine, Views, reference_logits
 from .model import DecodeSchedule, MixedSchedule, Model
 from .ops import CountingOps, Ops, TUNED_POLICY_NAME, make_kernel_sets
 from .vllm_attention import PLUGIN_POLICY
-from .results import _attrs, _one_line, attention_label, derive, escape, estimate, print_table, summarize
+from .results import _attrs, _one_line, attention_label, derive, escape, estimate, print_profile, print_table, summarize
 
 _now = time.perf_counter_ns
 
@@ -390,7 +390,48 @@ class Runner:
             if row.get("device_kernels_match") is False:
                 progress.console.print(f"  [bold red]{name}: device kernels per step differ from eager_stock[/] "
                                        f"({row.get('device_kernels_per_step')})")
+        if self.sweep.torch_profile and "torch_profile" not in self.meta:
+            progress.update(task, description=f"{label}: torch profile")
+            self._torch_profile(ctx)
         e.release_config()
+
+    def _torch_profile(self, ctx: _ConfigCtx) -> None:
+        """The `--torch-profile` window (decode.profile) on this config, after its timed trials: one
+        trial span of its own (`jitlab.e2e.mode` = torch_profile, no result row); a failure is reported
+        in that span and the summary, and the sweep goes on."""
+        import jitlab
+
+        from . import profile as prof
+
+        names = prof.profile_modes(self.sweep.mode_names())
+        c = ctx.config
+        attrs = {"jitlab.e2e.mode": prof.PROFILE_MODE, "jitlab.e2e.profile.config": c.name,
+                 "jitlab.e2e.profile.modes": ",".join(names), "jitlab.e2e.profile.steps": self.sweep.profile_steps}
+        trials: list[_Trial] = []
+        with self.run.trial(f"{c.name}/{prof.PROFILE_MODE}", attrs) as tr:
+            try:
+                if not names:
+                    raise ValueError("the sweep has no eager mode to profile")
+                if self.run.trace_file is None:
+                    raise ValueError("the run writes no trace file to put the profile next to")
+                out, _ = prof.paths(self.run.trace_file)
+                trials = [_Trial(self, ctx, MODES[m], tr, lambda phase: None) for m in names]
+                info = prof.window(trials, tr, self.run.recorder, self.cuda, self.sweep.profile_steps, out, Ops,
+                                   lambda ks: jitlab.scope(ks.scope) if ks.scope is not None
+                                   else contextlib.nullcontext())
+                tr.set({"jitlab.e2e.profile.file": info["torch_profile"], "jitlab.e2e.profile.bytes": info["bytes"]})
+            except Exception as ex:  # noqa: BLE001 - the timed results stand without the profile
+                info = {"error": f"{type(ex).__name__}: {ex}", "modes": names}
+                tr.set({"jitlab.error": info["error"]})
+                if self.cuda:
+                    with contextlib.suppress(Exception):
+                        torch.cuda.synchronize()
+            finally:
+                for t in trials:
+                    if t.ks.scope is not None:
+                        with contextlib.suppress(Exception):
+                            jitlab.get_scope(t.ks.scope).clear()
+        self.meta["torch_profile"] = info
 
     def _prepare(self, c: TrialConfig) -> _ConfigCtx:
         s, e = self.sweep, self.engine
@@ -569,9 +610,16 @@ def run_experiment(sweep: SweepConfig) -> list[dict]:
     results: list[dict] = []
     try:
         results = runner.run_all()
+        prof = runner.meta.get("torch_profile")
+        if prof and "error" not in prof and runner.meta.get("trace_file"):
+            from . import profile
+
+            runner.meta["torch_profile"] = profile.merge(runner.meta["trace_file"], prof)
     finally:
         runner.meta.setdefault("attention", attention_label(sweep, runner.vllm))
         print_table(runner.results, sweep, runner.meta)
         if runner.meta.get("trace_file"):
             print(f"trace: {runner.meta['trace_file']}")
+        if sweep.torch_profile:
+            print_profile(runner.meta.get("torch_profile"), sweep.cuda)
     return results
