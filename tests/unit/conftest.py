@@ -4,6 +4,8 @@ logic is checked against what Triton itself would pick, without a GPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jitlab._triton import adapter as adapter_mod
