@@ -192,7 +192,9 @@ def live_loop_through_rotel(collector: dict, tmp_path: Path, *, gpu: bool, proto
         return [s for s in receiver.of_service(service) if s.name == "jitlab.launch"]
 
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", TRACED_LOOP], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    script = tmp_path / "traced_loop.py"  # a file: Triton's @jit reads the kernel's source (not `python -c`)
+    script.write_text(TRACED_LOOP)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         end = t0 + timeout
