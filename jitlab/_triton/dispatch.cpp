@@ -490,14 +490,15 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     /* From here on it is a hit: count it, then launch (as the Python path does). */
     long long t_args = t_enter ? now_ns() : 0;
     if (!(count = PyIter_Next(h.hits)) || !(stream_obj = PyObject_CallOneArg(d->get_stream, h.device))) goto done;
-    if (d->stop == STOP_PREP) { rc = 1; goto done; }
-    if (Py_TYPE(h.launch) == &LauncherType) {
+    int native = Py_TYPE(h.launch) == &LauncherType;
+    /* (Triton's launcher packs inside its own call: with it, the pack stop is the prep stop) */
+    if (d->stop == STOP_PREP || (d->stop == STOP_PACK && !native)) { rc = 1; goto done; }
+    if (native) {
       uint64_t stream, buf[MAX_PARAMS];
       Launcher *l = (Launcher *)h.launch;
-      if (d->stop == STOP_PACK)
-        rc = convert('K', stream_obj, &stream, 3) && ensure_context(l->device) && pack_values(l, vals, buf) ? 1 : -1;
-      else
-        rc = convert('K', stream_obj, &stream, 3) && launch_values(l, g, stream, vals) ? 1 : -1;
+      if (!convert('K', stream_obj, &stream, 3)) goto done;
+      if (d->stop == STOP_PACK) rc = ensure_context(l->device) && pack_values(l, vals, buf) ? 1 : -1;
+      else rc = launch_values(l, g, stream, vals) ? 1 : -1;
     } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
       PyObject *call[4 + MAX_PARAMS];
       PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};

@@ -604,8 +604,16 @@ for i, stage in enumerate(native.STAGES):                     # the bench's stop
     d((3,), DEV, 17)
     assert state()[0] == n1 + 1 and len(slow_calls) == 11, stage   # nothing launched, no Python path
     assert next(table.hits) - h0 - 1 == (i >= native.STAGES.index("prep")), stage  # counted from "prep" on
+py_launches = []                                               # an entry on Triton's launcher (a Python call)
+e3 = Entry(); e3.verify = 0; e3.grid = None; e3.device = 0; e3.head = e.head
+e3.launch = lambda *a: py_launches.append(a)
+table.entries[(keys.spec(DEV), keys.spec(48), keys.spec(1), 64, (), None, 0)] = e3
+d((3,), DEV, 48)                                               # stopped at "pack": that launcher is not called
+assert py_launches == [] and len(slow_calls) == 11, py_launches
 native.stop_hits(m, d, None); d((3,), DEV, 17)
 assert state()[0] == n1 + 2                                    # whole launches again
+d((3,), DEV, 48)
+assert len(py_launches) == 1 and py_launches[0][:4] == (3, 1, 1, 777), py_launches
 try:
     native.stop_hits(m, d, "driver"); raise AssertionError("a stage that does not exist was accepted")
 except ValueError:
