@@ -213,7 +213,10 @@ class Ops:
                               segm_buffers=segm, kernels=self._attn, k_scale=k_scale, v_scale=v_scale)
 
 
-class _CountingKernel:
+class CountingKernel:
+    """Stands in for a kernel during a counted call: `k[grid]` counts one Triton launch (also under
+    `triton.<name>`), then launches the kernel it wraps."""
+
     def __init__(self, inner: Any, counts: dict, name: str):
         self.inner, self.counts, self.name = inner, counts, name
 
@@ -229,7 +232,7 @@ class CountingOps(Ops):
 
     def __init__(self, ks: KernelSet, graph_kernels: dict | None = None):
         self.counts = {"triton": 0, "torch": 0, "copy": 0, "graph": 0, "in_graph": 0}
-        counted = KernelSet(ks.name, **{k: _CountingKernel(v, self.counts, k) for k, v in ks.items()},
+        counted = KernelSet(ks.name, **{k: CountingKernel(v, self.counts, k) for k, v in ks.items()},
                             policies=ks.policies, scope=ks.scope, vllm=ks.vllm)
         super().__init__(counted)
         self.graph_kernels = graph_kernels if graph_kernels is not None else {}

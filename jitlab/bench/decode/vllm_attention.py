@@ -28,6 +28,8 @@ from typing import Any, Iterator
 
 import torch
 
+from .ops import CountingKernel
+
 log = logging.getLogger(__name__)
 
 ATTENTIONS = ("jitlab", "vllm")
@@ -46,18 +48,6 @@ def vllm_layout(num_layers: int, num_blocks: int, block_size: int, num_kv_heads:
     views = [phys[i].view(num_blocks, block_size, num_kv_heads, 2, head_size).permute(0, 3, 1, 2, 4)
              for i in range(num_layers)]
     return phys, views
-
-
-class _Counting:
-    """Stands in for one of vLLM's kernel globals during a counted call: counts, then launches."""
-
-    def __init__(self, inner: Any, counts: dict, name: str):
-        self.inner, self.counts, self.name = inner, counts, name
-
-    def __getitem__(self, grid: Any) -> Any:
-        self.counts["triton"] += 1
-        self.counts[f"triton.{self.name}"] = self.counts.get(f"triton.{self.name}", 0) + 1
-        return self.inner[grid]
 
 
 class VllmAttention:
@@ -101,7 +91,7 @@ class VllmAttention:
         saved = {n: g[n] for n, g in self.globals.items()}
         try:
             for n, g in self.globals.items():
-                g[n] = _Counting(saved[n], counts, n)
+                g[n] = CountingKernel(saved[n], counts, n)
             yield
         finally:
             for n, g in self.globals.items():
