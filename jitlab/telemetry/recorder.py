@@ -142,11 +142,11 @@ class Recorder:
         self.level = level
         # the hit path compares len(records) with this as a Py_ssize_t (hit_record.c): keep it sane
         self.capacity = min(int(capacity), _settings.RECORDER_CAPACITY_MAX)
-        # summary keeps no hits; sampled keeps every Nth; full keeps all.
         # [offered, tick, sample_every]: wants_hit() calls, the sampling phase and the rate, as int64s the
         # native dispatcher reads and updates in place too (dispatch.cpp samples without calling
         # wants_hit); never resized
         self._sampling = array("q", [0, 0, 0])
+        # summary keeps no hits; sampled keeps every Nth; full keeps all.
         self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
         # The hit path reads this flag and, when set, appends every hit's compact tuple without a
         # wants_hit() call (so `seen` is derived from the records, not counted per launch).
