@@ -238,6 +238,10 @@ def markdown(path: str, layers: int | None = None, context: int | None = None) -
                 return e2e_markdown(path, layers, context, df=df)
             if exp == "launch_overhead":
                 return launch_overhead_markdown(path, df=df)
+            if exp == "any_program":
+                from .any_program import markdown as any_program_markdown
+
+                return any_program_markdown(df, path)
     return kernels_markdown(path, df=df)
 
 
