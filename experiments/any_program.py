@@ -3,6 +3,7 @@
     python -m experiments.any_program                       # Triton's tutorials (experiments/programs/)
     python -m experiments.any_program --quick               # two of them
     python -m experiments.any_program app.py --n 3          # any program: python app.py --n 3
+    python -m experiments.any_program --extract-from ~/triton   # get the tutorials from a Triton clone
     python -m experiments.any_program --hashes              # print the tutorials' sha256/size lines
 
 Each program runs as `jitlab run --policy observe` (stock Triton launches, traced by the same recorder)
@@ -35,6 +36,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-at", default=None, help="ad-hoc program: regex of the first line of its timing block")
     p.add_argument("--mask", action="append", default=[], help="ad-hoc program: regex masked on every line")
     p.add_argument("--hashes", action="store_true", help="print the manifest's files' sha256/size lines and exit")
+    p.add_argument("--extract-from", metavar="CLONE", default=None,
+                   help="copy the manifest's files out of this git clone (each at its recorded commit), verify, exit")
     return p.parse_args(argv)
 
 
@@ -45,7 +48,11 @@ def main(argv=None) -> int:
     from jitlab.bench.timing import cuda_available
 
     try:
-        manifest = programs.load(a.manifest) if (a.script is None or a.hashes) else None
+        manifest = programs.load(a.manifest) if (a.script is None or a.hashes or a.extract_from) else None
+        if a.extract_from:
+            for f in programs.extract(manifest, a.extract_from):
+                print(f"{f}: extracted, sha256 as in {a.manifest}")
+            return 0
         if a.hashes:
             print(programs.manifest_lines(manifest))
             return 0

@@ -53,6 +53,7 @@ class Program:
     sha256: str | None = None  # None: an ad-hoc script, not checked
     size: int | None = None
     commit: str | None = None
+    path: str | None = None  # in the repository
     quick: bool = False
 
     def argv(self) -> list[str]:
@@ -105,7 +106,7 @@ def load(path: str | Path) -> Manifest:
                 raise ManifestError(f"{p}: program {t.get('name')!r}: run = {run!r}; valid: {', '.join(RUNNERS)}")
             programs.append(Program(name=t["name"], file=folder / t["file"], args=tuple(t.get("args", ())),
                                     run=run, sha256=t["sha256"], size=int(t["size"]), commit=t.get("commit"),
-                                    quick=bool(t.get("quick", False))))
+                                    path=t.get("path"), quick=bool(t.get("quick", False))))
         return Manifest(p, folder, doc["repository"], doc["tag"], doc["obtain"], rule, tuple(programs))
     except KeyError as e:
         raise ManifestError(f"{p}: missing key {e.args[0]!r} (see the docstring of jitlab/bench/programs.py)") from None
@@ -149,6 +150,27 @@ def script(path: str | Path, args: list[str] | tuple[str, ...] = ()) -> Program:
     if not p.is_file():
         raise ManifestError(f"{path}: no such program file")
     return Program(name=p.stem, file=p, args=tuple(args))
+
+
+def extract(manifest: Manifest, clone: str | Path) -> list[Path]:
+    """Copy each program file out of a git clone of the manifest's repository, at its recorded commit
+    (`git show <commit>:<path>`), into the manifest's folder; then verify them all."""
+    import subprocess
+
+    manifest.folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for pr in manifest.programs:
+        if not pr.commit or not pr.path:
+            raise ManifestError(f"{manifest.path}: program {pr.name!r} records no commit/path to extract")
+        p = subprocess.run(["git", "-C", str(clone), "show", f"{pr.commit}:{pr.path}"], capture_output=True)
+        if p.returncode != 0:
+            why = (p.stderr.decode(errors="replace").strip().splitlines() or ["git failed"])[-1]
+            raise ManifestError(f"{clone}: cannot extract {pr.path} at {pr.commit[:12]} ({why}); "
+                                f"a full clone of {manifest.repository} is needed")
+        pr.file.write_bytes(p.stdout)
+        written.append(pr.file)
+    verify(manifest)
+    return written
 
 
 def manifest_lines(manifest: Manifest) -> str:

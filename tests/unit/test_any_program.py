@@ -316,3 +316,30 @@ def test_provenance_names_the_host_cpu():
 
     p = provenance()
     assert p["cpu"] not in (None, "", "unknown") and p["cpu_count"] >= 1
+
+
+def test_extract_from_a_clone_at_the_recorded_commit(tmp_path):
+    """--extract-from copies each file out of a clone at its recorded commit (not the clone's HEAD)."""
+    import hashlib
+
+    repo = tmp_path / "upstream"
+    (repo / "tut").mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "tut" / "a.py").write_bytes(b"print('v1')\n")
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "v1"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "tut" / "a.py").write_bytes(b"print('v2, later')\n")
+    subprocess.run(git + ["commit", "-qam", "v2"], check=True)
+    data = b"print('v1')\n"
+    manifest = tmp_path / "m.toml"
+    manifest.write_text("\n".join([
+        'folder = "progs"', 'repository = "r"', 'tag = "t"', 'obtain = "o"', "[[program]]", 'name = "a"',
+        'file = "a.py"', 'path = "tut/a.py"', f'commit = "{commit}"',
+        f'sha256 = "{hashlib.sha256(data).hexdigest()}"', f"size = {len(data)}"]) + "\n")
+    m = programs.load(manifest)
+    assert programs.extract(m, repo) == [tmp_path / "progs" / "a.py"]
+    assert (tmp_path / "progs" / "a.py").read_bytes() == data
+    with pytest.raises(programs.ManifestError, match="cannot extract"):
+        programs.extract(m, tmp_path)  # not a clone
