@@ -125,6 +125,7 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
+LEFT = ("program", "kernel", "fallbacks / pass-throughs")
 COLUMNS = ("program", "kernel", "stock launches", "jitlab launches", "hits", "hit rate", "misses",
            "fallbacks / pass-throughs", "stock µs/launch", "jitlab µs/launch", "saved ms")
 
@@ -140,7 +141,8 @@ def cells(r: dict) -> list[str]:
 
 def markdown(kernel_rows: Iterable[dict]) -> str:
     """The per-kernel table in Markdown (docs/ANY_PROGRAM.md's H200 table)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * 2 + "---:|" * (len(COLUMNS) - 2)]
+    lines = ["| " + " | ".join(COLUMNS) + " |",
+             "|" + "".join("---|" if c in LEFT else "---:|" for c in COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells(r)) + " |" for r in kernel_rows]
     return "\n".join(lines)
 
@@ -150,7 +152,7 @@ def rich_table(kernel_rows: Iterable[dict], title: str, caption: str | None = No
 
     t = Table(title=title, caption=caption)
     for c in COLUMNS:
-        t.add_column(c, justify="left" if c in ("program", "kernel", "fallbacks / pass-throughs") else "right")
+        t.add_column(c, justify="left" if c in LEFT else "right")
     for r in kernel_rows:
         t.add_row(*cells(r))
     return t

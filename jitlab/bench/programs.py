@@ -36,8 +36,9 @@ from pathlib import Path
 from .outputs import Rule
 
 RUNNERS = ("script", "pytest")
-#: How `run = "pytest"` starts a file: quiet, no cache folder left behind, the file's own tests only.
-PYTEST_ARGS = ("-m", "pytest", "-q", "-p", "no:cacheprovider")
+#: How `run = "pytest"` starts a file: quiet, no cache folder left behind, and warnings left to Python
+#: (stderr) instead of pytest's summary on stdout, where jitlab's own warnings would read as a difference.
+PYTEST_ARGS = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings")
 
 
 class ManifestError(ValueError):

@@ -248,7 +248,9 @@ def stand_in_argv(policy, trace, trace_file, program_argv):
     """What `jitlab run` would do for a program whose kernel is decorated already: trace the process."""
     code = ("import os, runpy, sys; "
             f"os.environ.update(JITLAB_TRACE={trace!r}, JITLAB_TRACE_FILE={str(trace_file)!r}); "
-            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+            "m = sys.argv[1] == '-m'; sys.argv = sys.argv[2:] if m else sys.argv[1:]; "
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True) if m else "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
     return [sys.executable, "-c", code, *program_argv]
 
 
@@ -287,6 +289,16 @@ def test_a_differing_program_is_reported(tmp_path, monkeypatch):
     cfg = any_program.Config((programs.script(prog_file),), Rule(), out=tmp_path / "t", cuda=False, run_id="d")
     (row,) = any_program.run(cfg)["programs"]
     assert not row["identical"] and row["difference"].startswith("line 1:")
+
+
+def test_a_pytest_program_compares_equal_despite_its_timing(tmp_path, monkeypatch):
+    """run = "pytest" (how 06-fused-attention.py runs): pytest's "passed in X s" is masked by the rule."""
+    monkeypatch.setattr(any_program, "jitlab_run_argv", stand_in_argv)
+    test_file = tmp_path / "check_me.py"
+    test_file.write_text("import time\n\ndef test_it():\n    time.sleep(0.01)\n    assert 1 + 1 == 2\n")
+    prog = programs.Program(name="check_me", file=test_file, run="pytest")
+    (row,) = any_program.run(any_program.Config((prog,), RULE, out=tmp_path / "t", cuda=False, run_id="p"))["programs"]
+    assert row["identical"] and row["jitlab_rc"] == 0 and row["compared_lines"] >= 2, row
 
 
 # -- the real `jitlab run`, end to end ----------------------------------------------------------------------
