@@ -69,6 +69,10 @@ def main(argv=None) -> int:
         print(f"any_program: {missing}", file=sys.stderr)
         return 2
     cuda = cuda_available() and os.environ.get("TRITON_INTERPRET") != "1"
+    if a.script is None and not cuda:
+        print("any_program: Triton's tutorials need a CUDA GPU (under TRITON_INTERPRET=1 Triton finds no driver); "
+              "on CPU give a program of your own: python -m experiments.any_program app.py", file=sys.stderr)
+        return 2
     if not cuda:
         os.environ["TRITON_INTERPRET"] = "1"  # the programs inherit it
     cfg = any_program.Config(chosen, rule, trace=a.trace, out=a.out, timeout_s=a.timeout, cuda=cuda,

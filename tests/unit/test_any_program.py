@@ -355,3 +355,12 @@ def test_extract_from_a_clone_at_the_recorded_commit(tmp_path):
     assert (tmp_path / "progs" / "a.py").read_bytes() == data
     with pytest.raises(programs.ManifestError, match="cannot extract"):
         programs.extract(m, tmp_path)  # not a clone
+
+
+def test_tutorial_set_needs_a_gpu_one_line(tmp_path):
+    """The tutorials present and verified, but no GPU (forced: TRITON_INTERPRET=1): one line, exit 2."""
+    path = write_manifest(tmp_path, {"a.py": b"print(1)\n"})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_INTERPRET="1")
+    p = subprocess.run([sys.executable, "-m", "experiments.any_program", "--manifest", str(path)], cwd=ROOT,
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "CUDA GPU" in p.stderr, p.stderr
