@@ -59,6 +59,7 @@ class Installed:
 _STATE: Installed | None = None
 _LOCK = threading.Lock()  # install/uninstall, and the first launch of each kernel
 _CACHES: "weakref.WeakSet" = weakref.WeakSet()  # every JitCache made here (for the exit summary)
+_NAMES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # JitCache -> module.qualname of its kernel
 _SEEN: dict[str, bool] = {}  # module.qualname of kernels launched since the first install -> ever wrapped
 _WARNED_CLASSES: set[str] = set()
 _FORK_BASE: dict[int, dict[str, int]] = {}  # counters a forked child inherited, by id(cache)
@@ -120,6 +121,11 @@ def cache_of(kernel: Any) -> Any:
 def caches() -> list:
     """Every JitCache install() made that is still alive."""
     return list(_CACHES)
+
+
+def name_of(cache: Any) -> str:
+    """module.qualname of the kernel a cache made here belongs to."""
+    return _NAMES.get(cache) or cache.name
 
 
 def unmatched_includes() -> list[str]:
@@ -188,6 +194,7 @@ def _first_launch(kernel: Any) -> Any:
         cache = _make_cache(kernel, name, state)
         d[ATTR] = cache
         _CACHES.add(cache)
+        _NAMES[cache] = name
         _SEEN[name] = True
         return cache
 
