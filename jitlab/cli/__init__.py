@@ -57,31 +57,33 @@ def parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        code, out = _dispatch(argv)
     except (CliError, SettingError, MissingExtra) as e:
         print(f"jitlab: {e}" if not str(e).startswith("jitlab") else str(e), file=sys.stderr)
         return 2
+    if out:
+        print(out)
+    return code
 
 
-def _main(argv: list[str]) -> int:
+def _dispatch(argv: list[str]) -> tuple[int, str]:
+    """(exit status, what to print on stdout) of one command line."""
     if argv and argv[0] in DELEGATED:
         module, extra, probe, _ = DELEGATED[argv[0]]
         require(extra, probe)
         mod = importlib.import_module(module)
         sys.argv[0] = f"jitlab {argv[0]}"
-        return _exit_code(_call(mod.main, argv[1:], f"jitlab {argv[0]}"))
+        return _exit_code(_call(mod.main, argv[1:], f"jitlab {argv[0]}")), ""
     args = parser().parse_args(argv)
     if args.command is None:
-        parser().print_help()
-        return 2
+        return 2, parser().format_help()
     if args.command == "doctor":
         from . import doctor
 
-        print(doctor.report())
-        return 0
+        return 0, doctor.report()
     from . import run
 
-    return run.run(args)
+    return run.run(args), ""
 
 
 def _call(main, argv: list[str], prog: str):
