@@ -273,7 +273,10 @@ def install_from_settings() -> Installed | None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child counts its own launches: remember what its caches inherited."""
+    """A forked child counts its own launches: remember what its caches inherited. The lock is made
+    anew: a thread of the parent may have held it at the fork, and that thread is not in the child."""
+    global _LOCK
+    _LOCK = threading.Lock()
     _FORK_BASE.clear()
     for cache in list(_CACHES):
         _FORK_BASE[id(cache)] = _total(cache)
