@@ -29,6 +29,7 @@ Which kernels, and how:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 import threading
@@ -160,13 +161,23 @@ class _LeftAlone:
 
 
 _GENERATION = [0]  # bumped by every install()
+_partial = functools.partial
 
 
 def _launcher(kernel: Any, grid: Any) -> Callable[..., Any]:
+    """`kernel[grid]` while installed (this function is KernelInterface.__getitem__ then): every
+    launch comes here, so the common case, a kernel with its cache, is two lookups and a partial."""
     try:
         cache = kernel.__dict__[ATTR]
+        if cache._top is kernel and type(cache) is not _LeftAlone:
+            return _partial(cache._launch, grid)  # what JitCache.__getitem__ returns
     except (KeyError, AttributeError):
-        cache = None
+        pass
+    return _slow_launcher(kernel, grid)
+
+
+def _slow_launcher(kernel: Any, grid: Any) -> Callable[..., Any]:
+    cache = getattr(kernel, "__dict__", {}).get(ATTR)
     if cache is None or cache._top is not kernel:  # a copy.copy of a kernel carries its original's cache
         cache = _first_launch(kernel)
     elif type(cache) is _LeftAlone and cache.generation != _GENERATION[0]:

@@ -43,8 +43,9 @@ def kernel_interface() -> type | None:
 
 
 def patch(hook: Callable[[Any, Any], Callable[..., Any]]) -> str | None:
-    """Make `kernel[grid]` return `hook(kernel, grid)` for every Triton kernel. None when done (or
-    already done), else why it cannot be (the caller warns and installs nothing)."""
+    """Make `kernel[grid]` return `hook(kernel, grid)` for every Triton kernel (`hook`, a plain
+    function, becomes KernelInterface.__getitem__). None when done (or already done), else why it
+    cannot be (the caller warns and installs nothing)."""
     with _LOCK:
         if _STATE:
             return None
@@ -52,15 +53,9 @@ def patch(hook: Callable[[Any, Any], Callable[..., Any]]) -> str | None:
         if cls is None:
             return "this Triton has no KernelInterface.__getitem__ shared by its kernel classes"
         original = cls.__dict__["__getitem__"]
-
-        def __getitem__(self, grid):
-            return hook(self, grid)
-
-        __getitem__.__doc__ = original.__doc__
-        __getitem__.__wrapped__ = original  # type: ignore[attr-defined]
-        __getitem__._jitlab_patch = True  # type: ignore[attr-defined]
-        _STATE.update(cls=cls, original=original, patched=__getitem__)
-        cls.__getitem__ = __getitem__
+        # the hook itself becomes the method (no wrapper frame: it runs on every launch)
+        _STATE.update(cls=cls, original=original, patched=hook)
+        cls.__getitem__ = hook
         return None
 
 
