@@ -6,8 +6,9 @@
   2. installs jitlab (jitlab.auto.install) right away if Triton is already imported, else once the
      `triton` package has finished importing (a one-shot import hook: jitlab never imports Triton
      for a program that does not use it);
-  3. with JITLAB_TRACE at summary or above, prints the table of this process's kernels at exit
-     (stderr; also in multiprocessing's forked children, which leave through os._exit).
+  3. at exit prints, on stderr, the table of this process's kernels (JITLAB_TRACE at summary or
+     above) and a warning per include pattern that matched no kernel; also in multiprocessing's
+     forked children, which leave through os._exit.
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ def bootstrap() -> None:
         _install()
     else:
         sys.meta_path.insert(0, _AfterTritonImport())
-    if s.trace != "off":
-        atexit.register(exit_table)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_forked)
+    atexit.register(exit_table)  # the table (trace summary and above); include warnings always
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forked)
 
 
 def _importing(name: str) -> bool:
@@ -117,32 +117,33 @@ def exit_table() -> None:
 
 
 def table() -> str:
-    """This process's kernels (empty when it launched none, unless it is the program `jitlab run` started)."""
-    stats = None
-    proc = sys.modules.get("jitlab.telemetry.process")
-    session = proc.current() if proc is not None else None
-    if session is not None:
-        session.kernel_stats.wanted = True
-        session.final_flush()
-        stats = session.kernel_stats
-    rows = kernel_rows()
-    launched = auto.launched_kernels()
+    """This process's kernel table and include warnings (empty when it launched no kernel, unless it
+    is the program `jitlab run` started); with tracing off, the warnings only."""
     s = settings.SETTINGS
+    launched = auto.launched_kernels()
     root = s.run_pid is None or s.run_pid == os.getpid()
     if not launched and not root:
         return ""
-    state = auto.installed()
+    unmatched = [f"jitlab: warning: include pattern {p!r} matched no kernel" for p in auto.unmatched_includes()]
+    if s.trace == "off":
+        return "\n".join(unmatched)
+    stats = None
+    proc = sys.modules.get("jitlab.telemetry.process")
+    session = proc.current() if proc is not None else None
+    if session is not None:  # export what is left, so every record reached the stats
+        session.kernel_stats.wanted = True
+        session.final_flush()
+        stats = session.kernel_stats
     lines = []
     left = sorted(n for n, wrapped in launched.items() if not wrapped)
     if left:
         lines.append(f"left to plain Triton by include/exclude: {', '.join(left)}")
-    for p in auto.unmatched_includes():
-        lines.append(f"warning: include pattern {p!r} matched no kernel")
+    state = auto.installed()
     policy = state.policy if state is not None else s.auto
     from ..telemetry.summary import format_table
 
     title = f"jitlab: kernels of pid {os.getpid()} ({' '.join(sys.argv) or 'python'}), policy {policy}"
-    return "\n".join([format_table(rows, stats, s.trace, title), *lines])
+    return "\n".join([format_table(kernel_rows(), stats, s.trace, title), *lines, *unmatched])
 
 
 def kernel_rows() -> list[dict]:

@@ -149,6 +149,23 @@ def test_exit_table_counts_and_times(fake_adapter, monkeypatch):
     assert re.fullmatch(r"\d+\.\d", cells[5]) and cells[6] == "-"  # hits timed, no Triton launch
 
 
+def test_an_include_that_matched_nothing_warns_also_with_tracing_off(fake_adapter, clean_env, monkeypatch):
+    from triton.runtime.jit import JITFunction
+
+    from jitlab import settings
+    from . import kernels_for_tests as K
+    import jitlab
+
+    monkeypatch.setenv("JITLAB_TRACE", "off")
+    settings.reload()
+    jitlab.install(include=["nothing.*", "*.add_one"])
+    try:
+        JITFunction(K.add_one.fn)[(1,)]  # the launcher: the kernel counts as launched
+        assert autorun.table() == "jitlab: warning: include pattern 'nothing.*' matched no kernel"
+    finally:
+        jitlab.uninstall()
+
+
 PROGRAM = '''
 import builtins, multiprocessing as mp, os, subprocess, sys
 assert "triton" not in sys.modules, "jitlab run imported Triton before the program did"
