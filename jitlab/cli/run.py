@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         check(env)
     except settings.SettingError as e:
         flag = FLAGS.get(e.variable)
+        if flag is not None and not getattr(args, flag[2:].replace("-", "_")):
+            flag = None  # the value came from the environment, not from a flag
         raise CliError(f"jitlab run: {flag + ' ' + repr(e.value) if flag else e.variable + '=' + repr(e.value)} "
                        f"is not valid; valid: {e.valid}") from None
     sys.stdout.flush()

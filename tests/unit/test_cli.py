@@ -75,6 +75,12 @@ def test_a_bad_jitlab_variable_is_one_line(capsys, clean_env, monkeypatch):
     assert "JITLAB_TRACE_SAMPLE='often' is not valid" in err
 
 
+def test_a_bad_variable_is_named_as_the_variable_not_a_flag(capsys, clean_env, monkeypatch):
+    monkeypatch.setenv("JITLAB_TRACE", "verbose")
+    err = one_line_error(capsys, ["run", "--", sys.executable, "-c", "1"])
+    assert err.startswith("jitlab run: JITLAB_TRACE='verbose' is not valid; valid: off|summary|sampled|full")
+
+
 def test_unknown_option_is_one_line(capsys, clean_env):
     assert "unrecognized arguments" in one_line_error(capsys, ["run", "--fast", "--", sys.executable])
     assert "invalid choice" in one_line_error(capsys, ["frobnicate"])
