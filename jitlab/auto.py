@@ -9,6 +9,7 @@
 launch of a kernel object makes a `JitCache` for it, under a lock; later launches reuse it. The cache
 lives in the kernel object's own `__dict__` (a private name), so it goes when the kernel goes: a
 WeakKeyDictionary cannot hold it, because the cache holds the kernel and would keep its key alive.
+`uninstall()` takes the caches off the kernels again and puts Triton's own `__getitem__` back.
 
 Which kernels, and how:
 - a kernel whose module.qualname fails `include` / matches `exclude` (fnmatch patterns) is left to
@@ -74,8 +75,7 @@ def install(policy: str | Policy = "safe", include: Iterable[str] | str | None =
     Triton) or "path.toml:name" / a Policy. include / exclude: shell patterns on the kernel's
     `module.qualname`. Returns what is installed; None with JITLAB_DISABLE=1 or a Triton whose
     launch surface this does not know (one warning). Bad input raises ValueError, installing nothing.
-    Installing again with other arguments replaces the first install's choices for kernels not yet
-    launched; kernels already wrapped keep their cache."""
+    Installing again with other arguments starts afresh: the previous install's caches are dropped."""
     global _STATE
     if settings.SETTINGS.disable:  # the kill switch, before anything else
         log.info("jitlab: JITLAB_DISABLE=1: install() installs nothing")
@@ -84,7 +84,10 @@ def install(policy: str | Policy = "safe", include: Iterable[str] | str | None =
     if isinstance(policy, str) and policy.strip().lower() == OBSERVE:
         name, resolved = OBSERVE, None
     else:
-        resolved = Policy.named(policy)  # ValueError: one line naming the policy and what is valid
+        try:
+            resolved = Policy.named(policy)  # ValueError: one line naming the policy and what is valid
+        except OSError as e:
+            raise ValueError(f"policy {policy!r}: cannot read {e.filename}: {e.strerror}") from None
         name = policy if isinstance(policy, str) else resolved.name
     with _LOCK:
         why = _patch.patch(_launcher)
@@ -93,20 +96,33 @@ def install(policy: str | Policy = "safe", include: Iterable[str] | str | None =
 
             warnings.warn(f"jitlab: install() leaves Triton as it is: {why}", RuntimeWarning, stacklevel=2)
             return None
-        _STATE = Installed(name, inc, exc, resolved)
-        _GENERATION[0] += 1
+        new = Installed(name, inc, exc, resolved)
+        if new == _STATE:
+            return _STATE  # the same install again: its caches stay
+        _forget_kernels()
+        _STATE = new
     log.info("jitlab: installed under every Triton kernel (policy %s%s%s)", name,
              f", include {list(inc)}" if inc else "", f", exclude {list(exc)}" if exc else "")
     return _STATE
 
 
 def uninstall() -> bool:
-    """Give Triton back its own `kernel[grid]` (the identical function). Caches already made stay
-    on their kernels until those go, but no launch reaches them. False if nothing was installed."""
+    """Give Triton back its own `kernel[grid]` (the identical function) and take the caches install()
+    put on kernels off them again. False if nothing was installed."""
     global _STATE
     with _LOCK:
         _STATE = None
+        _forget_kernels()
         return _patch.unpatch()
+
+
+def _forget_kernels() -> None:
+    """Take every cache and marker this module put on a kernel off it (caller holds _LOCK)."""
+    for mark in [*_CACHES, *_LEFT]:
+        d = getattr(mark._top, "__dict__", None)
+        if d is not None and d.get(ATTR) is mark:
+            del d[ATTR]
+    _LEFT.clear()
 
 
 def installed() -> Installed | None:
@@ -152,15 +168,15 @@ def counters_since_fork(cache: Any) -> dict[str, int]:
 # -- the hook Triton's kernel[grid] calls while installed ---------------------------------------------
 class _LeftAlone:
     """Stored on a kernel that this install leaves to plain Triton (include/exclude, a jitcache inside),
-    so its later launches skip the lock and the patterns. `generation`: a later install() decides anew."""
+    so its later launches skip the lock and the patterns."""
 
-    __slots__ = ("_top", "generation")
+    __slots__ = ("_top", "__weakref__")
 
-    def __init__(self, kernel: Any, generation: int):
-        self._top, self.generation = kernel, generation
+    def __init__(self, kernel: Any):
+        self._top = kernel
 
 
-_GENERATION = [0]  # bumped by every install()
+_LEFT: "weakref.WeakSet" = weakref.WeakSet()  # the markers, to take them off at uninstall
 _partial = functools.partial
 
 
@@ -180,8 +196,6 @@ def _slow_launcher(kernel: Any, grid: Any) -> Callable[..., Any]:
     cache = getattr(kernel, "__dict__", {}).get(ATTR)
     if cache is None or cache._top is not kernel:  # a copy.copy of a kernel carries its original's cache
         cache = _first_launch(kernel)
-    elif type(cache) is _LeftAlone and cache.generation != _GENERATION[0]:
-        cache = _first_launch(kernel)
     if cache is None or type(cache) is _LeftAlone:
         return _patch.plain_launcher(kernel, grid)
     return cache[grid]
@@ -191,18 +205,23 @@ def _first_launch(kernel: Any) -> Any:
     with _LOCK:
         d = getattr(kernel, "__dict__", None)
         cache = d.get(ATTR) if d is not None else None
-        if cache is not None and cache._top is kernel and (type(cache) is not _LeftAlone
-                                                           or cache.generation == _GENERATION[0]):
+        if cache is not None and cache._top is kernel:
             return cache  # another thread decided meanwhile
         state = _STATE
         if state is None or d is None:  # uninstalled meanwhile, or an object without a __dict__
             return None
         name = _patch.qualified_name(kernel)
-        if not _selected(name, state) or _has_jitcache(kernel):  # a jitcache inside: the user's cache launches
+        cache = None
+        if _selected(name, state) and not _has_jitcache(kernel):  # a jitcache inside: the user's cache launches
+            try:
+                cache = _make_cache(kernel, name, state)
+            except Exception as e:  # noqa: BLE001 - jitlab may fall back, never fail where Triton would not
+                log.warning("jitlab: %s left to plain Triton: cannot wrap it: %s: %s", name, type(e).__name__, e)
+        if cache is None:
             _SEEN.setdefault(name, False)
-            d[ATTR] = _LeftAlone(kernel, _GENERATION[0])
-            return d[ATTR]
-        cache = _make_cache(kernel, name, state)
+            d[ATTR] = mark = _LeftAlone(kernel)
+            _LEFT.add(mark)
+            return mark
         d[ATTR] = cache
         _CACHES.add(cache)
         _NAMES[cache] = name
