@@ -40,8 +40,8 @@ JITLAB_TRACE, JITLAB_TRACE_FILE (`jitlab doctor` shows them)."""
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a program with jitlab under all its Triton kernels",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policy", default="safe", metavar="safe|observe|FILE.toml:NAME",
-                   help="safe (default): Triton's whole key. observe: every kernel wrapped but launched by "
+    p.add_argument("--policy", default=None, metavar="safe|observe|FILE.toml:NAME",
+                   help="safe (default: JITLAB_AUTO if set, else safe): Triton's whole key. observe: every kernel wrapped but launched by "
                         "plain Triton, counted and traced (the stock side of a comparison). FILE.toml:NAME: a "
                         "policy of that file (a kernel it does not fit passes through, with the reason)")
     p.add_argument("--trace", choices=settings.TRACE_LEVELS, default=None,
@@ -61,12 +61,10 @@ def environment(args: argparse.Namespace, base: dict[str, str]) -> dict[str, str
     """The program's environment: `base` plus jitlab's settings and the bootstrap on PYTHONPATH."""
     env = dict(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE_DIR), base.get("PYTHONPATH", "")) if p)
-    env["JITLAB_AUTO"] = args.policy
+    env["JITLAB_AUTO"] = args.policy or base.get("JITLAB_AUTO") or "safe"
     for var, pats in (("JITLAB_AUTO_INCLUDE", args.include), ("JITLAB_AUTO_EXCLUDE", args.exclude)):
-        if pats:
+        if pats:  # the flags replace the environment's patterns; without them those stand
             env[var] = ",".join(pats)
-        else:
-            env.pop(var, None)
     env["JITLAB_TRACE"] = args.trace or base.get("JITLAB_TRACE") or "sampled"
     if args.trace_file:
         env["JITLAB_TRACE_FILE"] = os.path.abspath(args.trace_file)  # children may change directory
