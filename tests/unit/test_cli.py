@@ -81,6 +81,23 @@ def test_a_bad_variable_is_named_as_the_variable_not_a_flag(capsys, clean_env, m
     assert err.startswith("jitlab run: JITLAB_TRACE='verbose' is not valid; valid: off|summary|sampled|full")
 
 
+def test_jitlab_auto_from_the_environment_is_the_default_policy(capsys, clean_env, monkeypatch):
+    monkeypatch.setenv("JITLAB_AUTO", "fast")
+    err = one_line_error(capsys, ["run", "--", sys.executable, "-c", "1"])
+    assert err.startswith("jitlab run: JITLAB_AUTO='fast' is not valid")
+    from argparse import Namespace
+
+    from jitlab.cli import run as run_cli
+
+    no_flags = Namespace(policy=None, include=[], exclude=[], trace=None, trace_file=None)
+    env = run_cli.environment(no_flags, {"JITLAB_AUTO": "observe", "JITLAB_AUTO_INCLUDE": "mod.*"})
+    assert env["JITLAB_AUTO"] == "observe" and env["JITLAB_AUTO_INCLUDE"] == "mod.*"
+    flags = Namespace(policy="safe", include=["other.*"], exclude=[], trace=None, trace_file=None)
+    env = run_cli.environment(flags, {"JITLAB_AUTO": "observe", "JITLAB_AUTO_INCLUDE": "mod.*"})
+    assert env["JITLAB_AUTO"] == "safe" and env["JITLAB_AUTO_INCLUDE"] == "other.*"
+    assert run_cli.environment(no_flags, {})["JITLAB_AUTO"] == "safe"
+
+
 def test_unknown_option_is_one_line(capsys, clean_env):
     assert "unrecognized arguments" in one_line_error(capsys, ["run", "--fast", "--", sys.executable])
     assert "invalid choice" in one_line_error(capsys, ["frobnicate"])
