@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from . import keys, settings
 from ._triton import adapter as _adapter_mod
+from ._triton import autoinstall as _autoinstall
 from .codegen import KeySpec, check_signature, make_binder, make_launch, make_packer, static_hints
 from .errors import AssumptionViolated, LockedMiss
 from .policy import Policy
@@ -99,7 +100,9 @@ class JitCache:
     #: Marks jitlab's wrappers, so `jitcache(jitcache(k))` can be refused at decoration.
     _jitlab_wrapper = True
 
-    def __init__(self, fn: Any, policy: Policy, cache_lock: CacheLock | None = None):
+    def __init__(self, fn: Any, policy: Policy, cache_lock: CacheLock | None = None, passthrough: str | None = None):
+        """`passthrough`: a reason to launch every call through plain Triton from the start (counted
+        and traced as pass-through; jitlab.auto uses it for observe mode and kernels it must not wrap)."""
         self.policy = policy
         self.cache_lock = cache_lock if cache_lock is not None else (CacheLock() if policy.static else None)
         self.passthrough_reason: str | None = None
@@ -112,6 +115,9 @@ class JitCache:
         self.name = getattr(self.fn or fn, "__name__", type(fn).__name__)
         self.verify_every = policy.verify or settings.SETTINGS.verify
         self._launch = self._passthrough  # until setup() succeeds
+        if passthrough is not None:
+            self.passthrough_reason = passthrough
+            return
         self._setup()
 
     # -- construction ----------------------------------------------------------------------
@@ -267,7 +273,10 @@ class JitCache:
     def _passthrough(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
         """Pass-through mode: what the user decorated, launched as they launch it."""
         table = self._tables.get(_current_scope()) or self._table()
-        return self._through_triton(table, "passthrough", lambda: self._top[grid](*args, **kwargs))
+        # the launcher `self._top[grid]` gave before any process-wide install (jitlab.auto patches
+        # __getitem__, whose hook would lead back here)
+        launch = _autoinstall.plain_launcher(self._top, grid)
+        return self._through_triton(table, "passthrough", lambda: launch(*args, **kwargs))
 
     def _fallback(self, table: Table, reason: str, grid: Any, vals: tuple, options: dict) -> Any:
         """Launch through Triton's JITFunction.run (an autotuner above us already chose the config),

@@ -28,7 +28,12 @@ MAY_IMPORT = {
 KNOWN: set[tuple[str, str]] = set()
 
 
+CLI = ("jitlab/__main__.py", "jitlab/cli/", "jitlab/_autorun/")  # the command line and `jitlab run`'s bootstrap
+
+
 def room(rel: str) -> str | None:
+    if rel.startswith(CLI):
+        return "cli"
     if rel == RECORDER or (rel.startswith("jitlab/") and rel.count("/") == 1):
         return "core"
     for name in ("_triton", "telemetry", "kernels", "bench"):
@@ -86,6 +91,8 @@ def violations(files: dict[str, str]) -> list[tuple[str, int, str]]:
                 out.append((rel, line, f"the core imports Triton directly (use jitlab._triton): {mod}"))
             if r == "core" and _under(mod, LAB_AND_TRACE):
                 out.append((rel, line, f"the core imports an extra's module: {mod}"))
+            if r == "cli" and _under(mod, LAB_AND_TRACE):  # a subcommand's extra: jitlab._extras.require, by name
+                out.append((rel, line, f"the command line imports an extra's module: {mod}"))
             allowed = r not in MAY_IMPORT or _under(mod, MAY_IMPORT[r]) or (r == "core" and _in_core(mod))
             if mod.startswith("jitlab.") and not allowed:
                 out.append((rel, line, f"{r} imports {mod}"))
@@ -135,6 +142,9 @@ def test_no_prints_in_the_library():
     ("jitlab/telemetry/x.py", "from ..cache import JitCache\n", "jitlab/telemetry/x.py:1: telemetry imports jitlab.cache.JitCache"),
     ("jitlab/kernels/x.py", "from jitlab import jitcache\n", "jitlab/kernels/x.py:1: kernels imports jitlab.jitcache"),
     ("notebooks/x.py", "import jitlab.cache\n", "notebooks/x.py:1: notebooks imports jitlab.cache"),
+    ("jitlab/cli/x.py", "import pandas\n", "jitlab/cli/x.py:1: the command line imports an extra's module: pandas"),
+    ("jitlab/cli/x.py", "from triton.runtime import jit\n",
+     "jitlab/cli/x.py:1: Triton internals outside jitlab/_triton: triton.runtime.jit"),
 ])
 def test_each_rule_fires(rel, src, expected):
     assert expected in [f"{f}:{line}: {rule}" for f, line, rule in violations({rel: src})]
