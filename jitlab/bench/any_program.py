@@ -11,7 +11,7 @@ baseline), then `jitlab run --policy safe`, each with its own trace file. Then i
 compared under the output rule (`jitlab.bench.outputs`), and the per-kernel table is built from the
 two traces (`jitlab.bench.kernel_table`). The run itself is recorded as one trace
 (`traces/any_program-<run_id>.jsonl`, a trial span per program, provenance and every result row on
-the run span); the programs' own traces go to the folder `traces/any_program-<run_id>/`. Without a
+the run span); the programs' own traces go to the folder `traces/any_program-<run_id>.programs/`. Without a
 CUDA GPU both land under `traces/cpu-demo/` (the interpreter: pass-through counts, no timings).
 """
 
@@ -161,7 +161,7 @@ def run(config: Config) -> dict:
     console = Console(stderr=True)
     run_id = config.run_id or telemetry.new_run_id()
     out = Path(config.out) if config.out else Path("traces" if config.cuda else "traces/cpu-demo")
-    folder = out / f"{EXPERIMENT}-{run_id}"
+    folder = out / f"{EXPERIMENT}-{run_id}.programs"  # not traces/any_program-<id>/: trace_any_program.py writes there
     prov = provenance()
     programs_rows: list[dict] = []
     kernel_rows: list[dict] = []
@@ -186,8 +186,9 @@ def run(config: Config) -> dict:
                 row, krows = program_result(program, sides["stock"], sides["jitlab"], config.rule, sides["plain"])
                 trial.set({f"jitlab.any_program.{k}": v for k, v in row.items()
                            if isinstance(v, (str, int, float, bool))})
-                console.print(f"[{i}/{n}] {program.name}: output {('identical' if row['identical'] else 'DIFFERS: ' + str(row['difference']))}"
-                              f"; {row['kernels']} kernels, {row['launches']} launches, {row['hits']} hits")
+                verdict = "identical" if row["identical"] else f"DIFFERS: {row['difference']}"
+                console.print(f"[{i}/{n}] {program.name}: output {verdict}; {row['kernels']} kernels, "
+                              f"{row['launches']} launches, {row['hits']} hits")
             programs_rows.append(row)
             kernel_rows += krows
         rec.set({"jitlab.results": json.dumps({"programs": programs_rows, "kernels": kernel_rows}, default=str)})

@@ -85,7 +85,8 @@ def launch_stats(df: Any) -> dict[str, KernelStats]:
         st = out[name] = KernelStats(name)
         st.outcomes.update({str(k): int(v) for k, v in g.groupby("result")["weight"].sum().items()})
         why = g[g["reason"].notna()]
-        st.reasons.update({f"{r}: {w}": int(v) for (r, w), v in why.groupby(["result", "reason"])["weight"].sum().items()})
+        by_reason = why.groupby(["result", "reason"])["weight"].sum()
+        st.reasons.update({f"{r}: {w}": int(v) for (r, w), v in by_reason.items()})
         timed = g[g["host"].notna()]
         st.samples = list(zip(timed["host"].astype("int64").tolist(), timed["weight"].tolist()))
     return out
