@@ -7,6 +7,7 @@ and not committed, in a folder beside it, with the sha256 and size of each, and 
     repository = "https://github.com/triton-lang/triton"
     tag = "v3.6.0"
     obtain = "git clone ... && cp ..."            # one line: how a user gets the files
+    requires = ["matplotlib"]                    # modules the programs need (checked before running)
     [compare]                                    # the output rule (jitlab.bench.outputs.Rule)
     stop_at = '...'
     mask = ['...']
@@ -72,6 +73,7 @@ class Manifest:
     obtain: str
     rule: Rule
     programs: tuple[Program, ...] = field(default_factory=tuple)
+    requires: tuple[str, ...] = ()  # modules the programs import beyond torch and triton
 
     def where_to_get(self) -> str:
         return (f"put Triton's tutorials ({self.repository} at tag {self.tag}) unmodified in {self.folder}: "
@@ -108,7 +110,8 @@ def load(path: str | Path) -> Manifest:
             programs.append(Program(name=t["name"], file=folder / t["file"], args=tuple(t.get("args", ())),
                                     run=run, sha256=t["sha256"], size=int(t["size"]), commit=t.get("commit"),
                                     path=t.get("path"), quick=bool(t.get("quick", False))))
-        return Manifest(p, folder, doc["repository"], doc["tag"], doc["obtain"], rule, tuple(programs))
+        return Manifest(p, folder, doc["repository"], doc["tag"], doc["obtain"], rule, tuple(programs),
+                        tuple(doc.get("requires", ())))
     except KeyError as e:
         raise ManifestError(f"{p}: missing key {e.args[0]!r} (see the docstring of jitlab/bench/programs.py)") from None
     except re.error as e:
@@ -119,7 +122,13 @@ def verify(manifest: Manifest, programs: tuple[Program, ...] | None = None) -> t
     """`programs` (default: all of the manifest's) after checking each file's size and sha256 against
     the manifest. ManifestError, one line, names the first file that is missing or differs; with no
     file present at all it says where to get them."""
+    import importlib.util
+
     programs = manifest.programs if programs is None else programs
+    absent = [m for m in manifest.requires if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ManifestError(f"the programs of {manifest.path.name} need {', '.join(absent)} "
+                            f"(not importable here): pip install {' '.join(absent)}")
     if not any(pr.file.exists() for pr in manifest.programs):
         raise ManifestError(f"no program files in {manifest.folder}: {manifest.where_to_get()}")
     for pr in programs:

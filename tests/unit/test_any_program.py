@@ -91,6 +91,13 @@ def test_manifest_refuses_a_same_size_edit(tmp_path):
         programs.verify(programs.load(path))
 
 
+def test_manifest_refuses_when_a_required_module_is_missing(tmp_path):
+    path = write_manifest(tmp_path, {"a.py": b"x\n"})
+    path.write_text('requires = ["json", "no_such_module_jitlab"]\n' + path.read_text())
+    with pytest.raises(programs.ManifestError, match="need no_such_module_jitlab .*pip install"):
+        programs.verify(programs.load(path))
+
+
 def test_manifest_missing_file_and_no_files(tmp_path):
     path = write_manifest(tmp_path, {"a.py": b"x\n"}, record={"a.py": b"x\n", "b.py": b"y\n"})
     with pytest.raises(programs.ManifestError, match="b.py: missing"):
