@@ -151,7 +151,7 @@ def program_result(program: Program, stock: Side, jitlab: Side, rule: Rule,
 
 
 def run(config: Config) -> dict:
-    """Run every program of `config` stock then jitlab; print progress (stderr) and the tables (stdout);
+    """Run every program of `config` plain, stock, then jitlab; print progress (stderr) and the tables (stdout);
     record the run. Returns {"programs": [...], "kernels": [...], "trace_file": ...}."""
     from rich.console import Console
 
