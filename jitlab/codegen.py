@@ -132,7 +132,7 @@ class _Writer:
     def tail_items(self, spec: KeySpec) -> list[str]:
         """Options, Triton state and device: the items after the arguments' (also passed to the C keyer)."""
         P = self.P
-        items = [f"{P}tuple({P}options.items()) if {P}options else ()"]
+        items = [f"{P}opts({P}options) if {P}options else ()"]  # typed: keys.options_item
         for i, s in enumerate(spec.state):
             expr, ns = s.python(f"{P}s{i}_")
             self.ns.update(ns)
@@ -207,7 +207,8 @@ def _common_ns(w: _Writer, spec: KeySpec) -> None:
 
     tensor, spec_fn = ((keys.NoInlineTensor, keys.spec_with(spec.tensor_extra)) if spec.tensor_extra
                        else (torch.Tensor, keys.spec))
-    w.ns.update({w.P + "Tensor": tensor, w.P + "spec": spec_fn, w.P + "cx": keys.constexpr_item})
+    w.ns.update({w.P + "Tensor": tensor, w.P + "spec": spec_fn, w.P + "cx": keys.constexpr_item,
+                 w.P + "opts": keys.options_item})
 
 
 _BINDER = '''

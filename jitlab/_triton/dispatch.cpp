@@ -441,7 +441,8 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   int ntail = 0, rc = bind_args(d, args, nargs, kwnames, vals, opt, &nopt);
   if (rc <= 0 || d->stop == STOP_BIND) goto done;
   rc = -1;
-  /* The key's tail: options (as `tuple(options.items())`), Triton state, device. */
+  /* The key's tail: options (keys.options_item: each value typed as a constexpr is, as Triton keys
+   * options by their text), Triton state, device. */
   if (nopt == 0) {
     tail[ntail++] = Py_NewRef(d->empty);
   } else {
@@ -449,8 +450,13 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!t) goto done;
     tail[ntail++] = t;
     for (Py_ssize_t k = 0; k < nopt; k++) {
-      PyObject *pair = PyTuple_Pack(2, opt[2 * k], opt[2 * k + 1]);
-      if (!pair) goto done;
+      PyObject *item = key_item(d->keyer, 'c', opt[2 * k + 1]);
+      PyObject *pair = item ? PyTuple_Pack(2, opt[2 * k], item) : NULL;
+      Py_XDECREF(item);
+      if (!pair) { /* an option jitlab does not key (unhashable): the Python path falls back to Triton */
+        if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
+        goto done;
+      }
       PyTuple_SET_ITEM(t, k, pair);
     }
   }
