@@ -261,7 +261,7 @@ def launch(_jl_grid, {signature}):
         return _jl_miss(_jl_table, _jl_key, _jl_grid, _jl_vals, _jl_options)
     if _jl_fn.{used_globals} and _jl_globals_changed(_jl_fn):  # Triton raises for this: let it
         return _jl_fallback(_jl_table, "globals_changed", _jl_grid, _jl_vals, _jl_options)
-    _jl_next(_jl_table.hits)
+    _jl_e.used = _jl_next(_jl_table.hits)  # the hit count at its last hit: the least recently used is evicted
     if _jl_e.verify and not _jl_next(_jl_e.tick) % _jl_e.verify:
         _jl_verify(_jl_table, _jl_e, _jl_grid, _jl_vals, _jl_options)
     _jl_g = _jl_e.grid or (_jl_grid({as_dict}) if _jl_callable(_jl_grid) else _jl_grid)

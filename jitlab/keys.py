@@ -118,7 +118,7 @@ def describe(item: Any, kind: str = "runtime") -> str:
     if kind == "device":
         return f"device {item}"
     if kind == "options":
-        return ", ".join(f"{k}={describe(v, 'constexpr')}" for k, v in item) if item else "no options"
+        return "{" + ", ".join(f"{k!r}: {describe(v, 'constexpr')}" for k, v in item) + "}" if item else "no options"
     if kind == "constexpr":
         if item is None or type(item) is int:
             return repr(item)

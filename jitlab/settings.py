@@ -153,8 +153,12 @@ class Settings:
                              2_000_000, "JITLAB_RECORDER_CAPACITY=N: launch records buffered before the buffer is "
                              f"handed to the exporter (clamped to {RECORDER_CAPACITY_MIN}..{RECORDER_CAPACITY_MAX}).")
     max_entries: int = _Var("JITLAB_MAX_ENTRIES", _int(1), 1024,
-                       "JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming "
-                       "the key parts that keep changing (entries are never evicted: a warning, not a limit).")
+                       "JITLAB_MAX_ENTRIES=N: the most cache entries a kernel keeps per scope (read at decoration). "
+                       "A new entry past it evicts the least recently used one (counted as `evict`, traced as "
+                       "an `evict` record; warned once, naming the key parts that keep changing).")
+    max_scopes: int = _Var("JITLAB_MAX_SCOPES", _int(1), 1024,
+                      "JITLAB_MAX_SCOPES=N: scopes a kernel may have entries in before jitlab warns once (a "
+                      "scope's entries go only with Scope.clear(): a per-request scope never cleared is the usual cause).")
     launcher: str = _Var("JITLAB_LAUNCHER", _choice(*LAUNCHERS), "auto",
                     "JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one "
                     "C call, built once in the background) and C launcher where they build, else the generated Python "
