@@ -147,6 +147,9 @@ class Settings:
     trace_file: str | None = _Var("JITLAB_TRACE_FILE", _text, None,
                       "JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to "
                       "traces/<experiment>-<run_id>.jsonl; a plain program writes no file without it).")
+    trace_follow_symlinks: bool = _Var("JITLAB_TRACE_FOLLOW_SYMLINKS", _bool, False,
+                                "JITLAB_TRACE_FOLLOW_SYMLINKS=1: write a trace through a trace path that is a symbolic "
+                                "link (default: refused with one line; the file is created with O_EXCL, opened with O_NOFOLLOW).")
     trace_flush_s: float = _Var("JITLAB_TRACE_FLUSH_S", _seconds, TRACE_FLUSH_S_DEFAULT,
                          "JITLAB_TRACE_FLUSH_S=seconds: how often a process's tracing session exports (default 5).")
     recorder_capacity: int = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),

@@ -113,3 +113,142 @@ def test_report_keeps_good_lines_and_names_the_bad_one(truncated, capsys):
     assert len(df) == 11
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"warning: {truncated}:12: not JSON") and "\n" not in err
+
+
+# -- item 6: gRPC's 4 MiB message limit ---------------------------------------------------------------------------
+def launch_spans(n: int, kernel: str):
+    """`n` jitlab.launch spans as the span builder makes them, for a kernel named `kernel`."""
+    from opentelemetry.sdk.resources import Resource
+
+    from jitlab.telemetry import spans as S
+
+    provider, collector = S.collecting_provider(Resource({"service.name": "jitlab"}))
+    b = S.SpanBuilder(provider.get_tracer(S.SCOPE_NAME), 0)
+    root = S.Frame("run", S.RUN_SPAN, 0, 1)
+    b.add_launches([(kernel, "global", "safe", 0, 3, 10 + i, 11 + i, 12 + i, 0, 1, -1) for i in range(n)], [root], root)
+    b.end_frame(root, 10 + n)
+    return collector.take()
+
+
+def test_long_attribute_values_are_capped_with_a_marker():
+    from jitlab.telemetry import spans as S
+
+    got = launch_spans(1, "k" * 2500)[0]
+    name = got.attributes[S.A_KERNEL]
+    assert len(name) <= S.MAX_ATTRIBUTE_CHARS and name.startswith("kkk") and name.endswith(f"...[+{2500 - 1000} chars]")
+    assert S.clean_attributes({"config": "x" * 10**6})["config"].endswith("chars]")
+
+
+@pytest.mark.parametrize("cap", [True, False])
+def test_batches_split_under_grpc_message_limit(monkeypatch, cap):
+    """2,048 spans of a 2,500-character kernel name reach a real gRPC OTLP receiver (4 MiB limit), capped
+    or not (batches are split by size)."""
+    import grpc
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    from jitlab.telemetry import export, spans as S
+
+    from ..otlp_collector import Receiver
+    from ..support import free_port
+
+    if not cap:
+        monkeypatch.setattr(S, "MAX_ATTRIBUTE_CHARS", 10**6)
+    spans = launch_spans(2048, "k" * 2500 if cap else "k" * 3000)
+    recv = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(recv, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        sink = export.SpanSink([export.Target("grpc", f"http://127.0.0.1:{port}",
+                                              export.make_otlp_exporter(f"http://127.0.0.1:{port}", "grpc", 10))])
+        sink.export(spans)
+        sink.shutdown()
+    finally:
+        server.stop(0)
+    t = sink.targets[0]
+    assert (t.sent, t.unsent, t.failed) == (len(spans), 0, False), t.error
+    assert len(recv.spans) == len(spans)
+
+
+# -- item 7: trace paths that are symbolic links ------------------------------------------------------------------
+@pytest.fixture
+def follow(monkeypatch):
+    import dataclasses
+
+    from jitlab import settings
+
+    def set_follow(on: bool):
+        monkeypatch.setattr(settings, "SETTINGS", dataclasses.replace(settings.SETTINGS, trace_follow_symlinks=on))
+
+    set_follow(False)
+    return set_follow
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_symlinked_trace_path_is_refused_in_one_line(tmp_path, follow, dangling):
+    from jitlab.telemetry import export
+
+    target = tmp_path / "elsewhere.txt"
+    if not dangling:
+        target.write_text("precious\n")
+    link = tmp_path / "trace.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(export.TraceTargetError, match="symbolic link") as e:
+        export.SpanSink.standard(link, otlp=False, strict=True)
+    assert "\n" not in str(e.value) and "JITLAB_TRACE_FOLLOW_SYMLINKS" in str(e.value)
+    assert target.exists() != dangling and (dangling or target.read_text() == "precious\n")
+
+
+def test_symlinked_trace_path_in_a_run_raises_and_a_session_warns(tmp_path, follow, caplog, clean_otel_env):
+    from jitlab import telemetry
+    from jitlab.telemetry import export
+
+    link = tmp_path / "t.jsonl"
+    link.symlink_to(tmp_path / "target.jsonl")
+    with pytest.raises(export.TraceTargetError, match="symbolic link"):
+        with telemetry.Run(experiment="x", level="full", trace_file=link, otlp=False):
+            pass
+    with caplog.at_level("WARNING", logger="jitlab.telemetry"):
+        sink = export.SpanSink.standard(link, otlp=False)
+    assert sink.targets == [] and any("symbolic link" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "target.jsonl").exists()
+
+
+def test_symlink_put_in_place_after_the_check_is_not_followed(tmp_path, follow):
+    from jitlab.telemetry import export
+
+    path, target = tmp_path / "t.jsonl", tmp_path / "target.txt"
+    sink = export.SpanSink.standard(path, otlp=False, strict=True)  # checked: a plain new file
+    target.write_text("precious\n")
+    path.symlink_to(target)
+    sink.export(launch_spans(3, "k"))
+    t = sink.targets[0]
+    assert t.failed and "symbolic link" in t.error and target.read_text() == "precious\n"
+
+
+def test_symlinked_trace_path_when_the_user_opts_in(tmp_path, follow):
+    from jitlab.telemetry import export
+
+    follow(True)
+    target = tmp_path / "real.jsonl"
+    link = tmp_path / "t.jsonl"
+    link.symlink_to(target)
+    sink = export.SpanSink.standard(link, otlp=False, strict=True)
+    sink.export(launch_spans(3, "k"))
+    sink.shutdown()
+    assert sink.targets[0].sent == 4 and len(load_traces(target)) == 4
+
+
+def test_new_trace_file_is_created_and_appended(tmp_path, follow):
+    from jitlab.telemetry import export
+
+    path = tmp_path / "d" / "t.jsonl"
+    for _ in range(2):
+        sink = export.SpanSink.standard(path, otlp=False, strict=True)
+        sink.export(launch_spans(2, "k"))
+        sink.shutdown()
+    assert len(load_traces(path)) == 6 and not path.is_symlink()
