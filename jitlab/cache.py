@@ -405,8 +405,9 @@ class JitCache:
         # A table whose entries shrink is a new table object (sharing every dict, counter and lock): the
         # native dispatcher's last hit is only reused while its table is the scope's table (dispatch.cpp)
         with self._tables_lock:
-            if self._tables.get(table.scope) is table:
-                self._tables[table.scope] = copy.copy(table)
+            now = self._tables.get(table.scope)  # (`table` may be an earlier copy: compare what they share)
+            if now is not None and now.entries is table.entries:
+                self._tables[table.scope] = copy.copy(now)
 
     def _native_launch(self, compiled: Any, frozen: dict, device: int) -> tuple[Callable | None, str]:
         """jitlab's C launcher for this entry when settings allow and the kernel qualifies, else
