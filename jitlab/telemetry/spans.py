@@ -68,10 +68,10 @@ PROVENANCE_RESOURCE = {
 
 _OUTCOMES = _rec.OUTCOME_NAMES
 _INF = float("inf")
-#: Longer text attribute values (a 2,500-character kernel name, a pasted config) are cut to this many
-#: characters with a marker saying how many were dropped: spans stay small enough to batch under
-#: gRPC's 4 MiB message limit (export.SpanSink also splits batches by size).
-MAX_ATTRIBUTE_CHARS = 1024
+#: Longer text attribute values (a generated kernel name, a pasted file) are cut to this many characters
+#: with a marker saying how many were dropped, so one span stays far below gRPC's 4 MiB message limit
+#: (export.SpanSink splits batches by size). Large enough for a trial's policy JSON (jitlab.policy.json).
+MAX_ATTRIBUTE_CHARS = 16384
 
 
 def cap_text(v: str) -> str:

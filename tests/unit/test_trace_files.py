@@ -133,16 +133,18 @@ def launch_spans(n: int, kernel: str):
 def test_long_attribute_values_are_capped_with_a_marker():
     from jitlab.telemetry import spans as S
 
-    got = launch_spans(1, "k" * 2500)[0]
+    n = S.MAX_ATTRIBUTE_CHARS + 5000
+    got = launch_spans(1, "k" * n)[0]
     name = got.attributes[S.A_KERNEL]
-    assert len(name) <= S.MAX_ATTRIBUTE_CHARS and name.startswith("kkk") and name.endswith(f"...[+{2500 - 1000} chars]")
+    assert len(name) <= S.MAX_ATTRIBUTE_CHARS and name.startswith("kkk")
+    assert name.endswith(f"...[+{n - S.MAX_ATTRIBUTE_CHARS + 24} chars]")
     assert S.clean_attributes({"config": "x" * 10**6})["config"].endswith("chars]")
 
 
 @pytest.mark.parametrize("cap", [True, False])
-def test_batches_split_under_grpc_message_limit(monkeypatch, cap):
-    """2,048 spans of a 2,500-character kernel name reach a real gRPC OTLP receiver (4 MiB limit), capped
-    or not (batches are split by size)."""
+def test_batches_split_under_grpc_message_limit(cap):
+    """2,048 spans of a 2,500-character kernel name (the issue's case: 5.76 MB in one batch), or 1,024 of a
+    100,000-character one (capped), reach a real gRPC OTLP receiver (4 MiB limit): batches are split by size."""
     import grpc
     from concurrent import futures
 
@@ -153,9 +155,7 @@ def test_batches_split_under_grpc_message_limit(monkeypatch, cap):
     from ..otlp_collector import Receiver
     from ..support import free_port
 
-    if not cap:
-        monkeypatch.setattr(S, "MAX_ATTRIBUTE_CHARS", 10**6)
-    spans = launch_spans(2048, "k" * 2500 if cap else "k" * 3000)
+    spans = launch_spans(1024, "k" * 100_000) if cap else launch_spans(2048, "k" * 2500)
     recv = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(recv, server)
