@@ -28,6 +28,7 @@ from opentelemetry.trace import Status, StatusCode
 from . import recorder as _rec
 
 LAUNCH_SPAN = "jitlab.launch"
+EVICT_SPAN = "jitlab.evict"  # a record of outcome EVICT: an entry dropped (JITLAB_MAX_ENTRIES), not a launch
 RUN_SPAN = "jitlab.run"
 SCOPE_NAME = "jitlab.telemetry"
 DEFAULT_SERVICE_NAME = "jitlab"
@@ -349,7 +350,8 @@ class SpanBuilder:
             if ctx is None:
                 self.frame_span(parent)
                 ctx = ctx_of[id(parent)] = parent.ctx
-            span = start_span(LAUNCH_SPAN, context=ctx, attributes=self.launch_attributes(r), start_time=t_enter + offset)
+            span = start_span(LAUNCH_SPAN if r[3] != _rec.EVICT else EVICT_SPAN, context=ctx,
+                              attributes=self.launch_attributes(r), start_time=t_enter + offset)
             span.end(end_time=max(t_exit, t_enter) + offset)
             n += 1
             if on_batch is not None and n % batch == 0:

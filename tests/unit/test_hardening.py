@@ -208,6 +208,15 @@ def test_max_entries_evicts_the_least_recently_used(fake_adapter, limits):
     assert len(evicted) == k.counters()["evict"] == 6
     assert evicted[0].key == 0 and R.OUTCOME_NAMES[R.EVICT] == "evict"
     assert rec.seen == k.counters()["hit"] + k.counters()["miss"]  # an eviction is not a launch
+    from opentelemetry.sdk.resources import Resource
+
+    from jitlab.telemetry import spans as S
+
+    provider, collector = S.collecting_provider(Resource({}))
+    root = S.Frame("run", S.RUN_SPAN, 0, 1)
+    S.SpanBuilder(provider.get_tracer("t"), 0).add_launches([tuple(dataclasses.astuple(evicted[0]))], [root], root)
+    (span,) = collector.take()
+    assert span.name == S.EVICT_SPAN and span.attributes[S.A_RESULT] == "evict" and span.attributes[S.A_KEY] == 0
 
 
 def test_too_many_scopes_warn(fake_adapter, limits):
