@@ -79,13 +79,20 @@ class Policy:
         by name. Tables that refer to a workload's argument groups (`"@strides"`) need a workload:
         load those through `jitlab.bench.policies`."""
         with open(path, "rb") as f:
-            tables = tomllib.load(f).get("policy")
+            try:
+                tables = tomllib.load(f).get("policy")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a policy file is UTF-8 TOML") from None
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"{path}: invalid TOML: {e}") from None
         if not isinstance(tables, list) or not tables:
             raise ValueError(f"{path}: expected one or more [[policy]] tables")
         out: dict[str, Policy] = {}
         for t in tables:
             if not isinstance(t.get("name"), str):
                 raise ValueError(f"{path}: every [[policy]] needs a name, got {t}")
+            if t["name"] in out:
+                raise ValueError(f"{path}: two [[policy]] tables are named {t['name']!r}; each name must be unique")
             refs = [k for k, v in t.items() if isinstance(v, str) and v.startswith("@")]
             if refs:
                 raise ValueError(f"{path}: policy {t['name']!r} refers to workload groups in {refs}; "

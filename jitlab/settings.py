@@ -178,14 +178,21 @@ class Settings:
     trace_file: str | None = _Var("JITLAB_TRACE_FILE", _text, None,
                       "JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to "
                       "traces/<experiment>-<run_id>.jsonl; a plain program writes no file without it).")
+    trace_follow_symlinks: bool = _Var("JITLAB_TRACE_FOLLOW_SYMLINKS", _bool, False,
+                                "JITLAB_TRACE_FOLLOW_SYMLINKS=1: write a trace through a trace path that is a symbolic "
+                                "link (default: refused with one line; the file is created with O_EXCL, opened with O_NOFOLLOW).")
     trace_flush_s: float = _Var("JITLAB_TRACE_FLUSH_S", _seconds, TRACE_FLUSH_S_DEFAULT,
                          "JITLAB_TRACE_FLUSH_S=seconds: how often a process's tracing session exports (default 5).")
     recorder_capacity: int = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),
                              2_000_000, "JITLAB_RECORDER_CAPACITY=N: launch records buffered before the buffer is "
                              f"handed to the exporter (clamped to {RECORDER_CAPACITY_MIN}..{RECORDER_CAPACITY_MAX}).")
     max_entries: int = _Var("JITLAB_MAX_ENTRIES", _int(1), 1024,
-                       "JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming "
-                       "the key parts that keep changing (entries are never evicted: a warning, not a limit).")
+                       "JITLAB_MAX_ENTRIES=N: the most cache entries a kernel keeps per scope (read at decoration). "
+                       "A new entry past it evicts the least recently used one (counted as `evict`, traced as "
+                       "an `evict` record; warned once, naming the key parts that keep changing).")
+    max_scopes: int = _Var("JITLAB_MAX_SCOPES", _int(1), 1024,
+                      "JITLAB_MAX_SCOPES=N: scopes a kernel may have entries in before jitlab warns once (a "
+                      "scope's entries go only with Scope.clear(): a per-request scope never cleared is the usual cause).")
     launcher: str = _Var("JITLAB_LAUNCHER", _choice(*LAUNCHERS), "auto",
                     "JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one "
                     "C call, built once in the background) and C launcher where they build, else the generated Python "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 
@@ -62,14 +63,19 @@ def load(path: str):
     if not p.exists():
         raise ValueError("no such file")
     try:
-        df = load_traces(str(p))
+        with warnings.catch_warnings():  # bad lines: one line each on stderr below, not a Python warning
+            warnings.simplefilter("ignore")
+            df = load_traces(str(p))
     except UnicodeDecodeError:
         raise ValueError("not a text file (expected OTLP JSON lines)") from None
     except Exception as e:  # json / protobuf parse errors: name the first line that failed
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"not an OTLP JSON trace ({type(e).__name__}: {msg[:160]})") from None
-    if df.empty:
-        raise ValueError("no spans (empty file?)")
+    bad = df.attrs.get("bad_lines") or []
+    if df.empty:  # every line bad: name the first
+        raise ValueError(f"line {bad[0][len(str(p)) + 1:]}" if bad else "no spans (empty file?)")
+    for b in bad:
+        print(f"warning: {b}; line skipped", file=sys.stderr)
     return df
 
 
