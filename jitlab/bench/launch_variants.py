@@ -74,11 +74,14 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
                                policy=safe.policy, kernel=py))
         else:
             out.append(Variant("jitcache:safe python-path", "jitcache", skip=py.passthrough_reason))
+        if callable(g):  # the same launches with the grid evaluated once: what the callable grid costs
+            out.append(_tuple_grid(case, safe.policy))
     parted = next((v for v in out if v.kind == "jitcache" and v.policy.name == parts_of), None)
     if cuda and parted is not None:
         from . import launch_parts
 
         out += launch_parts.variants(case, parted.policy)
+        out += launch_parts.ab_variants(case, parted.policy)
     for level in trace_levels if safe is not None else ():
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))
@@ -136,6 +139,24 @@ class _CCall:
 
 def _python_call(case: Any) -> _PythonCall:
     return _PythonCall(case.kernel)
+
+
+TUPLE_GRID = "jitcache:safe tuple-grid"
+
+
+def _tuple_grid(case: Any, policy: Any) -> Variant:
+    """jitcache:safe launched with the tuple its callable grid returns for these arguments (Triton's dict
+    of the bound arguments), beside the callable-grid row: the difference is what the callable costs."""
+    from .. import jitcache
+    from .._triton.introspect import signature
+
+    sig = signature(case.kernel)  # launch options (num_warps, ...) are not in Triton's dict
+    bound = sig.bind(*case.args, **{k: v for k, v in case.kwargs.items() if k in sig.parameters})
+    bound.apply_defaults()
+    grid = tuple(case.grid(dict(bound.arguments)))
+    jk = jitcache(policy=policy)(case.kernel)
+    a, kw = case.args, case.kwargs
+    return Variant(TUPLE_GRID, "jitcache", lambda: jk[grid](*a, **kw), policy=policy, kernel=jk)
 
 
 def _first_launch(case: Any) -> list[Variant]:

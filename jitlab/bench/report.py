@@ -108,6 +108,8 @@ def launch_overhead_markdown(path: str, df: Any = None) -> str:
 
     parts = launch_parts.markdown(rows)
     out += ["", *parts] if parts else []
+    ab = launch_parts.ab_markdown(rows)
+    out += ["", *ab] if ab else []
     costs = [r for r in rows if r.get("trace_cost_us") is not None]
     if costs:
         out += ["", "Tracing cost, paired (blocks of launches alternating recording off / on, median difference):", "",

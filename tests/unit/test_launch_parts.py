@@ -47,3 +47,29 @@ def test_markdown_one_column_per_workload_and_nothing_without_parts():
 def test_stop_hits_refuses_unknown_stages():
     with pytest.raises(ValueError, match="stage must be one of"):
         native.stop_hits(object(), object(), "driver")
+
+
+def test_ab_rows_are_differences_from_the_bench_builds_stock_launch():
+    ab = {launch_parts.ab_name("safe", n): t for n, t in
+          (("launch", 6.0), ("no-gil-release", 5.75), ("launch-ex", 6.5), ("params-once", 5.5))}
+    rows = [{**r, "kind": launch_parts.AB_KIND} for r in _rows(ab)]
+    got = dict(launch_parts.ab_table(rows, "w"))
+    assert got["no-gil-release"] == pytest.approx(-0.25) and got["launch-ex"] == pytest.approx(0.5)
+    assert got["params-once"] == pytest.approx(-0.5) and got["stream-once"] is None  # not timed: no number
+    assert set(got) == set(native.AB_VARIANTS)
+    md = launch_parts.ab_markdown(rows)
+    assert "| stock launch, bench build (µs) | 6.00 |" in md
+    assert any(line.startswith("| launch-ex:") and line.endswith("| +0.50 |") for line in md)
+    without_stock = [r for r in rows if not r["variant"].endswith("ab:launch")]
+    assert all(v is None for v in dict(launch_parts.ab_table(without_stock, "w")).values())
+    assert launch_parts.ab_markdown(_rows({"c_call": 1.0})) == []
+
+
+def test_ab_launches_and_stops_need_the_bench_build():
+    shipping = type("Shipping", (), {})()  # a module without set_stop/set_ab (the shipping dispatcher's)
+    with pytest.raises(ValueError, match="bench build"):
+        native.stop_hits(shipping, object(), "bind")
+    with pytest.raises(ValueError, match="bench build"):
+        native.ab_launches(shipping, object(), ["launch-ex"])
+    with pytest.raises(ValueError, match="unknown A/B variant"):
+        native.ab_launches(shipping, object(), ["faster"])
