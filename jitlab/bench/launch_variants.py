@@ -75,7 +75,7 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
         else:
             out.append(Variant("jitcache:safe python-path", "jitcache", skip=py.passthrough_reason))
         if callable(g):  # the same launches with the grid evaluated once: what the callable grid costs
-            out.append(_tuple_grid(case, safe.policy))
+            out += _tuple_grid(case, safe.policy)
     parted = next((v for v in out if v.kind == "jitcache" and v.policy.name == parts_of), None)
     if cuda and parted is not None:
         from . import launch_parts
@@ -142,11 +142,14 @@ def _python_call(case: Any) -> _PythonCall:
 
 
 TUPLE_GRID = "jitcache:safe tuple-grid"
+CONST_GRID = "jitcache:safe lambda-grid reading nothing"
 
 
-def _tuple_grid(case: Any, policy: Any) -> Variant:
+def _tuple_grid(case: Any, policy: Any) -> list[Variant]:
     """jitcache:safe launched with the tuple its callable grid returns for these arguments (Triton's dict
-    of the bound arguments), beside the callable-grid row: the difference is what the callable costs."""
+    of the bound arguments), and with a lambda returning that tuple, beside the callable-grid row: tuple to
+    constant lambda is what calling a grid costs, constant lambda to the workload's grid what its own
+    code costs (vLLM's grids call triton.cdiv, a ConstexprFunction in Triton 3.6)."""
     from .. import jitcache
     from .._triton.introspect import signature
 
@@ -154,9 +157,12 @@ def _tuple_grid(case: Any, policy: Any) -> Variant:
     bound = sig.bind(*case.args, **{k: v for k, v in case.kwargs.items() if k in sig.parameters})
     bound.apply_defaults()
     grid = tuple(case.grid(dict(bound.arguments)))
-    jk = jitcache(policy=policy)(case.kernel)
     a, kw = case.args, case.kwargs
-    return Variant(TUPLE_GRID, "jitcache", lambda: jk[grid](*a, **kw), policy=policy, kernel=jk)
+    out = []
+    for name, g in ((TUPLE_GRID, grid), (CONST_GRID, lambda meta: grid)):
+        jk = jitcache(policy=policy)(case.kernel)
+        out.append(Variant(name, "jitcache", lambda jk=jk, g=g: jk[g](*a, **kw), policy=policy, kernel=jk))
+    return out
 
 
 def _first_launch(case: Any) -> list[Variant]:

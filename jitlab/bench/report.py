@@ -110,6 +110,10 @@ def launch_overhead_markdown(path: str, df: Any = None) -> str:
     out += ["", *parts] if parts else []
     ab = launch_parts.ab_markdown(rows)
     out += ["", *ab] if ab else []
+    from . import first_launch
+
+    misses = first_launch.markdown(rows)
+    out += ["", *misses] if misses else []
     costs = [r for r in rows if r.get("trace_cost_us") is not None]
     if costs:
         out += ["", "Tracing cost, paired (blocks of launches alternating recording off / on, median difference):", "",
@@ -238,7 +242,7 @@ def markdown(path: str, layers: int | None = None, context: int | None = None) -
             exp = attrs.get("jitlab.experiment")
             if exp == "e2e_decode":
                 return e2e_markdown(path, layers, context, df=df)
-            if exp == "launch_overhead":
+            if exp in ("launch_overhead", "launch_overhead_misses"):
                 return launch_overhead_markdown(path, df=df)
     return kernels_markdown(path, df=df)
 
