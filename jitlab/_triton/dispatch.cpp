@@ -224,43 +224,6 @@ static PyObject *read_state(const StateRead *s) {
   return PyErr_Format(PyExc_ValueError, "bad state op %c", s->op);
 }
 
-/* A grid tuple/list of 1-3 ints -> g[3] (1 where absent), as the hit path reads it; 0 if not one. */
-static int grid_dims(PyObject *grid, int32_t g[3]) {
-  if (!PyTuple_CheckExact(grid) && !PyList_CheckExact(grid)) return 0;
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(grid);
-  if (n < 1 || n > 3) return 0;
-  PyObject **items = PySequence_Fast_ITEMS(grid);
-  g[1] = g[2] = 1;
-  for (Py_ssize_t i = 0; i < n; i++) {
-    if (!PyLong_CheckExact(items[i])) return 0;
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(items[i], &overflow);
-    if (overflow || v < INT32_MIN || v > INT32_MAX) return 0; /* the launcher's OverflowError: slow path */
-    g[i] = (int32_t)v;
-  }
-  return 1;
-}
-
-/* Triton's check on every launch: `globals_dict.get(name, not_present) != val` for each global the kernel
- * read (no identity shortcut: a NaN global is "changed", as in Triton). 1 changed, 0 not, -1 error. */
-static int globals_changed(PyObject *used) {
-  if (!PyDict_Check(used)) return 1;
-  Py_ssize_t pos = 0;
-  PyObject *key, *value;
-  while (PyDict_Next(used, &pos, &key, &value)) {
-    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 1 || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2 ||
-        !PyDict_Check(PyTuple_GET_ITEM(value, 1)))
-      return 1; /* an unknown layout: let the Python path (and Triton) decide */
-    PyObject *now = PyDict_GetItemWithError(PyTuple_GET_ITEM(value, 1), PyTuple_GET_ITEM(key, 0));
-    if (!now) return PyErr_Occurred() ? -1 : 1;
-    PyObject *ne = PyObject_RichCompare(now, PyTuple_GET_ITEM(value, 0), Py_NE);
-    int r = ne ? PyObject_IsTrue(ne) : -1;
-    Py_XDECREF(ne);
-    if (r) return r;
-  }
-  return 0;
-}
-
 /* Triton's dict for a callable grid: every bound argument under its name, in parameter order. 0, or -1. */
 static int fill_meta(Dispatcher *d, PyObject *meta, PyObject *const *vals) {
   for (Py_ssize_t j = 0; j < d->n; j++)
@@ -300,10 +263,47 @@ static int grid_reads_of(Dispatcher *d, PyObject *grid, int16_t idx[GRID_READS])
   return n;
 }
 
-/* grid(meta) -> g[3]: 1, 0 when the result is not a grid it reads (slow path), -1 error. `meta` is Triton's
- * dict of the bound arguments, or the items of it the grid reads (GridReads). */
+/* A grid tuple/list of 1-3 ints -> g[3] (1 where absent), as the hit path reads it; 0 if not one. */
+static int grid_dims(PyObject *grid, int32_t g[3]) {
+  if (!PyTuple_CheckExact(grid) && !PyList_CheckExact(grid)) return 0;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(grid);
+  if (n < 1 || n > 3) return 0;
+  PyObject **items = PySequence_Fast_ITEMS(grid);
+  g[1] = g[2] = 1;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (!PyLong_CheckExact(items[i])) return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(items[i], &overflow);
+    if (overflow || v < INT32_MIN || v > INT32_MAX) return 0; /* the launcher's OverflowError: slow path */
+    g[i] = (int32_t)v;
+  }
+  return 1;
+}
+
+/* Triton's check on every launch: `globals_dict.get(name, not_present) != val` for each global the kernel
+ * read (no identity shortcut: a NaN global is "changed", as in Triton). 1 changed, 0 not, -1 error. */
+static int globals_changed(PyObject *used) {
+  if (!PyDict_Check(used)) return 1;
+  Py_ssize_t pos = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(used, &pos, &key, &value)) {
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 1 || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2 ||
+        !PyDict_Check(PyTuple_GET_ITEM(value, 1)))
+      return 1; /* an unknown layout: let the Python path (and Triton) decide */
+    PyObject *now = PyDict_GetItemWithError(PyTuple_GET_ITEM(value, 1), PyTuple_GET_ITEM(key, 0));
+    if (!now) return PyErr_Occurred() ? -1 : 1;
+    PyObject *ne = PyObject_RichCompare(now, PyTuple_GET_ITEM(value, 0), Py_NE);
+    int r = ne ? PyObject_IsTrue(ne) : -1;
+    Py_XDECREF(ne);
+    if (r) return r;
+  }
+  return 0;
+}
+
+/* grid(dict of the bound arguments) -> g[3]: 1, 0 when the result is not a grid it reads (slow path), -1 error. */
 static int call_grid(Dispatcher *d, PyObject *grid, PyObject *const *vals, int32_t g[3]) {
   if (!PyCallable_Check(grid)) return 0;
+  /* the dict: Triton's whole dict, or the items of it the grid reads (GridReads) */
   int16_t idx[GRID_READS];
   int nread = grid_reads_of(d, grid, idx);
 #ifdef JITLAB_BENCH_STOPS
