@@ -614,7 +614,8 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
 #endif
     } else {
       /* (Triton's launcher packs inside its own call: with it, the pack stop is the prep stop) */
-      BENCH_STOP(STOP_PACK, 1) /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
+      BENCH_STOP(STOP_PACK, 1)
+      /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
       PyObject *call[4 + MAX_PARAMS];
       PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
       if (gobj[0] && gobj[1] && gobj[2]) {
