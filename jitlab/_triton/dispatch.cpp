@@ -799,9 +799,33 @@ static PyObject *set_ab(PyObject *mod, PyObject *args) {
   Py_CLEAR(b->stream);
   Py_RETURN_NONE;
 }
+
+/* launch_loop(launcher, n, gx, gy, gz, stream, vals, bits=0) -> ns: `n` launches of one of this module's
+ * launchers from a C loop, no Python between them (jitlab's launcher where the C floor has a bare
+ * cuLaunchKernel with a prebuilt array), for jitlab.bench.launch_parts. */
+static PyObject *launch_loop(PyObject *mod, PyObject *args) {
+  PyObject *l, *vals;
+  long long n;
+  int32_t g[3];
+  unsigned long long stream;
+  int bits = 0;
+  if (!PyArg_ParseTuple(args, "O!LiiiKO!|i", &LauncherType, &l, &n, &g[0], &g[1], &g[2], &stream, &PyTuple_Type, &vals,
+                        &bits))
+    return NULL;
+  if (PyTuple_GET_SIZE(vals) != ((Launcher *)l)->nargs || n < 0 || bits < 0 || bits > AB_ALL)
+    return PyErr_Format(PyExc_ValueError, "launch_loop: %zd values for %zd arguments, n=%lld, bits=%d",
+                        PyTuple_GET_SIZE(vals), ((Launcher *)l)->nargs, n, bits);
+  if (!load_driver()) return PyErr_Format(PyExc_RuntimeError, "%s", driver_err);
+  PyObject *const *items = ((PyTupleObject *)vals)->ob_item;
+  long long t0 = now_ns();
+  for (long long i = 0; i < n; i++)
+    if (!launch_values_ab((Launcher *)l, g, (uint64_t)stream, items, bits)) return NULL;
+  return PyLong_FromLongLong(now_ns() - t0);
+}
 #define BENCH_METHODS                                                                                         \
   {"set_stop", set_stop, METH_VARARGS, "set_stop(dispatcher, stage): the bench's stage stops (STOP_*)"},      \
-  {"set_ab", set_ab, METH_VARARGS, "set_ab(dispatcher, bits): the bench's launch variants (AB_*)"},
+  {"set_ab", set_ab, METH_VARARGS, "set_ab(dispatcher, bits): the bench's launch variants (AB_*)"},          \
+  {"launch_loop", launch_loop, METH_VARARGS, "launch_loop(launcher, n, gx, gy, gz, stream, vals, bits=0) -> ns"},
 #else
 #define BENCH_METHODS
 #endif

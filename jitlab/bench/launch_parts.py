@@ -15,7 +15,9 @@ Differences of medians of separately timed variants carry the host's drift (abou
 The same build also launches whole hits with one change each (`native.AB_VARIANTS`: the GIL kept around
 the driver call, cuLaunchKernelEx instead of cuLaunchKernel, the parameter array built once, the stream
 read once, and for a callable grid Triton's whole dict instead of the items the grid reads), next to its
-own stock launch (`..launch`): each row's difference from that one is what the change is worth.
+own stock launch (`ab:launch`): each row's difference from that one is what the change is worth. And
+`launcher_c_loop` calls jitlab's launcher (packing included) from a C loop, as the C floor calls a bare
+cuLaunchKernel: what the driver call costs when no Python runs between launches.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .runner import Variant
 KIND = "parts"
 AB_KIND = "ab"
 STOCK = "launch"  # the bench build's whole launch, no stop, no A/B variant: the A/B rows' reference
+LOOP = "launcher_c_loop"  # jitlab's launcher called from a C loop (no Python between launches), beside c_floor
 # Part names in the tables, after the call site (c_call): one per stage, then the driver call.
 PARTS = ("bind arguments", "find entry (key)", "checks (globals, hooks, grid)", "count + stream",
          "pack parameters", "driver call")
@@ -94,6 +97,33 @@ def ab_variants(case: Any, policy: Any) -> list[Variant]:
     return out
 
 
+def loop_variant(case: Any) -> Variant:
+    """jitlab's launcher for `case`'s loaded kernel (the bench build's), timed in a C loop like the C floor."""
+    from .._triton import native
+
+    mod, why = native.DISPATCH_BENCH.get(wait=True)
+    if mod is None:
+        return Variant(LOOP, AB_KIND, skip=why)
+    try:
+        import torch
+
+        from .floors import loaded
+
+        compiled, vals, (gx, gy, gz) = loaded(case)
+        launcher, why = native.make_launch(compiled, {}, device=torch.cuda.current_device(), module=mod)
+        if launcher is None:
+            return Variant(LOOP, AB_KIND, skip=why)
+    except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, the sweep goes on
+        return Variant(LOOP, AB_KIND, skip=f"{type(e).__name__}: {e}")
+
+    def timer(n: int) -> int:
+        return mod.launch_loop(launcher, n, gx, gy, gz, torch.cuda.current_stream().cuda_stream, vals)
+
+    v = Variant(LOOP, AB_KIND, lambda: timer(1), timer=timer)
+    v.keep = (launcher, vals)
+    return v
+
+
 def ab_table(rows: list[dict], workload: str, policy: str = "safe") -> list[tuple[str, float | None]]:
     """[(A/B variant, µs per launch minus the bench build's stock launch)] for `workload` (None where either
     was not timed)."""
@@ -137,6 +167,10 @@ def ab_markdown(rows: list[dict], policy: str = "safe") -> list[str]:
     for ab, (_, what) in AB_VARIANTS.items():
         out.append(f"| {ab}: {what} | " + " | ".join(
             "" if table[w][ab] is None else f"{table[w][ab]:+.2f}" for w in names) + " |")
+    out.append("| jitlab's launcher in a C loop, no Python between launches (µs) | "
+               + " | ".join(num(med.get((w, LOOP))) for w in names) + " |")
+    out.append("| C floor: cuLaunchKernel in a C loop, prebuilt parameters (µs) | "
+               + " | ".join(num(med.get((w, "c_floor"))) for w in names) + " |")
     return out
 
 

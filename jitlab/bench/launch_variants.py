@@ -82,6 +82,7 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
 
         out += launch_parts.variants(case, parted.policy)
         out += launch_parts.ab_variants(case, parted.policy)
+        out.append(launch_parts.loop_variant(case))
     for level in trace_levels if safe is not None else ():
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))

@@ -73,3 +73,13 @@ def test_ab_launches_and_stops_need_the_bench_build():
         native.ab_launches(shipping, object(), ["launch-ex"])
     with pytest.raises(ValueError, match="unknown A/B variant"):
         native.ab_launches(shipping, object(), ["faster"])
+
+
+def test_ab_markdown_shows_the_launcher_loop_beside_the_c_floor():
+    rows = [{"workload": "w", "variant": launch_parts.ab_name("safe", "launch"), "kind": launch_parts.AB_KIND,
+             "median_us": 6.0},
+            {"workload": "w", "variant": launch_parts.LOOP, "kind": launch_parts.AB_KIND, "median_us": 3.75},
+            {"workload": "w", "variant": "c_floor", "kind": "floor", "median_us": 3.5}]
+    md = launch_parts.ab_markdown(rows)
+    assert "| jitlab's launcher in a C loop, no Python between launches (µs) | 3.75 |" in md
+    assert "| C floor: cuLaunchKernel in a C loop, prebuilt parameters (µs) | 3.50 |" in md

@@ -694,6 +694,16 @@ for bad in (["nope"],):
         native.ab_launches(m, d, bad); raise AssertionError(bad)
     except ValueError:
         pass
+n0 = state()[0]                                               # jitlab's launcher in a C loop: the same launches
+ns = m.launch_loop(launch, 3, 3, 2, 1, 777, (DEV, 17, 1, 64))
+assert ns >= 0 and state()[0] == n0 + 3 and record() == stock and state()[11] == 777
+assert m.launch_loop(launch, 2, 3, 2, 1, 777, (DEV, 17, 1, 64), native.AB_VARIANTS["launch-ex"][0]) >= 0
+assert state()[0] == n0 + 5 and record() == stock
+for bad in ((launch, 1, 1, 1, 1, 0, (DEV, 17)), (launch, 1, 1, 1, 1, 0, (DEV, 17, 1, 64), 99)):
+    try:
+        m.launch_loop(*bad); raise AssertionError(bad)
+    except ValueError:
+        pass
 print("DISPATCH-OK")
 """
 
