@@ -28,6 +28,8 @@ import types
 #: At most this many names (dispatch.cpp's GRID_READS): a grid reading more gets the whole dict.
 MAX_READS = 8
 _LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW"})
+#: Superinstructions loading two locals (3.13+): fine when the argument is the second (the top of the stack).
+_LOADS2 = frozenset({"LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
 _SUBSCR = frozenset({"BINARY_SUBSCR"})
 _CONSTS = frozenset({"LOAD_CONST", "LOAD_SMALL_INT"})
 _SKIP = frozenset({"EXTENDED_ARG", "NOP", "CACHE"})
@@ -50,9 +52,10 @@ def _target(ins: dis.Instruction) -> bool:
     return bool(getattr(ins, "is_jump_target", True))
 
 
-def _match(code: list[dis.Instruction], i: int) -> str | None:
+def _match(code: list[dis.Instruction], i: int, alone: bool = True) -> str | None:
     """The name read by the use of the grid argument loaded at code[i], or None if it is not one of the
-    allowed shapes (no instruction of the shape after the load may be a jump target)."""
+    allowed shapes (no instruction of the shape after the load may be a jump target). `alone`: code[i]
+    loads only the argument (not a superinstruction, whose other load sits below it on the stack)."""
     nxt = code[i + 1:i + 6]
     if len(nxt) >= 2 and _const_str(nxt[0]) and _is_subscr(nxt[1]) and not any(map(_target, nxt[:2])):
         return nxt[0].argval  # meta["NAME"]
@@ -69,7 +72,7 @@ def _match(code: list[dis.Instruction], i: int) -> str | None:
         if rest and rest[0].opname == "CALL" and rest[0].arg == nargs and not any(map(_target, nxt[:used])):
             return nxt[1].argval
         return None
-    if (i > 0 and _const_str(code[i - 1]) and len(nxt) >= 1 and nxt[0].opname == "CONTAINS_OP"
+    if (alone and i > 0 and _const_str(code[i - 1]) and len(nxt) >= 1 and nxt[0].opname == "CONTAINS_OP"
             and not _target(code[i]) and not _target(nxt[0])):
         return code[i - 1].argval  # "NAME" in meta / not in
     return None
@@ -91,17 +94,26 @@ def _reads(code: types.CodeType) -> tuple[str, ...] | None:
     meta = code.co_varnames[0]
     if meta in code.co_cellvars or meta in code.co_freevars or _FRAME_ACCESS & set(code.co_names):
         return None
-    ins = [x for x in dis.get_instructions(code) if x.opname not in _SKIP]
+    return _reads_in(meta, [x for x in dis.get_instructions(code) if x.opname not in _SKIP])
+
+
+def _reads_in(meta: str, ins: list) -> tuple[str, ...] | None:
+    """`reads` over a function's instructions (EXTENDED_ARG, NOP and CACHE left out), `meta` its first
+    parameter: only LOAD_FAST-like instructions may name it, each in one of `_match`'s shapes."""
     names: list[str] = []
     for i, x in enumerate(ins):
-        if x.opcode not in _HASLOCAL:
+        if x.opcode not in _HASLOCAL and x.opname not in _LOADS and x.opname not in _LOADS2:
             continue
         refs = x.argval if isinstance(x.argval, tuple) else (x.argval,)
         if meta not in refs:
             continue
-        if x.opname not in _LOADS or len(refs) != 1:  # stored, deleted, or a superinstruction
+        if x.opname in _LOADS and len(refs) == 1:
+            alone = True
+        elif x.opname in _LOADS2 and len(refs) == 2 and refs[1] == meta and refs[0] != meta:
+            alone = False
+        else:  # stored, deleted, or loaded below another value
             return None
-        name = _match(ins, i)
+        name = _match(ins, i, alone)
         if name is None:
             return None
         if name not in names:

@@ -157,3 +157,27 @@ def test_a_grid_that_raises_raises_the_same_error_with_tritons_dict_in_its_frame
         while tb.tb_next is not None:
             tb = tb.tb_next
         assert tb.tb_frame.f_locals["meta"] == _triton_dict(x, y)
+
+
+def _ins(opname, argval=None, arg=None, argrepr="", target=False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(opname=opname, opcode=-1, argval=argval, arg=arg, argrepr=argrepr, is_jump_target=target)
+
+
+def test_superinstructions_of_newer_pythons():
+    """3.13+ loads two locals in one instruction: the argument on top is a read like any other; the
+    argument below another value, or a membership test of a loaded local, is not."""
+    from jitlab._triton.gridmeta import _reads_in
+
+    top = [_ins("LOAD_FAST_LOAD_FAST", ("n", "meta")), _ins("LOAD_CONST", "BLOCK"), _ins("BINARY_SUBSCR"),
+           _ins("BINARY_OP", argrepr="+"), _ins("RETURN_VALUE")]
+    assert _reads_in("meta", top) == ("BLOCK",)
+    subscr14 = [_ins("LOAD_FAST_BORROW", "meta"), _ins("LOAD_CONST", "B"), _ins("BINARY_OP", argrepr="[]")]
+    assert _reads_in("meta", subscr14) == ("B",)
+    below = [_ins("LOAD_FAST_LOAD_FAST", ("meta", "n")), _ins("LOAD_CONST", "B"), _ins("BINARY_SUBSCR")]
+    assert _reads_in("meta", below) is None
+    member = [_ins("LOAD_CONST", "X"), _ins("LOAD_FAST_LOAD_FAST", ("k", "meta")), _ins("CONTAINS_OP")]
+    assert _reads_in("meta", member) is None  # `k in meta`, with a constant lying lower on the stack
+    jumped = [_ins("LOAD_FAST", "meta"), _ins("LOAD_CONST", "B", target=True), _ins("BINARY_SUBSCR")]
+    assert _reads_in("meta", jumped) is None
