@@ -83,3 +83,40 @@ def test_ab_markdown_shows_the_launcher_loop_beside_the_c_floor():
     md = launch_parts.ab_markdown(rows)
     assert "| jitlab's launcher in a C loop, no Python between launches (µs) | 3.75 |" in md
     assert "| C floor: cuLaunchKernel in a C loop, prebuilt parameters (µs) | 3.50 |" in md
+
+
+def test_stop_and_ab_variants_run_on_the_bench_build(fake_adapter, request):
+    """The experiment's part and A/B variants, wired through JitCache.use_dispatcher_build: each is a
+    wrapper on the bench build; a stopped one launches nothing, an A/B one launches (here on the fake
+    adapter's launcher, through the dispatcher's Python-call branch), and none touches the shipping build."""
+    if request.node.callspec.params["fake_adapter"] != "native":
+        pytest.skip("the bench build is a native dispatcher")
+    from types import SimpleNamespace
+
+    import torch
+
+    from jitlab import Policy
+
+    from .kernels_for_tests import add_one
+
+    mod, why = native.DISPATCH_BENCH.get(wait=True)
+    if mod is None:
+        pytest.skip(why)
+    x, y = torch.empty(64), torch.empty(64)
+    case = SimpleNamespace(kernel=add_one, grid=lambda meta: (meta["n"] // 32,), args=(x, y, 64), kwargs={})
+    case.launch = lambda k: k[case.grid](*case.args, **case.kwargs)
+    stops = launch_parts.variants(case, Policy())
+    abs_ = launch_parts.ab_variants(case, Policy())
+    assert [v.name for v in stops] == [launch_parts.variant_name("safe", s) for s in native.STAGES]
+    assert [v.name for v in abs_] == [launch_parts.ab_name("safe", n) for n in ("launch", *native.AB_VARIANTS)]
+    assert not any(v.skip for v in stops + abs_), [v.skip for v in stops + abs_]
+    n0 = len(fake_adapter.launches)
+    for v in stops:
+        v.launch()
+    assert len(fake_adapter.launches) == n0, "a stopped dispatcher launched"
+    for v in abs_:
+        v.launch()
+    assert len(fake_adapter.launches) == n0 + len(abs_)
+    assert all(launch["grid"] == (2, 1, 1) for launch in fake_adapter.launches[n0:])
+    wrappers = [v.launch.__defaults__[0] for v in stops + abs_]  # each variant's JitCache (its lambda's default)
+    assert {type(jk.native_dispatcher()).__module__ for jk in wrappers} == {"_jitlab_dispatch_bench"}
