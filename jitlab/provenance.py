@@ -109,6 +109,21 @@ def _cuda() -> tuple[bool, str, str]:
         return False, "none", runtime
 
 
+def _cpu_model() -> str:
+    """The host CPU's model name (Linux: /proc/cpuinfo), else what `platform` says: host overhead
+    depends on the host's CPU as much as on the card."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu model", "processor\t: ")) and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                    if name and not name.isdigit():
+                        return " ".join(name.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or UNKNOWN
+
+
 @functools.lru_cache(maxsize=1)
 def _static() -> dict:
     cuda, gpu, cuda_runtime = _safe(_cuda, (False, "none", "none"))
@@ -125,6 +140,8 @@ def _static() -> dict:
         "jitlab": _safe(_jitlab_version),
         "jitlab_commit": _safe(_git_commit),
         "hostname": _safe(socket.gethostname),
+        "cpu": _safe(_cpu_model),
+        "cpu_count": os.cpu_count() or 0,
         "platform": _safe(platform.platform),
         "pid": os.getpid(),
     }
@@ -132,7 +149,7 @@ def _static() -> dict:
 
 def provenance() -> dict:
     """A dict describing this machine and software: gpu, gpu_count, driver, cuda_available,
-    cuda_runtime, torch, triton, python, jitlab, jitlab_commit, hostname, platform, pid, date.
+    cuda_runtime, torch, triton, python, jitlab, jitlab_commit, hostname, cpu, cpu_count, platform, pid, date.
 
     Everything but `date` (ISO 8601, UTC, now) is computed once per process. Never raises."""
     try:

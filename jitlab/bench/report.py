@@ -78,7 +78,7 @@ def provenance_line(attrs: dict) -> str:
         v = attrs.get(f"jitlab.provenance.{k}")
         return "?" if v is None or v != v else str(v)
 
-    return (f"{g('gpu')}, driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
+    return (f"{g('gpu')} (host CPU {g('cpu')}), driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
             f"jitlab {g('jitlab_commit')}, {g('date')}")
 
 
