@@ -3,10 +3,16 @@
     python -m experiments.launch_overhead            # default run (H200: < 5 min)
     python -m experiments.launch_overhead --quick    # < 1 min
     python -m experiments.launch_overhead --policies experiments/launch_overhead.toml
+    python -m experiments.launch_overhead --misses   # first launches, cold and warm, a process per trial
 
 Without a CUDA GPU it runs a clearly labelled CPU demonstration (Triton's interpreter, jitlab in
 pass-through) so the whole flow is visible: progress, summary table, trace file. Real numbers need
 a CUDA GPU. The run is recorded as traces/launch_overhead-<run_id>.jsonl (OTLP JSON lines).
+
+`--misses` measures instead the first launch of each workload's kernel in a new process, stock Triton vs
+jitcache, cold (an empty Triton cache: the compile) and warm (Triton's disk cache filled by an earlier
+process), each trial a fresh process (jitlab.bench.first_launch); recorded as
+traces/launch_overhead_misses-<run_id>.jsonl.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ WARMUP = 100
 TRACE_LEVELS = ("summary", "sampled", "full")  # tracing-overhead variants (jitcache:safe at each level)
 GRAPH_LAUNCHES = 64  # stock launches captured per CUDA graph
 POLICIES = "experiments/launch_overhead.toml"
+MISS_TRIALS = 3  # --misses: trials (processes) per workload, kind and mode (--quick: 2)
 
 
 @dataclass
 class Args:
     quick: bool
+    misses: bool
     policies: str
     workloads: tuple[str, ...]
     trace: str
@@ -37,6 +45,8 @@ class Args:
 def parse() -> Args:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer workloads and launches (< 1 min on the H200)")
+    p.add_argument("--misses", action="store_true",
+                   help="time first launches instead, cold and warm, in a new process per trial")
     p.add_argument("--policies", default=POLICIES, help="TOML file of [[policy]] tables (the sweep)")
     p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
     p.add_argument("--trace", default=None, choices=("off", "summary", "sampled", "full"),
@@ -51,7 +61,7 @@ def parse() -> Args:
         p.error(f"unknown workload(s) {bad}; choose from {WORKLOADS}")
     from jitlab.bench.runner import trace_flags
 
-    return Args(a.quick, a.policies, names, *trace_flags(a.trace, a.trace_file))
+    return Args(a.quick, a.misses, a.policies, names, *trace_flags(a.trace, a.trace_file))
 
 
 def main() -> None:
@@ -60,6 +70,8 @@ def main() -> None:
     from jitlab.bench.timing import cuda_available
 
     cuda = cuda_available()
+    if args.misses:
+        return misses(args, cuda)
     cfg = runner.Config(launches=LAUNCHES // (2 if args.quick else 1), repeats=5 if args.quick else REPEATS,
                         warmup=WARMUP, trace=args.trace, trace_file=args.trace_file, cuda=cuda)
     if not cuda:
@@ -72,6 +84,22 @@ def main() -> None:
                                               graph_launches=GRAPH_LAUNCHES),
         cfg,
         attributes={"jitlab.quick": args.quick, "jitlab.policies_file": args.policies},
+    )
+
+
+def misses(args: Args, cuda: bool) -> None:
+    from jitlab.bench import first_launch, launch_variants, runner
+
+    cfg = runner.Config(launches=1, repeats=2 if args.quick else MISS_TRIALS, warmup=0, trace=args.trace,
+                        trace_file=args.trace_file, cuda=cuda)
+    if not cuda:
+        cfg = launch_variants.cpu_demo_config(cfg)
+    runner.run_sweep(
+        "launch_overhead_misses",
+        [(name, lambda name=name: name) for name in args.workloads],  # each trial builds its case in its process
+        lambda name: first_launch.variants(name, cuda),
+        cfg,
+        attributes={"jitlab.quick": args.quick, "jitlab.trials": cfg.repeats},
     )
 
 

@@ -169,6 +169,7 @@ class JitCache:
             hooks=ad.hooks, hooked=self._launch_hooked, fn=self.fn, globals_changed=ad.used_globals_changed),
             _native_keyer, hints=static_hints(params), used_globals=ad.used_globals_attr)
         self._entry_point = self._hit  # the dispatcher replaces it once built (_use_dispatcher)
+        self._dispatch_module: Any = None  # the dispatcher's build, whose launchers it calls directly
         if self._top is not self.fn:  # autotune/heuristics above us: a copy of their stack calls our run()
             stack = _adapter_mod.restack(self._top, self)
             self._launch = functools.partial(_run_stack, stack)
@@ -218,10 +219,19 @@ class JitCache:
         if d is None:
             (log.warning if settings.native_parts().warn else log.debug)("jitlab: %s: %s", self.name, why)
             return why
-        self._entry_point = d
-        if self._launch is self._hit:
+        old, self._entry_point, self._dispatch_module = self._entry_point, d, mod
+        if self._launch is self._hit or self._launch is old:
             self._launch = d
         return why
+
+    def use_dispatcher_build(self, mod: Any) -> str:
+        """Launch through a dispatcher of another build of dispatch.cpp, `mod`, whose module also makes the
+        launchers of entries made from now on (its dispatcher calls only its own launchers without a Python
+        call): for the bench's stage stops and A/B variants (native.DISPATCH_BENCH), before the first launch.
+        Returns the dispatcher's reason (as `dispatcher_reason`)."""
+        if self.passthrough_reason is not None:
+            return self.passthrough_reason
+        return self._use_dispatcher(mod)
 
     def _disable(self, reason: str) -> None:
         self.passthrough_reason = reason
@@ -427,7 +437,7 @@ class JitCache:
         from ._triton import native
 
         # The dispatcher launches its own module's launchers without a Python call: use that module once built.
-        module = native.DISPATCH.get()[0] if self._entry_point is not self._hit else None
+        module = self._dispatch_module if self._entry_point is not self._hit else None
         launch, how = native.make_launch(compiled, frozen, device=device, module=module)
         if launch is None:
             (log.warning if parts.warn else log.debug)("jitlab: %s: Triton's launcher: %s", self.name, how)

@@ -110,14 +110,18 @@ def _cuda() -> tuple[bool, str, str]:
 
 
 def _cpu_model() -> str:
-    """The host CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    """The host CPU's model name (Linux: /proc/cpuinfo), else what `platform` says: host overhead
+    depends on the host's CPU as much as on the card."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu model", "processor\t: ")) and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                    if name and not name.isdigit():
+                        return " ".join(name.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine() or UNKNOWN
 
 
 @functools.lru_cache(maxsize=1)
@@ -145,8 +149,7 @@ def _static() -> dict:
 
 def provenance() -> dict:
     """A dict describing this machine and software: gpu, gpu_count, driver, cuda_available,
-    cuda_runtime, torch, triton, python, jitlab, jitlab_commit, hostname, cpu (host CPU model),
-    cpu_count, platform, pid, date.
+    cuda_runtime, torch, triton, python, jitlab, jitlab_commit, hostname, cpu, cpu_count, platform, pid, date.
 
     Everything but `date` (ISO 8601, UTC, now) is computed once per process. Never raises."""
     try:

@@ -12,7 +12,10 @@
  * callable grid, an argument binding it does not handle. So the Python path stays the
  * reference implementation, and the dispatcher only ever takes the path it would take on a plain hit.
  *
- * Built on first use with the host C++ compiler against the installed torch (jitlab/_cbuild.py). */
+ * Built on first use with the host C++ compiler against the installed torch (jitlab/_cbuild.py). The bench
+ * builds it a second time with -DJITLAB_BENCH_STOPS, as the module _jitlab_dispatch_bench: only that build
+ * has the stage stops and A/B variants jitlab.bench.launch_parts times (set_stop, set_ab); the shipping
+ * dispatcher has neither. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <torch/csrc/DynamicTypes.h>
@@ -107,18 +110,54 @@ typedef struct {
   PyObject *thread_obj;
 } RecorderView;
 
+#ifdef JITLAB_BENCH_STOPS
+#define DISPATCH_MODULE "_jitlab_dispatch_bench"
+#define DISPATCH_INIT PyInit__jitlab_dispatch_bench
 /* Where a hit stops when the bench asks what its parts cost (native.STAGES, set_stop; STOP_NONE: a whole
- * launch, the only value outside jitlab.bench.launch_parts). A stop returns None as a hit does, having
- * done every stage up to and including its own: bind the arguments; find the entry (Triton state,
- * device, scope, key compared); the checks (used globals, verify, hooks, grid); count the hit and read
- * the stream; convert the arguments into the parameter buffer (no driver call). */
+ * launch). A stop returns None as a hit does, having done every stage up to and including its own: bind
+ * the arguments; find the entry (Triton state, device, scope, key compared); the checks (used globals,
+ * verify, hooks, grid); count the hit and read the stream; convert the arguments into the parameter
+ * buffer (no driver call). `ab`: the A/B variants of the launch (AB_*, native_launcher.h). */
 enum { STOP_NONE, STOP_BIND, STOP_KEY, STOP_CHECKS, STOP_PREP, STOP_PACK, STOP_LAST = STOP_PACK };
+typedef struct {
+  int stop, ab;
+  PyObject *stream; /* AB_STREAM_ONCE: the first stream read */
+} BenchState;
+#define BENCH_STOP(stage, value) \
+  if (d->bench.stop == (stage)) { rc = (value); goto done; }
+#else /* the shipping dispatcher: no stops */
+#define DISPATCH_MODULE "_jitlab_dispatch"
+#define DISPATCH_INIT PyInit__jitlab_dispatch
+#define BENCH_STOP(stage, value)
+#endif
+
+/* Callable grids. Triton calls grid(bound_args), a fresh dict of every bound argument. Most grids only read
+ * a few of its items by constant name (`meta["BLOCK"]`, `meta.get("BLOCK")`, `"BLOCK" in meta`); for such a
+ * grid a dict of just the items it reads cannot be told from Triton's (the same objects under the same
+ * names, a missing name the same KeyError) and costs a fraction of the whole dict. Which names a grid
+ * function reads, and that it does nothing else with its argument, is proven from its bytecode once per
+ * code object by jitlab._triton.gridmeta.reads (registered with set_grid_reads); a grid it cannot prove
+ * that for (or any other callable) gets the whole dict. So does every grid while a trace or profile
+ * function is set (a debugger sees the grid's locals); and when a grid raises, the dict its frame holds
+ * is filled to Triton's before the error leaves. */
+#define GRID_CODES 4 /* code objects remembered per dispatcher */
+#define GRID_READS 8 /* at most this many names read: more get the whole dict */
+typedef struct {
+  PyObject *code; /* strong (so its address is not reused); NULL: a free slot */
+  int n;          /* names read, -1: the whole dict */
+  int16_t idx[GRID_READS]; /* their parameter positions (a name the kernel lacks is left out: KeyError) */
+} GridReads;
+static PyObject *grid_reads_fn; /* gridmeta.reads(code) -> tuple of names, or None */
 
 typedef struct {
   PyObject_HEAD
   vectorcallfunc vectorcall;
-  int stop;             /* STOP_NONE but for the bench's parts */
+#ifdef JITLAB_BENCH_STOPS
+  BenchState bench;
+#endif
   LastHit last;
+  GridReads grid_reads[GRID_CODES];
+  int grid_next; /* the slot the next new code object takes */
   RecorderView rv;
   Py_ssize_t n, npositional; /* parameters; how many may be given positionally */
   PyObject *names[MAX_PARAMS], *defaults[MAX_PARAMS]; /* interned names; NULL: required */
@@ -185,6 +224,45 @@ static PyObject *read_state(const StateRead *s) {
   return PyErr_Format(PyExc_ValueError, "bad state op %c", s->op);
 }
 
+/* Triton's dict for a callable grid: every bound argument under its name, in parameter order. 0, or -1. */
+static int fill_meta(Dispatcher *d, PyObject *meta, PyObject *const *vals) {
+  for (Py_ssize_t j = 0; j < d->n; j++)
+    if (PyDict_SetItem(meta, d->names[j], vals[j]) < 0) return -1;
+  return 0;
+}
+
+/* The parameter positions a grid function reads (into idx), or -1 for the whole dict (see GridReads). */
+static int grid_reads_of(Dispatcher *d, PyObject *grid, int16_t idx[GRID_READS]) {
+  if (!grid_reads_fn || !PyFunction_Check(grid)) return -1;
+  PyObject *code = PyFunction_GET_CODE(grid);
+  for (int i = 0; i < GRID_CODES; i++)
+    if (d->grid_reads[i].code == code) {
+      memcpy(idx, d->grid_reads[i].idx, sizeof d->grid_reads[i].idx);
+      return d->grid_reads[i].n;
+    }
+  Py_INCREF(code); /* the analysis runs Python code: the function's code may be replaced meanwhile */
+  PyObject *names = PyObject_CallOneArg(grid_reads_fn, code);
+  int n = -1;
+  if (names && PyTuple_Check(names) && PyTuple_GET_SIZE(names) <= GRID_READS) {
+    n = 0;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(names) && n >= 0; k++) {
+      PyObject *pos = PyUnicode_Check(PyTuple_GET_ITEM(names, k)) ? PyDict_GetItemWithError(d->index, PyTuple_GET_ITEM(names, k)) : NULL;
+      if (pos) idx[n++] = (int16_t)PyLong_AsSsize_t(pos);
+      else if (PyErr_Occurred() || !PyUnicode_Check(PyTuple_GET_ITEM(names, k))) n = -1;
+    }
+  }
+  Py_XDECREF(names);
+  if (PyErr_Occurred()) PyErr_Clear(), n = -1; /* an analysis that failed proves nothing: the whole dict */
+  GridReads *slot = &d->grid_reads[d->grid_next];
+  d->grid_next = (d->grid_next + 1) % GRID_CODES;
+  PyObject *old = slot->code;
+  slot->code = code; /* the reference taken above */
+  slot->n = n;
+  if (n > 0) memcpy(slot->idx, idx, sizeof slot->idx);
+  Py_XDECREF(old);
+  return n;
+}
+
 /* A grid tuple/list of 1-3 ints -> g[3] (1 where absent), as the hit path reads it; 0 if not one. */
 static int grid_dims(PyObject *grid, int32_t g[3]) {
   if (!PyTuple_CheckExact(grid) && !PyList_CheckExact(grid)) return 0;
@@ -236,12 +314,34 @@ static void count_hit_keeping_error(PyObject *hits, PyObject *entry) {
 /* grid(dict of the bound arguments) -> g[3]: 1, 0 when the result is not a grid it reads (slow path), -1 error. */
 static int call_grid(Dispatcher *d, PyObject *grid, PyObject *const *vals, int32_t g[3]) {
   if (!PyCallable_Check(grid)) return 0;
+  /* the dict: Triton's whole dict, or the items of it the grid reads (GridReads) */
+  int16_t idx[GRID_READS];
+  int nread = grid_reads_of(d, grid, idx);
+#ifdef JITLAB_BENCH_STOPS
+  if (d->bench.ab & AB_GRID_WHOLE_DICT) nread = -1;
+#endif
+  if (nread >= 0) {
+    PyThreadState *ts = PyThreadState_Get();
+    if (ts->c_tracefunc || ts->c_profilefunc) nread = -1;
+  }
   PyObject *meta = PyDict_New(), *r = NULL;
   int rc = -1;
   if (!meta) return -1;
-  for (Py_ssize_t j = 0; j < d->n; j++)
-    if (PyDict_SetItem(meta, d->names[j], vals[j]) < 0) goto done;
-  if ((r = PyObject_CallOneArg(grid, meta))) rc = grid_dims(r, g);
+  if (nread < 0) {
+    if (fill_meta(d, meta, vals) < 0) goto done;
+  } else {
+    for (int i = 0; i < nread; i++)
+      if (PyDict_SetItem(meta, d->names[idx[i]], vals[idx[i]]) < 0) goto done;
+  }
+  if ((r = PyObject_CallOneArg(grid, meta))) {
+    rc = grid_dims(r, g);
+  } else if (nread >= 0) { /* the traceback holds the grid's frame, and so `meta`: make it Triton's dict */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyDict_Clear(meta);
+    if (fill_meta(d, meta, vals) < 0) PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+  }
 done:
   Py_DECREF(meta);
   Py_XDECREF(r);
@@ -450,7 +550,8 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   LastHit h = {NULL};
   Py_ssize_t nopt = 0;
   int ntail = 0, rc = bind_args(d, args, nargs, kwnames, vals, opt, &nopt);
-  if (rc <= 0 || d->stop == STOP_BIND) goto done;
+  if (rc <= 0) goto done;
+  BENCH_STOP(STOP_BIND, 1)
   rc = -1;
   /* The key's tail: options (keys.options_item: each value typed as a constexpr is, as Triton keys
    * options by their text), Triton state, device. */
@@ -481,7 +582,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
     goto done;
   }
-  if (d->stop == STOP_KEY) goto done;
+  BENCH_STOP(STOP_KEY, 1)
   rc = -1;
   {
     /* A global the kernel read changed (Triton raises), verify on, hooks set: the Python path does those. */
@@ -498,7 +599,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
       if (got < 0) count_hit_keeping_error(h.hits, h.entry);
       if (got <= 0) { rc = got; goto done; }
     }
-    if (d->stop == STOP_CHECKS) { rc = 1; goto done; }
+    BENCH_STOP(STOP_CHECKS, 1)
     /* level full keeps every hit; below it the recorder samples (its wants_hit(), in C); the view
      * again: a grid or a state read ran Python code, another thread may have pointed it elsewhere */
     if (traced && (view_recorder(&d->rv, rec) < 0 || !(d->rv.every_hit || sample_hit(&d->rv)))) {
@@ -507,19 +608,32 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     }
     /* From here on it is a hit: count it, then launch (as the Python path does). */
     long long t_args = t_enter ? now_ns() : 0;
-    if (!(count = PyIter_Next(h.hits)) || PyObject_SetAttr(h.entry, s_used, count) < 0 ||
-        !(stream_obj = PyObject_CallOneArg(d->get_stream, h.device)))
-      goto done;
+    if (!(count = PyIter_Next(h.hits)) || PyObject_SetAttr(h.entry, s_used, count) < 0) goto done;
+#ifdef JITLAB_BENCH_STOPS
+    if ((d->bench.ab & AB_STREAM_ONCE) && d->bench.stream) stream_obj = Py_NewRef(d->bench.stream);
+    else if ((stream_obj = PyObject_CallOneArg(d->get_stream, h.device)) && (d->bench.ab & AB_STREAM_ONCE))
+      d->bench.stream = Py_NewRef(stream_obj);
+    if (!stream_obj) goto done;
+#else
+    if (!(stream_obj = PyObject_CallOneArg(d->get_stream, h.device))) goto done;
+#endif
     int native = Py_TYPE(h.launch) == &LauncherType;
-    /* (Triton's launcher packs inside its own call: with it, the pack stop is the prep stop) */
-    if (d->stop == STOP_PREP || (d->stop == STOP_PACK && !native)) { rc = 1; goto done; }
+    BENCH_STOP(STOP_PREP, 1)
     if (native) {
-      uint64_t stream, buf[MAX_PARAMS];
+      uint64_t stream;
       Launcher *l = (Launcher *)h.launch;
       if (!convert('K', stream_obj, &stream, 3)) goto done;
-      if (d->stop == STOP_PACK) rc = ensure_context(l->device) && pack_values(l, vals, buf) ? 1 : -1;
-      else rc = launch_values(l, g, stream, vals) ? 1 : -1;
-    } else { /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
+#ifdef JITLAB_BENCH_STOPS
+      uint64_t buf[MAX_PARAMS];
+      if (d->bench.stop == STOP_PACK) rc = ensure_context(l->device) && pack_values(l, vals, buf) ? 1 : -1;
+      else rc = launch_values_ab(l, g, stream, vals, d->bench.ab) ? 1 : -1;
+#else
+      rc = launch_values(l, g, stream, vals) ? 1 : -1;
+#endif
+    } else {
+      /* (Triton's launcher packs inside its own call: with it, the pack stop is the prep stop) */
+      BENCH_STOP(STOP_PACK, 1)
+      /* Triton's launcher (or a test's): launch(g0, g1, g2, stream, *vals) */
       PyObject *call[4 + MAX_PARAMS];
       PyObject *gobj[3] = {PyLong_FromLong(g[0]), PyLong_FromLong(g[1]), PyLong_FromLong(g[2])};
       if (gobj[0] && gobj[1] && gobj[2]) {
@@ -558,6 +672,10 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   Py_VISIT(d->last.scope); Py_VISIT(d->last.table); Py_VISIT(d->last.key); Py_VISIT(d->last.entry);
   Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits); Py_VISIT(d->last.head);
   Py_VISIT(d->rv.rec); Py_VISIT(d->rv.records); Py_VISIT(d->rv.sampling.obj);
+  for (int i = 0; i < GRID_CODES; i++) Py_VISIT(d->grid_reads[i].code);
+#ifdef JITLAB_BENCH_STOPS
+  Py_VISIT(d->bench.stream);
+#endif
   return 0;
 }
 
@@ -568,6 +686,10 @@ static int dispatcher_clear(PyObject *o) {
   Py_CLEAR(d->empty);
   forget_last(&d->last);
   forget_recorder(&d->rv);
+  for (int i = 0; i < GRID_CODES; i++) Py_CLEAR(d->grid_reads[i].code);
+#ifdef JITLAB_BENCH_STOPS
+  Py_CLEAR(d->bench.stream);
+#endif
   for (Py_ssize_t j = 0; j < d->n; j++) { Py_CLEAR(d->names[j]); Py_CLEAR(d->defaults[j]); }
   for (int s = 0; s < d->nstate; s++) {
     Py_CLEAR(d->state[s].obj); Py_CLEAR(d->state[s].attr); Py_CLEAR(d->state[s].obj2); Py_CLEAR(d->state[s].attr2);
@@ -601,8 +723,12 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
   Dispatcher *d = PyObject_GC_New(Dispatcher, &DispatcherType);
   if (!d) return NULL;
   d->vectorcall = dispatch_call;
-  d->stop = STOP_NONE;
+#ifdef JITLAB_BENCH_STOPS
+  d->bench = BenchState{STOP_NONE, 0, NULL};
+#endif
   d->last = LastHit{NULL};
+  memset(d->grid_reads, 0, sizeof d->grid_reads);
+  d->grid_next = 0;
   memset(&d->rv, 0, sizeof d->rv);
   d->n = 0;
   d->nstate = 0;
@@ -643,7 +769,7 @@ static PyObject *make_dispatcher(PyObject *mod, PyObject *args) {
 }
 
 static int init_dispatcher_type(void) {
-  DispatcherType.tp_name = "_jitlab_dispatch.Dispatcher";
+  DispatcherType.tp_name = DISPATCH_MODULE ".Dispatcher";
   DispatcherType.tp_basicsize = sizeof(Dispatcher);
   DispatcherType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC;
   DispatcherType.tp_vectorcall_offset = offsetof(Dispatcher, vectorcall);
@@ -661,27 +787,78 @@ static PyObject *noop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, Py
   Py_RETURN_NONE;
 }
 
+/* set_grid_reads(fn): fn(code) -> the names a grid function with that code reads, or None (GridReads). */
+static PyObject *set_grid_reads(PyObject *mod, PyObject *fn) {
+  if (fn != Py_None && !PyCallable_Check(fn)) return PyErr_Format(PyExc_TypeError, "set_grid_reads needs a callable or None");
+  Py_XSETREF(grid_reads_fn, fn == Py_None ? NULL : Py_NewRef(fn));
+  Py_RETURN_NONE;
+}
+
+#ifdef JITLAB_BENCH_STOPS
 /* set_stop(dispatcher, stage): make its hits stop after `stage` (0..STOP_LAST; see STOP_*), for
- * jitlab.bench.launch_parts only: a stopped dispatcher launches nothing. */
+ * jitlab.bench.launch_parts: a stopped dispatcher launches nothing. */
 static PyObject *set_stop(PyObject *mod, PyObject *args) {
   PyObject *d;
   int stage;
   if (!PyArg_ParseTuple(args, "O!i", &DispatcherType, &d, &stage)) return NULL;
   if (stage < STOP_NONE || stage > STOP_LAST) return PyErr_Format(PyExc_ValueError, "stage must be 0..%d", STOP_LAST);
-  ((Dispatcher *)d)->stop = stage;
+  ((Dispatcher *)d)->bench.stop = stage;
   Py_RETURN_NONE;
 }
+
+/* set_ab(dispatcher, bits): the A/B variants of its launches (AB_*, native_launcher.h), for jitlab.bench. */
+static PyObject *set_ab(PyObject *mod, PyObject *args) {
+  PyObject *d;
+  int bits;
+  if (!PyArg_ParseTuple(args, "O!i", &DispatcherType, &d, &bits)) return NULL;
+  if (bits < 0 || bits > AB_ALL) return PyErr_Format(PyExc_ValueError, "bits must be 0..%d", AB_ALL);
+  BenchState *b = &((Dispatcher *)d)->bench;
+  b->ab = bits;
+  Py_CLEAR(b->stream);
+  Py_RETURN_NONE;
+}
+
+/* launch_loop(launcher, n, gx, gy, gz, stream, vals, bits=0) -> ns: `n` launches of one of this module's
+ * launchers from a C loop, no Python between them (jitlab's launcher where the C floor has a bare
+ * cuLaunchKernel with a prebuilt array), for jitlab.bench.launch_parts. */
+static PyObject *launch_loop(PyObject *mod, PyObject *args) {
+  PyObject *l, *vals;
+  long long n;
+  int32_t g[3];
+  unsigned long long stream;
+  int bits = 0;
+  if (!PyArg_ParseTuple(args, "O!LiiiKO!|i", &LauncherType, &l, &n, &g[0], &g[1], &g[2], &stream, &PyTuple_Type, &vals,
+                        &bits))
+    return NULL;
+  if (PyTuple_GET_SIZE(vals) != ((Launcher *)l)->nargs || n < 0 || bits < 0 || bits > AB_ALL)
+    return PyErr_Format(PyExc_ValueError, "launch_loop: %zd values for %zd arguments, n=%lld, bits=%d",
+                        PyTuple_GET_SIZE(vals), ((Launcher *)l)->nargs, n, bits);
+  if (!load_driver()) return PyErr_Format(PyExc_RuntimeError, "%s", driver_err);
+  PyObject *const *items = ((PyTupleObject *)vals)->ob_item;
+  long long t0 = now_ns();
+  for (long long i = 0; i < n; i++)
+    if (!launch_values_ab((Launcher *)l, g, (uint64_t)stream, items, bits)) return NULL;
+  return PyLong_FromLongLong(now_ns() - t0);
+}
+#define BENCH_METHODS                                                                                         \
+  {"set_stop", set_stop, METH_VARARGS, "set_stop(dispatcher, stage): the bench's stage stops (STOP_*)"},      \
+  {"set_ab", set_ab, METH_VARARGS, "set_ab(dispatcher, bits): the bench's launch variants (AB_*)"},          \
+  {"launch_loop", launch_loop, METH_VARARGS, "launch_loop(launcher, n, gx, gy, gz, stream, vals, bits=0) -> ns"},
+#else
+#define BENCH_METHODS
+#endif
 
 static PyMethodDef methods[] = {
     {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL | METH_KEYWORDS, "noop(*args, **kwargs): nothing, in C"},
     LAUNCHER_METHODS
     {"make_keyer", make_keyer, METH_VARARGS, "make_keyer(codes, tensor_type, spec, constexpr_item)"},
     {"make_dispatcher", make_dispatcher, METH_VARARGS, "make_dispatcher(...): see dispatch.cpp"},
-    {"set_stop", set_stop, METH_VARARGS, "set_stop(dispatcher, stage): the bench's stage stops (STOP_*)"},
+    {"set_grid_reads", set_grid_reads, METH_O, "set_grid_reads(fn): what a grid function reads (GridReads)"},
+    BENCH_METHODS
     {NULL, NULL, 0, NULL}};
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_jitlab_dispatch", NULL, -1, methods};
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, DISPATCH_MODULE, NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
+PyMODINIT_FUNC DISPATCH_INIT(void) {
   if (init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
                          "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",

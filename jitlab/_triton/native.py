@@ -254,8 +254,9 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None, device: int
 _DISPATCH_SRC = _SRC.with_name("dispatch.cpp")
 
 
-def _build_dispatch() -> Any:
-    """Build dispatch.cpp against the installed torch (headers and libraries of torch's own wheel)."""
+def _build_dispatch(bench: bool = False) -> Any:
+    """Build dispatch.cpp against the installed torch (headers and libraries of torch's own wheel); `bench`:
+    the build with the stage stops and A/B variants (-DJITLAB_BENCH_STOPS, module _jitlab_dispatch_bench)."""
     inc = _cuda_include()
     if inc is None:
         raise RuntimeError("cuda.h not found (Triton's backends/nvidia/include, $CUDA_HOME/include)")
@@ -266,9 +267,14 @@ def _build_dispatch() -> Any:
     abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
     extra = (f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-DJITLAB_TORCH_VERSION={torch.__version__!r}",
              *(f"-L{d}" for d in libs), *(f"-Wl,-rpath,{d}" for d in libs),
-             "-ltorch_python", "-ltorch", "-ltorch_cpu", "-lc10")
-    return _cbuild.build("_jitlab_dispatch", _DISPATCH_SRC, "dispatch", headers=_HEADERS, cxx=True,
-                         include_dirs=(inc, *cpp_extension.include_paths()), extra=extra, timeout=600)
+             "-ltorch_python", "-ltorch", "-ltorch_cpu", "-lc10", *(("-DJITLAB_BENCH_STOPS",) if bench else ()))
+    mod = _cbuild.build("_jitlab_dispatch_bench" if bench else "_jitlab_dispatch", _DISPATCH_SRC,
+                        "dispatch-bench" if bench else "dispatch", headers=_HEADERS, cxx=True,
+                        include_dirs=(inc, *cpp_extension.include_paths()), extra=extra, timeout=600)
+    from . import gridmeta
+
+    mod.set_grid_reads(gridmeta.reads)  # what a callable grid reads (dispatch.cpp's GridReads)
+    return mod
 
 
 class _Background:
@@ -317,6 +323,8 @@ class _Background:
 
 
 DISPATCH = _Background(_build_dispatch, "native dispatcher")
+#: The bench's build of the same dispatcher, with stage stops and A/B variants (jitlab.bench.launch_parts only).
+DISPATCH_BENCH = _Background(lambda: _build_dispatch(bench=True), "bench dispatcher")
 
 
 def make_dispatcher(mod: Any, *, names: tuple[str, ...], defaults: tuple, required: Any, npositional: int,
@@ -334,17 +342,41 @@ def make_dispatcher(mod: Any, *, names: tuple[str, ...], defaults: tuple, requir
         return None, f"native dispatcher not created: {type(e).__name__}: {e}"
 
 
-# The parts of a dispatcher hit in order (dispatch.cpp's STOP_*): the bench times hits stopped after each
-# (jitlab.bench.launch_parts); the difference between consecutive stops is what that part costs.
+# The parts of a dispatcher hit in order (dispatch.cpp's STOP_*, in the bench build only): the bench times
+# hits stopped after each (jitlab.bench.launch_parts); the difference between consecutive stops is what
+# that part costs.
 STAGES = ("bind", "key", "checks", "prep", "pack")
+#: The bench build's A/B variants of a launch (native_launcher.h's AB_* bits): what each changes.
+AB_VARIANTS = {
+    "no-gil-release": (1, "the GIL kept around the driver call"),
+    "launch-ex": (2, "cuLaunchKernelEx with no attributes (as Triton's launcher) instead of cuLaunchKernel"),
+    "params-once": (4, "parameter pointer array built once per entry, not per launch"),
+    "stream-once": (8, "the stream read once, not per launch"),
+    "grid-whole-dict": (16, "a callable grid gets Triton's whole dict, not the items it reads"),
+}
+
+
+def _bench_module(mod: Any) -> Any:
+    if not hasattr(mod, "set_stop"):
+        raise ValueError("stage stops and A/B variants exist only in the bench build (native.DISPATCH_BENCH)")
+    return mod
 
 
 def stop_hits(mod: Any, dispatcher: Any, stage: str | None) -> None:
-    """Make `dispatcher`'s hits stop after `stage` (one of STAGES; None: whole launches again). A stopped
-    dispatcher launches nothing: for jitlab.bench.launch_parts only."""
+    """Make `dispatcher` (of the bench build `mod`) stop its hits after `stage` (one of STAGES; None: whole
+    launches again). A stopped dispatcher launches nothing: for jitlab.bench.launch_parts only."""
     if stage is not None and stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES} or None, got {stage!r}")
-    mod.set_stop(dispatcher, 0 if stage is None else STAGES.index(stage) + 1)
+    _bench_module(mod).set_stop(dispatcher, 0 if stage is None else STAGES.index(stage) + 1)
+
+
+def ab_launches(mod: Any, dispatcher: Any, variants: tuple[str, ...] | list[str] = ()) -> None:
+    """Make `dispatcher` (of the bench build `mod`) launch with the A/B `variants` (names of AB_VARIANTS;
+    none: as the shipping dispatcher)."""
+    bad = [v for v in variants if v not in AB_VARIANTS]
+    if bad:
+        raise ValueError(f"unknown A/B variant(s) {bad}; choose from {tuple(AB_VARIANTS)}")
+    _bench_module(mod).set_ab(dispatcher, sum(AB_VARIANTS[v][0] for v in set(variants)))
 
 
 def make_keyer(codes: str, tensor_type: type, spec: Callable, constexpr_item: Callable) -> tuple[Callable | None, str]:

@@ -58,6 +58,9 @@ static struct {
   CUresult (*err_str)(CUresult, const char **);
   CUresult (*ptr_attr)(void *, CUpointer_attribute, CUdeviceptr);
   CUresult (*param_info)(CUfunction, size_t, size_t *, size_t *); /* 12.4+ drivers; may be NULL */
+#ifdef JITLAB_BENCH_STOPS /* the bench build's A/B of the launch call (AB_LAUNCH_EX); may be NULL */
+  CUresult (*launch_ex)(const CUlaunchConfig *, CUfunction, void **, void **);
+#endif
 } cu;
 static int driver_state = 0; /* 0 untried, 1 loaded, -1 failed (reason in driver_err) */
 static char driver_err[512];
@@ -78,6 +81,9 @@ static int load_driver(void) {
   SYM(ptr_attr, "cuPointerGetAttribute")
 #undef SYM
   *(void **)&cu.param_info = dlsym(h, "cuFuncGetParamInfo");
+#ifdef JITLAB_BENCH_STOPS
+  *(void **)&cu.launch_ex = dlsym(h, "cuLaunchKernelEx");
+#endif
   driver_state = 1;
   return 1;
 }
@@ -216,6 +222,11 @@ typedef struct {
   Py_ssize_t nargs;
   uint64_t tmpl[MAX_PARAMS]; /* frozen values and NULL scratch written once, copied per call */
   Live live[MAX_PARAMS];
+#ifdef JITLAB_BENCH_STOPS /* AB_PARAMS_ONCE: one buffer and pointer array per launcher, set up at the first launch */
+  int once_ready;
+  uint64_t once_buf[MAX_PARAMS];
+  void *once_params[MAX_PARAMS];
+#endif
 } Launcher;
 
 /* The parameter buffer of one launch: the frozen template, then each live value converted (Triton's
@@ -249,6 +260,67 @@ static int launch_values(Launcher *self, const int32_t g[3], uint64_t stream, Py
   if (e != CUDA_SUCCESS) return cuda_error(e);
   return 1;
 }
+
+#ifdef JITLAB_BENCH_STOPS
+/* The bench build's A/B variants of one launch (dispatch.cpp's set_ab, jitlab.bench.launch_parts), each a
+ * bit, to find what the driver call costs beyond the C floor's tight loop: AB_NO_GIL_RELEASE keeps the GIL
+ * around the driver call; AB_LAUNCH_EX calls cuLaunchKernelEx with no attributes, as Triton's launcher does
+ * for these kernels; AB_PARAMS_ONCE converts into one buffer per launcher whose pointer array is built once
+ * (not thread-safe: bench only); the dispatcher's own bits: AB_STREAM_ONCE reuses the first stream read,
+ * AB_GRID_WHOLE_DICT gives every callable grid Triton's whole dict (dispatch.cpp's GridReads off). With no
+ * bit set this is launch_values. */
+enum { AB_NO_GIL_RELEASE = 1, AB_LAUNCH_EX = 2, AB_PARAMS_ONCE = 4, AB_STREAM_ONCE = 8, AB_GRID_WHOLE_DICT = 16,
+       AB_ALL = 31 };
+
+static int launch_values_ab(Launcher *self, const int32_t g[3], uint64_t stream, PyObject *const *vals, int ab) {
+  if (!ensure_context(self->device)) return 0;
+  uint64_t local_buf[MAX_PARAMS];
+  void *local_params[MAX_PARAMS];
+  uint64_t *buf = local_buf;
+  void **params = local_params;
+  if (ab & AB_PARAMS_ONCE) {
+    buf = self->once_buf, params = self->once_params;
+    if (!self->once_ready) {
+      memcpy(buf, self->tmpl, (size_t)self->nparams * 8);
+      for (int k = 0; k < self->nparams; k++) params[k] = &buf[k];
+      self->once_ready = 1;
+    }
+    for (int k = 0; k < self->nlive; k++) {
+      const Live *l = &self->live[k];
+      if (!convert(l->code, vals[l->arg], &buf[l->slot], l->arg)) return 0;
+    }
+  } else {
+    if (!pack_values(self, vals, buf)) return 0;
+  }
+  if (GRID_EMPTY(g)) return 1;
+  if (!(ab & AB_PARAMS_ONCE))
+    for (int k = 0; k < self->nparams; k++) params[k] = &buf[k];
+  CUresult e;
+  CUlaunchConfig config;
+  if (ab & AB_LAUNCH_EX) {
+    if (!cu.launch_ex) return PyErr_SetString(PyExc_RuntimeError, "the driver has no cuLaunchKernelEx"), 0;
+    memset(&config, 0, sizeof config);
+    config.gridDimX = (unsigned)g[0], config.gridDimY = (unsigned)g[1], config.gridDimZ = (unsigned)g[2];
+    config.blockDimX = self->block_x, config.blockDimY = 1, config.blockDimZ = 1;
+    config.sharedMemBytes = self->shared, config.hStream = (CUstream)(uintptr_t)stream;
+    config.attrs = NULL, config.numAttrs = 0;
+  }
+#define AB_LAUNCH_CALL                                                                                           \
+  e = (ab & AB_LAUNCH_EX) ? cu.launch_ex(&config, self->function, params, NULL)                                 \
+                          : cu.launch(self->function, (unsigned)g[0], (unsigned)g[1], (unsigned)g[2],           \
+                                      self->block_x, 1, 1, self->shared, (CUstream)(uintptr_t)stream, params, NULL)
+  if (ab & AB_NO_GIL_RELEASE) {
+    AB_LAUNCH_CALL;
+  } else {
+    Py_BEGIN_ALLOW_THREADS;
+    AB_LAUNCH_CALL;
+    Py_END_ALLOW_THREADS;
+  }
+#undef AB_LAUNCH_CALL
+  if (e != CUDA_SUCCESS) return cuda_error(e);
+  return 1;
+}
+#endif /* JITLAB_BENCH_STOPS */
 
 /* launcher(gx, gy, gz, stream, *vals) -- the contract of cache.py's `entry.launch`, which the generated
  * hit path calls with the values spelled out (no tuple is built) -- or launcher(gx, gy, gz, stream, vals). */
@@ -314,6 +386,9 @@ static PyObject *make(PyObject *mod, PyObject *args) {
   self->nargs = ncodes;
   self->nparams = self->nlive = 0;
   memset(self->tmpl, 0, sizeof self->tmpl); /* the tail (global/profile scratch) stays NULL */
+#ifdef JITLAB_BENCH_STOPS
+  self->once_ready = 0;
+#endif
   for (Py_ssize_t i = 0; i < ncodes; i++) {
     if (codes[i] == 'x') continue;
     if (self->nparams + n_tail >= MAX_PARAMS) { Py_DECREF(self); return PyErr_Format(PyExc_ValueError, "too many parameters"); }

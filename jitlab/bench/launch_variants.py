@@ -74,11 +74,15 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
                                policy=safe.policy, kernel=py))
         else:
             out.append(Variant("jitcache:safe python-path", "jitcache", skip=py.passthrough_reason))
+        if callable(g):  # the same launches with the grid evaluated once: what the callable grid costs
+            out += _tuple_grid(case, safe.policy)
     parted = next((v for v in out if v.kind == "jitcache" and v.policy.name == parts_of), None)
     if cuda and parted is not None:
         from . import launch_parts
 
         out += launch_parts.variants(case, parted.policy)
+        out += launch_parts.ab_variants(case, parted.policy)
+        out.append(launch_parts.loop_variant(case))
     for level in trace_levels if safe is not None else ():
         out.append(Variant(f"jitcache:safe trace={level}", "jitcache", safe.launch, policy=safe.policy,
                            kernel=None, check=False, trace_level=level))
@@ -136,6 +140,30 @@ class _CCall:
 
 def _python_call(case: Any) -> _PythonCall:
     return _PythonCall(case.kernel)
+
+
+TUPLE_GRID = "jitcache:safe tuple-grid"
+CONST_GRID = "jitcache:safe lambda-grid reading nothing"
+
+
+def _tuple_grid(case: Any, policy: Any) -> list[Variant]:
+    """jitcache:safe launched with the tuple its callable grid returns for these arguments (Triton's dict
+    of the bound arguments), and with a lambda returning that tuple, beside the callable-grid row: tuple to
+    constant lambda is what calling a grid costs, constant lambda to the workload's grid what its own
+    code costs (vLLM's grids call triton.cdiv, a ConstexprFunction in Triton 3.6)."""
+    from .. import jitcache
+    from .._triton.introspect import signature
+
+    sig = signature(case.kernel)  # launch options (num_warps, ...) are not in Triton's dict
+    bound = sig.bind(*case.args, **{k: v for k, v in case.kwargs.items() if k in sig.parameters})
+    bound.apply_defaults()
+    grid = tuple(case.grid(dict(bound.arguments)))
+    a, kw = case.args, case.kwargs
+    out = []
+    for name, g in ((TUPLE_GRID, grid), (CONST_GRID, lambda meta: grid)):
+        jk = jitcache(policy=policy)(case.kernel)
+        out.append(Variant(name, "jitcache", lambda jk=jk, g=g: jk[g](*a, **kw), policy=policy, kernel=jk))
+    return out
 
 
 def _first_launch(case: Any) -> list[Variant]:

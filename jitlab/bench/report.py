@@ -84,7 +84,7 @@ def provenance_line(attrs: dict) -> str:
         v = attrs.get(f"jitlab.provenance.{k}")
         return "?" if v is None or v != v else str(v)
 
-    return (f"{g('gpu')}, driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
+    return (f"{g('gpu')} (host CPU {g('cpu')}), driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
             f"jitlab {g('jitlab_commit')}, {g('date')}")
 
 
@@ -114,6 +114,12 @@ def launch_overhead_markdown(path: str, df: Any = None) -> str:
 
     parts = launch_parts.markdown(rows)
     out += ["", *parts] if parts else []
+    ab = launch_parts.ab_markdown(rows)
+    out += ["", *ab] if ab else []
+    from . import first_launch
+
+    misses = first_launch.markdown(rows)
+    out += ["", *misses] if misses else []
     costs = [r for r in rows if r.get("trace_cost_us") is not None]
     if costs:
         out += ["", "Tracing cost, paired (blocks of launches alternating recording off / on, median difference):", "",
@@ -242,7 +248,7 @@ def markdown(path: str, layers: int | None = None, context: int | None = None) -
             exp = attrs.get("jitlab.experiment")
             if exp == "e2e_decode":
                 return e2e_markdown(path, layers, context, df=df)
-            if exp == "launch_overhead":
+            if exp in ("launch_overhead", "launch_overhead_misses"):
                 return launch_overhead_markdown(path, df=df)
             if exp == "any_program":
                 from .any_program import markdown as any_program_markdown

@@ -35,16 +35,19 @@ def _spin(ns: int) -> tuple[int, int]:
     return t0, time.perf_counter_ns()
 
 
-def launch_overhead_trace(path: Path) -> Path:
+def launch_overhead_trace(path: Path, gpu: str | None = None, speed: float = 1.0) -> Path:
     """A small launch_overhead-shaped trace: 4 workloads x (baselines, 6 policies, tracing levels,
-    floors, graph, first launch), with sampled hit spans inside trials and misses before them."""
+    floors, graph, first launch), with sampled hit spans inside trials and misses before them. `gpu`:
+    the card its provenance names (and a c_call baseline, so the ideal exists); `speed` scales the host."""
     from jitlab import Policy, telemetry
     from jitlab.bench import runner
 
     path = Path(path)
     with telemetry.Run("launch_overhead", level="sampled", sample_every=10, trace_file=path, otlp=False,
                        attributes={"jitlab.experiment.label": LABEL,
-                                   "jitlab.config": json.dumps({"trace": "sampled", "sample_every": 10})}) as run:
+                                   "jitlab.config": json.dumps({"trace": "sampled", "sample_every": 10}),
+                                   **({"jitlab.provenance.gpu": gpu, "jitlab.provenance.cpu": "synthetic CPU"}
+                                      if gpu else {})}) as run:
         rec = run.recorder
         results = []
         for wi, (w, (nargs, triton_us)) in enumerate(_WORKLOADS.items()):
@@ -52,6 +55,8 @@ def launch_overhead_trace(path: Path) -> Path:
             safe_us = 6.0 + 0.28 * nargs
             variants = [runner.Variant("python_nop", "baseline"), runner.Variant("triton", "baseline"),
                         runner.Variant("compiled_run", "baseline")]
+            if gpu:
+                variants.append(runner.Variant("c_call", "baseline"))
             pols = []
             for d in _POLICIES:
                 p = Policy(**d)
@@ -70,10 +75,10 @@ def launch_overhead_trace(path: Path) -> Path:
             for v in variants:
                 relax = {"safe": 1.0, "static": 1.0, "grid-cached": 0.95, "const-strides": 0.9,
                          "minimal-checks": 0.7, "seed": 0.6}.get(v.policy.name if v.policy else "", 1.0)
-                p50 = {"python_nop": 0.05, "triton": triton_us, "compiled_run": 9.0 + 0.05 * nargs,
-                       "cuda_python_floor": 5.8, "c_floor": floor_us, "cuda_graph": 0.09,
-                       "first_launch:triton": 5000.0 + 80 * nargs,
-                       "first_launch:jitcache": 8000.0 + 120 * nargs}.get(v.name, safe_us * relax)
+                p50 = speed * {"python_nop": 0.05, "c_call": 0.4, "triton": triton_us,
+                               "compiled_run": 9.0 + 0.05 * nargs, "cuda_python_floor": 5.8, "c_floor": floor_us,
+                               "cuda_graph": 0.09, "first_launch:triton": 5000.0 + 80 * nargs,
+                               "first_launch:jitcache": 8000.0 + 120 * nargs}.get(v.name, safe_us * relax)
                 if v.trace_level != "off":
                     p50 += {"summary": 0.05, "sampled": 0.2, "full": 1.2}[v.trace_level]
                 row = {**runner._row(w, v), "correct": "ok" if v.kind != "first" else "n/a", "median_us": p50,

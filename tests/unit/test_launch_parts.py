@@ -47,3 +47,76 @@ def test_markdown_one_column_per_workload_and_nothing_without_parts():
 def test_stop_hits_refuses_unknown_stages():
     with pytest.raises(ValueError, match="stage must be one of"):
         native.stop_hits(object(), object(), "driver")
+
+
+def test_ab_rows_are_differences_from_the_bench_builds_stock_launch():
+    ab = {launch_parts.ab_name("safe", n): t for n, t in
+          (("launch", 6.0), ("no-gil-release", 5.75), ("launch-ex", 6.5), ("params-once", 5.5))}
+    rows = [{**r, "kind": launch_parts.AB_KIND} for r in _rows(ab)]
+    got = dict(launch_parts.ab_table(rows, "w"))
+    assert got["no-gil-release"] == pytest.approx(-0.25) and got["launch-ex"] == pytest.approx(0.5)
+    assert got["params-once"] == pytest.approx(-0.5) and got["stream-once"] is None  # not timed: no number
+    assert set(got) == set(native.AB_VARIANTS)
+    md = launch_parts.ab_markdown(rows)
+    assert "| stock launch, bench build (µs) | 6.00 |" in md
+    assert any(line.startswith("| launch-ex:") and line.endswith("| +0.50 |") for line in md)
+    without_stock = [r for r in rows if not r["variant"].endswith("ab:launch")]
+    assert all(v is None for v in dict(launch_parts.ab_table(without_stock, "w")).values())
+    assert launch_parts.ab_markdown(_rows({"c_call": 1.0})) == []
+
+
+def test_ab_launches_and_stops_need_the_bench_build():
+    shipping = type("Shipping", (), {})()  # a module without set_stop/set_ab (the shipping dispatcher's)
+    with pytest.raises(ValueError, match="bench build"):
+        native.stop_hits(shipping, object(), "bind")
+    with pytest.raises(ValueError, match="bench build"):
+        native.ab_launches(shipping, object(), ["launch-ex"])
+    with pytest.raises(ValueError, match="unknown A/B variant"):
+        native.ab_launches(shipping, object(), ["faster"])
+
+
+def test_ab_markdown_shows_the_launcher_loop_beside_the_c_floor():
+    rows = [{"workload": "w", "variant": launch_parts.ab_name("safe", "launch"), "kind": launch_parts.AB_KIND,
+             "median_us": 6.0},
+            {"workload": "w", "variant": launch_parts.LOOP, "kind": launch_parts.AB_KIND, "median_us": 3.75},
+            {"workload": "w", "variant": "c_floor", "kind": "floor", "median_us": 3.5}]
+    md = launch_parts.ab_markdown(rows)
+    assert "| jitlab's launcher in a C loop, no Python between launches (µs) | 3.75 |" in md
+    assert "| C floor: cuLaunchKernel in a C loop, prebuilt parameters (µs) | 3.50 |" in md
+
+
+def test_stop_and_ab_variants_run_on_the_bench_build(fake_adapter, request):
+    """The experiment's part and A/B variants, wired through JitCache.use_dispatcher_build: each is a
+    wrapper on the bench build; a stopped one launches nothing, an A/B one launches (here on the fake
+    adapter's launcher, through the dispatcher's Python-call branch), and none touches the shipping build."""
+    if request.node.callspec.params["fake_adapter"] != "native":
+        pytest.skip("the bench build is a native dispatcher")
+    from types import SimpleNamespace
+
+    import torch
+
+    from jitlab import Policy
+
+    from .kernels_for_tests import add_one
+
+    mod, why = native.DISPATCH_BENCH.get(wait=True)
+    if mod is None:
+        pytest.skip(why)
+    x, y = torch.empty(64), torch.empty(64)
+    case = SimpleNamespace(kernel=add_one, grid=lambda meta: (meta["n"] // 32,), args=(x, y, 64), kwargs={})
+    case.launch = lambda k: k[case.grid](*case.args, **case.kwargs)
+    stops = launch_parts.variants(case, Policy())
+    abs_ = launch_parts.ab_variants(case, Policy())
+    assert [v.name for v in stops] == [launch_parts.variant_name("safe", s) for s in native.STAGES]
+    assert [v.name for v in abs_] == [launch_parts.ab_name("safe", n) for n in ("launch", *native.AB_VARIANTS)]
+    assert not any(v.skip for v in stops + abs_), [v.skip for v in stops + abs_]
+    n0 = len(fake_adapter.launches)
+    for v in stops:
+        v.launch()
+    assert len(fake_adapter.launches) == n0, "a stopped dispatcher launched"
+    for v in abs_:
+        v.launch()
+    assert len(fake_adapter.launches) == n0 + len(abs_)
+    assert all(launch["grid"] == (2, 1, 1) for launch in fake_adapter.launches[n0:])
+    wrappers = [v.launch.__defaults__[0] for v in stops + abs_]  # each variant's JitCache (its lambda's default)
+    assert {type(jk.native_dispatcher()).__module__ for jk in wrappers} == {"_jitlab_dispatch_bench"}

@@ -285,7 +285,8 @@ STUB = r"""
 typedef int R;
 static size_t sizes[256]; static int n_sizes = -1;
 static unsigned char rec[4096]; static size_t rec_len;
-static uint64_t st[16]; /* 0 launches 1 ptr_attr 2 retains 3 sets 4 dev 5 fn 6-8 grid 9 block 10 shared 11 stream */
+static uint64_t st[16]; /* 0 launches 1 ptr_attr 2 retains 3 sets 4 dev 5 fn 6-8 grid 9 block 10 shared 11 stream
+                           12 of the launches, those through cuLaunchKernelEx */
 static int have_ctx = 1, launch_err = 0;
 void stub_config(int ctx, int err, int n, const size_t *s) {
   have_ctx = ctx; launch_err = err; n_sizes = n; for (int i = 0; i < n; i++) sizes[i] = s[i];
@@ -300,6 +301,13 @@ R cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, un
   rec_len = 0;
   for (int i = 0; i < n_sizes; i++) { memcpy(rec + rec_len, params[i], sizes[i]); rec_len += sizes[i]; }
   return extra ? 999 : 0;
+}
+typedef struct { unsigned gx, gy, gz, bx, by, bz, shared; void *stream; void *attrs; unsigned nattrs; } Config;
+R cuLaunchKernelEx(const Config *c, void *f, void **params, void **extra) {  /* CUlaunchConfig's layout */
+  if (c->nattrs) return 998;
+  R r = cuLaunchKernel(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->shared, c->stream, params, extra);
+  if (!r) st[12]++;
+  return r;
 }
 R cuCtxGetCurrent(void **c) { *c = have_ctx ? (void *)0x1 : 0; return 0; }
 R cuCtxSetCurrent(void *c) { st[3]++; have_ctx = 1; return 0; }
@@ -474,10 +482,11 @@ def stub_dir(built, tmp_path_factory):
     return d
 
 
-def _run_with_driver(driver_dir: Path, script: str, cache: Path) -> subprocess.CompletedProcess:
+def _run_with_driver(driver_dir: Path, script: str, cache: Path, *argv: str) -> subprocess.CompletedProcess:
     env = subprocess_env(LD_LIBRARY_PATH=f"{driver_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}",
                          JITLAB_CACHE_DIR=str(cache))
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env,
+                          timeout=120)
 
 
 @needs_cc
@@ -508,11 +517,12 @@ def test_driver_missing_symbols_is_a_reason(built, tmp_path):
 
 
 DISPATCH_SCRIPT = r"""
-import contextvars, ctypes, inspect, itertools, struct
+import contextvars, ctypes, inspect, itertools, struct, sys
 import torch
 from jitlab import keys
 from jitlab._triton import native
-m, why = native.DISPATCH.get(wait=True); assert m is not None, why
+BENCH = sys.argv[1] == "bench"
+m, why = (native.DISPATCH_BENCH if BENCH else native.DISPATCH).get(wait=True); assert m is not None, why
 stub = ctypes.CDLL("libcuda.so.1")
 
 def config(sizes):
@@ -563,6 +573,26 @@ assert len(slow_calls) == 3, slow_calls
 seen = []
 d(lambda meta: seen.append(dict(meta)) or (meta["n"] // 8, 2), DEV, 17)   # a callable grid: evaluated here, once
 assert seen == [{"x": DEV, "n": 17, "s": 1, "BLOCK": 64}] and state()[6:9] == [2, 2, 1] and len(slow_calls) == 3
+d(lambda meta: (meta["n"] // 8, meta.get("BLOCK") // 32 + ("s" in meta)), DEV, 17)  # reads 3 names
+assert state()[6:9] == [2, 3, 1] and len(slow_calls) == 3
+def spy():  # what code outside the grid sees of its argument (a frame walk): the items it reads
+    return len(sys._getframe(1).f_locals["meta"])
+d(lambda meta: (spy(), meta["BLOCK"]), DEV, 17)
+assert state()[6:9] == [1, 64, 1], state()[6:9]
+sys.setprofile(lambda *a: None)   # a profiler or debugger set: Triton's whole dict
+d(lambda meta: (spy(), meta["BLOCK"]), DEV, 17)
+sys.setprofile(None)
+assert state()[6:9] == [4, 64, 1], state()[6:9]
+try:
+    d(lambda meta: (meta["n"], meta["nope"]), DEV, 17); raise AssertionError("no KeyError")
+except KeyError as err:           # the same KeyError as Triton's dict, whose frame holds Triton's dict
+    assert err.args == ("nope",), err.args
+    frame = err.__traceback__
+    while frame.tb_next: frame = frame.tb_next
+    assert frame.tb_frame.f_locals["meta"] == {"x": DEV, "n": 17, "s": 1, "BLOCK": 64}, frame.tb_frame.f_locals
+n_before = state()[0]
+d(lambda meta: (meta.get("nope", 5), 1 if "nope" in meta else 2), DEV, 17)   # absent names, as in Triton's dict
+assert state()[6:9] == [5, 2, 1] and state()[0] == n_before + 1
 d(lambda meta: "not a grid", DEV, 17)                        # a grid it cannot read: the Python path
 assert len(slow_calls) == 4
 Fn.debug = True; d((3,), DEV, 17); Fn.debug = None           # Triton state changed
@@ -598,6 +628,13 @@ assert len(slow_calls) == 11, len(slow_calls)
 n1 = state()[0]
 d((3,), DEV, 17)
 assert state()[0] == n1 + 1 and len(slow_calls) == 11         # and back on the C path
+if not BENCH:                                                 # the shipping build has no stops
+    assert not hasattr(m, "set_stop") and not hasattr(m, "set_ab")
+    try:
+        native.stop_hits(m, d, "bind"); raise AssertionError("the shipping dispatcher took a stop")
+    except ValueError as err:
+        assert "bench build" in str(err)
+    print("DISPATCH-OK"); sys.exit(0)
 for i, stage in enumerate(native.STAGES):                     # the bench's stops (jitlab.bench.launch_parts)
     native.stop_hits(m, d, stage)
     h0 = next(table.hits)
@@ -618,16 +655,69 @@ try:
     native.stop_hits(m, d, "driver"); raise AssertionError("a stage that does not exist was accepted")
 except ValueError:
     pass
+# The A/B variants of the launch: the same bytes, grid, block and stream as the stock launch.
+d((3, 2), DEV, 17)
+stock, s0 = record(), state()
+assert stock == struct.pack("<Qii", DEV, 17, 1) + b"\0" * 16
+streams = [777]
+Stream = type("Stream", (), {})
+for name in native.AB_VARIANTS:
+    native.ab_launches(m, d, [name])
+    for _ in range(2):
+        n0, ex0 = state()[0], state()[12]
+        d((3, 2), DEV, 17)
+        s = state()
+        assert record() == stock and s[0] == n0 + 1 and s[5:12] == s0[5:12], (name, s)
+        assert s[12] == ex0 + (name == "launch-ex"), (name, s)
+native.ab_launches(m, d, list(native.AB_VARIANTS))            # all at once
+d((3, 2), DEV, 17); d((3, 2), DEV, 18)                        # params-once: the next launch's values are its own
+assert record() == struct.pack("<Qii", DEV, 18, 1) + b"\0" * 16
+d(lambda meta: (spy(), meta["BLOCK"]), DEV, 17)               # grid-whole-dict: Triton's dict
+assert state()[6:9] == [4, 64, 1], state()[6:9]
+native.ab_launches(m, d, ["stream-once"])
+get_stream_calls = []
+d2, why = native.make_dispatcher(
+    m, names=("x", "n", "s", "BLOCK"), defaults=(R, R, 1, 64), required=R, npositional=4, codes="rrrc",
+    state=(("v", Fn, "debug"),), device=0, get_stream=lambda dev: get_stream_calls.append(dev) or 555,
+    hook_holder=Hooks, hook_chain=None, active=Active, scope_var=contextvars.ContextVar("scope", default="s"),
+    tables={"s": table}, fn=Fn, slow=lambda *a, **kw: None, tensor_type=torch.Tensor, spec=keys.spec,
+    constexpr_item=keys.constexpr_item)
+native.ab_launches(m, d2, ["stream-once"])
+for _ in range(3):
+    d2((3,), DEV, 17)
+assert len(get_stream_calls) == 1 and state()[11] == 555, get_stream_calls
+native.ab_launches(m, d2, [])
+d2((3,), DEV, 17)
+assert len(get_stream_calls) == 2
+for bad in (["nope"],):
+    try:
+        native.ab_launches(m, d, bad); raise AssertionError(bad)
+    except ValueError:
+        pass
+n0 = state()[0]                                               # jitlab's launcher in a C loop: the same launches
+ns = m.launch_loop(launch, 3, 3, 2, 1, 777, (DEV, 17, 1, 64))
+assert ns >= 0 and state()[0] == n0 + 3 and record() == stock and state()[11] == 777
+assert m.launch_loop(launch, 2, 3, 2, 1, 777, (DEV, 17, 1, 64), native.AB_VARIANTS["launch-ex"][0]) >= 0
+assert state()[0] == n0 + 5 and record() == stock
+for bad in ((launch, 1, 1, 1, 1, 0, (DEV, 17)), (launch, 1, 1, 1, 1, 0, (DEV, 17, 1, 64), 99)):
+    try:
+        m.launch_loop(*bad); raise AssertionError(bad)
+    except ValueError:
+        pass
 print("DISPATCH-OK")
 """
 
 
 @needs_cc
-def test_dispatcher_against_stub_driver(built, stub_dir):
+@pytest.mark.parametrize("build", ["shipping", "bench"])
+def test_dispatcher_against_stub_driver(built, stub_dir, build):
     """The C++ dispatcher's hit path launches the bytes jitlab's launcher packs, counts the hit, and
     records traced hits as the Python path does, and sends every other case (a new key, options,
-    callable grid, state, hooks, globals, verify, binding errors) to the Python hit path."""
-    if native.DISPATCH.get(wait=True)[0] is None:
-        pytest.skip(native.DISPATCH.get()[1])
-    r = _run_with_driver(stub_dir, DISPATCH_SCRIPT, built.cache)
+    callable grid, state, hooks, globals, verify, binding errors) to the Python hit path. Both builds:
+    the shipping one has no stage stops; the bench one stops and launches its A/B variants, each
+    passing the driver the same launch."""
+    which = native.DISPATCH_BENCH if build == "bench" else native.DISPATCH
+    if which.get(wait=True)[0] is None:
+        pytest.skip(which.get()[1])
+    r = _run_with_driver(stub_dir, DISPATCH_SCRIPT, built.cache, build)
     assert r.returncode == 0 and "DISPATCH-OK" in r.stdout, r.stdout + r.stderr

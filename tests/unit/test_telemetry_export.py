@@ -232,8 +232,9 @@ def test_atexit_flushes_unclosed_run(tmp_path):
 def test_provenance_cpu_cached_and_safe(monkeypatch):
     p = prov_mod.provenance()
     for k in ("gpu", "driver", "torch", "triton", "python", "jitlab", "jitlab_commit", "hostname", "date",
-              "cuda_available"):
+              "cuda_available", "cpu", "cpu_count"):
         assert k in p and p[k] not in (None, ""), k
+    assert p["cpu"] != "unknown" and p["cpu_count"] >= 1  # the host CPU: host overhead depends on it
     import torch
 
     if not torch.cuda.is_available():
