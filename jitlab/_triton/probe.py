@@ -11,6 +11,12 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from typing import Any
+
+#: Backends other than CUDA, by Triton's name, each the module that implements it (`unsupported_reason()`,
+#: its Adapter class `ADAPTER`, `make_launch()`): jitlab._triton.hip registers itself here when jitlab._triton
+#: is imported, so the modules it builds on (adapter, native, this one) never import it: no import circle.
+BACKENDS: dict[str, Any] = {}
 
 
 @functools.cache
@@ -115,10 +121,8 @@ def unsupported_reason() -> str | None:
     backend = active_backend()
     if backend is None:
         return "no active GPU driver"
-    if backend == "hip":  # checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
-        from . import hip
-
-        return hip.unsupported_reason()
+    if backend in BACKENDS:  # hip, checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
+        return BACKENDS[backend].unsupported_reason()
     if backend != "cuda":
         return f"backend {backend!r} is not checked yet"
     return None
