@@ -73,7 +73,7 @@ def _workload(name: str) -> Workload:
 def builder(name: str) -> Callable[..., Case]:
     """The `make_case` callable of workload `name` (imports its module now)."""
     w = _workload(name)
-    return getattr(importlib.import_module(f"jitlab.kernels.{w.module}"), w.builder)
+    return getattr(importlib.import_module(f"{__name__}.{w.module}"), w.builder)
 
 
 def make_case(name: str, cuda: bool) -> Case:
