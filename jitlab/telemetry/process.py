@@ -59,7 +59,9 @@ def start() -> "ProcessSession | None":
         s = _settings.SETTINGS
         if s.trace == "off":
             return None
-        _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample, capacity=s.recorder_capacity,
+        # JITLAB_TRACE_SAMPLE is read only at `sampled`: at another level it is unused, so never an error
+        _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample if s.trace == "sampled" else 100,
+                                  capacity=s.recorder_capacity,
                                   trace_file=s.trace_file, flush_s=s.trace_flush_s).start()
         return _SESSION
 
