@@ -112,15 +112,34 @@ def active_backend() -> str | None:
         return None
 
 
+#: The pass-through reason without a GPU driver: plain Triton cannot launch either, so say what to do.
+NO_DRIVER = ("no active GPU driver, so Triton itself cannot launch here (it raises '0 active drivers'): "
+             "on a machine without a GPU set TRITON_INTERPRET=1 and pass CPU tensors to run kernels in "
+             "Triton's interpreter")
+
+
+def _interpreter_needs() -> str:
+    """What Triton's interpreter needs and lacks here (numpy: Triton does not install it)."""
+    import importlib.util
+
+    try:
+        missing = importlib.util.find_spec("numpy") is None
+    except (ImportError, ValueError):
+        missing = True
+    if missing:
+        return "; Triton's interpreter needs numpy, which is not installed: pip install numpy"
+    return ""
+
+
 def unsupported_reason() -> str | None:
     """Why the fast path cannot be used here (None when it can)."""
     if not has_device_caches() or not binder_returns_specialization():
         return f"triton {triton_version()} predates the 3.3 launcher contract"
     if interpreter_active():
-        return "TRITON_INTERPRET=1 (kernels run in Triton's interpreter)"
+        return "TRITON_INTERPRET=1 (kernels run in Triton's interpreter)" + _interpreter_needs()
     backend = active_backend()
     if backend is None:
-        return "no active GPU driver"
+        return NO_DRIVER
     if backend in BACKENDS:  # hip, checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
         return BACKENDS[backend].unsupported_reason()
     if backend != "cuda":
