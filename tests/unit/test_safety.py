@@ -256,6 +256,21 @@ def test_a_plain_function_is_refused(fake_adapter):
         jitcache(lambda x: x)
 
 
+def test_triton_jit_above_jitcache_says_which_order_is_right(fake_adapter):
+    import triton
+    import triton.language as tl
+
+    with pytest.raises(ValueError, match=r"jitcache\(k\): function 'k' is not a Triton kernel.*"
+                                         r"write @jitcache above @triton.jit, not below it"):
+        @triton.jit
+        @jitcache
+        def k(x_ptr, BLOCK: tl.constexpr):
+            pass
+    with pytest.raises(ValueError) as e:
+        jitcache(42)
+    assert "above @triton.jit" not in str(e.value)  # not a function: no order to fix
+
+
 # -- verify catches every relaxation ------------------------------------------------------------------------
 def test_verify_catches_a_changed_grid_under_cache_launch_grid(fake_adapter):
     k = jitcache(cache_launch_grid=True, verify=1)(K.add_one)
