@@ -234,3 +234,26 @@ def test_no_notebook_outputs_in_git():
     tracked = subprocess.run(["git", "ls-files", "--", "*.ipynb"], cwd=REPO, capture_output=True, text=True,
                              timeout=30).stdout.split()
     assert not tracked, f".ipynb files are tracked (outputs must not go into git; keep the jupytext .py): {tracked}"
+
+
+def test_launch_overhead_notebook_on_a_trace_of_a_users_own_program(tmp_path):
+    """A user's own trace (launch spans, no trials) ends the notebook with one clear note pointing to the
+    tools for it, exit status 0, no traceback (it crashed in matplotlib: 'Number of columns must be a
+    positive integer, not 0')."""
+    from jitlab import telemetry
+
+    trace = tmp_path / "mine.jsonl"
+    with telemetry.Run("my_program", level="full", trace_file=trace, otlp=False) as run:
+        run.recorder.record("my_kernel", "global", "safe", 1, 0, 1_000, 2_000, 3_000, compile_ns=500)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("JITLAB_")}
+    r = subprocess.run([sys.executable, str(NB_DIR / "launch_overhead.py"), f"trace={trace}"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "holds no timed launch-overhead trials" in r.stdout and "jitlab.bench.report" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_a_labelled_run_without_pairs_does_not_claim_to_predate_them(synthetic, tmp_path):
+    nb = _execute("launch_overhead", {"trace": str(synthetic["launch_overhead"])}, tmp_path)
+    text = _text(nb)
+    assert "predates" not in text
