@@ -89,8 +89,8 @@ class ExperimentError(RuntimeError):
 
 def cli(main: Callable[[], Any], prog: str) -> None:
     """Run an experiment's main(); a bad JITLAB_* value, an unwritable trace file, a missing extra or an
-    ExperimentError (missing vLLM kernel files) end it with one line naming it (exit status 1) instead of
-    a traceback."""
+    ExperimentError (missing vLLM kernel files) end it with one line naming it (exit status 2, as every
+    jitlab command line's failures) instead of a traceback."""
     from .._extras import MissingExtra
     from ..settings import SettingError
     from ..telemetry.export import TraceTargetError
@@ -98,7 +98,8 @@ def cli(main: Callable[[], Any], prog: str) -> None:
     try:
         main()
     except (SettingError, TraceTargetError, MissingExtra, ExperimentError) as e:
-        raise SystemExit(f"{prog}: {e}") from None
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _check(case: Any, variant: Variant, device: Device) -> str:
