@@ -334,6 +334,23 @@ def test_the_circle_check_finds_a_circle_and_names_its_lines():
     assert circles({k: v for k, v in files.items() if not k.endswith("b.py")}) == []
 
 
+def experiments_paths(files: dict[str, str]) -> list[tuple[str, int]]:
+    """(file, line) of every string in jitlab/ naming a path under experiments/ ("experiments", or
+    "experiments/..."): the installed package has no experiments/ to read (pass the file in, or make it
+    package data)."""
+    return [(rel, n.lineno) for rel, src in files.items() if rel.startswith("jitlab/")
+            for n in ast.walk(ast.parse(src, rel)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and (n.value == "experiments" or n.value.startswith("experiments/"))]
+
+
+def test_the_package_reads_nothing_from_experiments():
+    found = experiments_paths(sources())
+    assert not found, "jitlab/ refers to files of experiments/:\n" + "\n".join(f"{f}:{line}" for f, line in found)
+    # the rule fires on what jitlab/bench/decode/ops.py did before issue 22
+    assert experiments_paths({"jitlab/bench/x.py": 'P = ROOT / "experiments" / "e2e_decode.toml"\n'}) == \
+        [("jitlab/bench/x.py", 1)]
+
+
 def test_print_rule_fires_outside_main_only():
     src = "def main():\n    def progress():\n        print('ok')\n    print('ok')\n\ndef helper():\n    print('no')\n"
     assert prints({"jitlab/telemetry/x.py": src, "jitlab/bench/x.py": src}) == [("jitlab/telemetry/x.py", 7)]
