@@ -351,6 +351,13 @@ def test_the_package_reads_nothing_from_experiments():
         [("jitlab/bench/x.py", 1)]
 
 
+def test_one_reader_of_policy_files():
+    """jitlab.policy reads every policy file (TOML); no other module parses TOML."""
+    readers = sorted({rel for rel, src in sources().items() for _, mod in imports(src, rel)
+                      if _under(mod, ("tomllib", "tomli", "toml"))})
+    assert readers == ["jitlab/policy.py"], readers
+
+
 def test_print_rule_fires_outside_main_only():
     src = "def main():\n    def progress():\n        print('ok')\n    print('ok')\n\ndef helper():\n    print('no')\n"
     assert prints({"jitlab/telemetry/x.py": src, "jitlab/bench/x.py": src}) == [("jitlab/telemetry/x.py", 7)]
