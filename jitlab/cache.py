@@ -11,10 +11,12 @@ Lifecycle of a launch `kernel[grid](*args, **kwargs)`:
               own `run`, so errors are exactly Triton's; counted with a reason.
 Entries live in a per-scope Table (jitlab.scope). Nothing here imports OpenTelemetry.
 Counters add up: every launch is exactly one of hit, miss, fallback, locked_miss.
+A table holds at most JITLAB_MAX_ENTRIES entries: a new one past it evicts the least recently used.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import itertools
@@ -27,6 +29,7 @@ from typing import Any, Callable
 
 from . import keys, settings
 from ._triton import adapter as _adapter_mod
+from ._triton import autoinstall as _autoinstall
 from .codegen import KeySpec, check_signature, make_binder, make_launch, make_packer, static_hints
 from .errors import AssumptionViolated, LockedMiss
 from .policy import Policy
@@ -56,7 +59,7 @@ class Entry:
     """One prepared launch: a compiled binary on one device plus what a hit needs. No user tensors."""
 
     __slots__ = ("index", "key", "compiled", "launch", "pack", "grid", "device", "spec", "options",
-                 "frozen", "verify", "tick", "compile_ns", "head")
+                 "frozen", "verify", "tick", "compile_ns", "head", "used")  # used: the table's hit count at its last hit
 
     def __init__(self, **kw: Any) -> None:
         for k, v in kw.items():
@@ -76,6 +79,9 @@ class Table:
         self.prepares = itertools.count()
         self.locked_misses = itertools.count()
         self.verifications = itertools.count()
+        self.evictions = itertools.count()
+        self.prepare_failures = itertools.count()  # misses that raised (compile, grid): retried next launch
+        self.serial = itertools.count()  # entry ids (evicted ones are not reused)
         self.fallbacks: dict[str, itertools.count] = {}
 
     def fallback(self, reason: str) -> None:
@@ -87,6 +93,7 @@ class Table:
     def counters(self) -> dict[str, int]:
         out = {"hit": _count(self.hits), "miss": _count(self.misses), "prepare": _count(self.prepares),
                "locked_miss": _count(self.locked_misses), "verify": _count(self.verifications),
+               "evict": _count(self.evictions), "prepare_failed": _count(self.prepare_failures),
                "entries": len(self.entries)}
         out["fallback"] = sum(_count(c) for c in self.fallbacks.values())
         out.update({f"fallback.{r}": _count(c) for r, c in self.fallbacks.items()})
@@ -99,7 +106,9 @@ class JitCache:
     #: Marks jitlab's wrappers, so `jitcache(jitcache(k))` can be refused at decoration.
     _jitlab_wrapper = True
 
-    def __init__(self, fn: Any, policy: Policy, cache_lock: CacheLock | None = None):
+    def __init__(self, fn: Any, policy: Policy, cache_lock: CacheLock | None = None, passthrough: str | None = None):
+        """`passthrough`: a reason to launch every call through plain Triton from the start (counted
+        and traced as pass-through; jitlab.auto uses it for observe mode and kernels it must not wrap)."""
         self.policy = policy
         self.cache_lock = cache_lock if cache_lock is not None else (CacheLock() if policy.static else None)
         self.passthrough_reason: str | None = None
@@ -111,7 +120,12 @@ class JitCache:
         self.fn = _adapter_mod.inner_jit_function(fn)
         self.name = getattr(self.fn or fn, "__name__", type(fn).__name__)
         self.verify_every = policy.verify or settings.SETTINGS.verify
+        # read at decoration, so a bad value raises here, not after a compile
+        self.max_entries, self.max_scopes = settings.SETTINGS.max_entries, settings.SETTINGS.max_scopes
         self._launch = self._passthrough  # until setup() succeeds
+        if passthrough is not None:
+            self.passthrough_reason = passthrough
+            return
         self._setup()
 
     # -- construction ----------------------------------------------------------------------
@@ -174,12 +188,18 @@ class JitCache:
         from ._triton import native
 
         ref = weakref.WeakMethod(self._use_dispatcher)
-        mod, why = native.DISPATCH.get(on_ready=lambda m: (f := ref()) is not None and f(m))
-        if mod is None:
+        mod, why = native.DISPATCH.get(on_ready=lambda m, why: (f := ref()) is not None and f(m, why))
+        if mod is None and why.endswith("being built"):
             return why
-        return self._use_dispatcher(mod)
+        return self._use_dispatcher(mod, why)
 
-    def _use_dispatcher(self, mod: Any) -> str:
+    def _use_dispatcher(self, mod: Any, why: str = "built") -> str:
+        """Put the built dispatcher module's dispatcher in front of the hit path; `mod` None: its build
+        failed (`why`), which JITLAB_LAUNCHER=native warns about."""
+        if mod is None:
+            self.dispatcher_reason = why
+            (log.warning if settings.native_parts().warn else log.debug)("jitlab: %s: %s", self.name, why)
+            return why
         import torch
 
         from ._triton import native
@@ -247,11 +267,15 @@ class JitCache:
     # -- slow paths ---------------------------------------------------------------------------------
     def _table(self) -> Table:
         scope = _current_scope()
-        with self._tables_lock:
+        with scope.tables_lock, self._tables_lock:  # in this order, as Scope.clear() takes them
             table = self._tables.get(scope)
             if table is None:
                 table = self._tables[scope] = Table(scope)
                 scope._kernels.add(self)
+                if len(self._tables) == self.max_scopes + 1:
+                    _warn_once(f"jitlab: {self.name} has cache entries in more than {self.max_scopes} scopes "
+                               f"(JITLAB_MAX_SCOPES); a scope's entries are dropped only by Scope.clear(): clear "
+                               f"per-request scopes when the request ends")
         return table
 
     def _drop_scope(self, scope: Scope) -> None:
@@ -267,7 +291,10 @@ class JitCache:
     def _passthrough(self, grid: Any, *args: Any, **kwargs: Any) -> Any:
         """Pass-through mode: what the user decorated, launched as they launch it."""
         table = self._tables.get(_current_scope()) or self._table()
-        return self._through_triton(table, "passthrough", lambda: self._top[grid](*args, **kwargs))
+        # the launcher `self._top[grid]` gave before any process-wide install (jitlab.auto patches
+        # __getitem__, whose hook would lead back here)
+        launch = _autoinstall.plain_launcher(self._top, grid)
+        return self._through_triton(table, "passthrough", lambda: launch(*args, **kwargs))
 
     def _fallback(self, table: Table, reason: str, grid: Any, vals: tuple, options: dict) -> Any:
         """Launch through Triton's JITFunction.run (an autotuner above us already chose the config),
@@ -295,7 +322,7 @@ class JitCache:
         with table.lock:
             entry = table.entries.get(key)
             if entry is not None:  # another thread prepared it while we waited for the lock
-                next(table.hits)
+                entry.used = next(table.hits)
                 outcome = _rec.HIT
             else:
                 reason = table.fallback_keys.get(key)
@@ -311,13 +338,17 @@ class JitCache:
                 try:
                     entry = self._prepare(table, key, grid, vals, options)
                 except BaseException:
-                    next(table.misses)  # Triton's own compile error: a miss that raised, as in Triton
+                    # Triton's own compile error, or the grid's: a miss that raised, as in Triton; nothing
+                    # is kept, so the next launch of this key prepares again
+                    next(table.misses)
+                    next(table.prepare_failures)
                     raise
                 if entry is None:
                     return self._fallback(table, table.fallback_keys[key], grid, vals, options)
                 next(table.misses)
                 table.entries[key] = entry
-                self._check_size(table)
+                if len(table.entries) > self.max_entries:
+                    self._evict(table, key)
         g = entry.grid or (grid(dict(zip(self._names, vals))) if callable(grid) else grid)
         t1 = _now()
         self._launch_hooked(entry, g, self._stream(entry.device), vals, self._hooks())
@@ -338,12 +369,12 @@ class JitCache:
         if why is not None:  # keyed (codegen state items): launches in this state go through Triton
             table.fallback_keys[key] = why
             return None
+        cached_grid = None
+        if self.policy.cache_launch_grid:  # the user's grid: its error is this launch's, as in Triton (not the key's)
+            cached_grid = _grid3(grid(dict(zip(self._names, vals))) if callable(grid) else grid)
         try:
             spec, full_options = ad.specialization(self.fn, device, (), kwargs)
             frozen = {i: _freeze(vals[i]) for i in self._frozen_idx}
-            cached_grid = None
-            if self.policy.cache_launch_grid:
-                cached_grid = _grid3(grid(dict(zip(self._names, vals))) if callable(grid) else grid)
             pack = make_packer(self._params, frozen)
             launch, how = self._native_launch(compiled, frozen, device)
             if launch is None:
@@ -352,26 +383,40 @@ class JitCache:
             log.warning("jitlab: %s: cannot prepare a fast launch (%s); using Triton for this key", self.name, e)
             table.fallback_keys[key] = f"prepare:{type(e).__name__}"
             return None
-        log.debug("jitlab: %s: prepared entry %d in scope %s (%.1f ms)", self.name, len(table.entries),
-                  table.scope.name, compile_ns / 1e6)
-        return Entry(index=len(table.entries), key=key, compiled=compiled, launch=launch,
+        index = next(table.serial)
+        log.debug("jitlab: %s: prepared entry %d in scope %s (%.1f ms)", self.name, index, table.scope.name,
+                  compile_ns / 1e6)
+        return Entry(index=index, key=key, compiled=compiled, launch=launch,
                      pack=pack, grid=cached_grid, device=device, spec=spec,
                      options=full_options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
-                     compile_ns=compile_ns,
-                     head=(self.name, table.scope.name, self.policy.name, _rec.HIT, len(table.entries)))
+                     compile_ns=compile_ns, used=_count(table.hits),
+                     head=(self.name, table.scope.name, self.policy.name, _rec.HIT, index))
 
-    def _check_size(self, table: Table) -> None:
-        """Warn once per kernel and scope when the entries pass JITLAB_MAX_ENTRIES: a key part that
-        changes on (almost) every launch is the usual cause, so name the ones with the most values."""
-        limit = settings.SETTINGS.max_entries
-        if len(table.entries) != limit + 1:
-            return
-        distinct = [len({k[i] for k in table.entries}) for i in range(len(self._layout.items))]
-        worst = sorted(range(len(distinct)), key=lambda i: -distinct[i])[:3]
-        parts = ", ".join(f"{self._layout.items[i][0]} ({distinct[i]} values)" for i in worst if distinct[i] > 1)
-        _warn_once(f"jitlab: {self.name} has more than {limit} cache entries in scope {table.scope.name!r}; "
-                   f"the key parts that keep changing: {parts or 'none'} (a value that should be checked "
-                   f"differently, e.g. do_not_specialize or assume_const, is the usual cause)")
+    def _evict(self, table: Table, new_key: tuple) -> None:
+        """The table holds one entry more than JITLAB_MAX_ENTRIES (caller holds table.lock): drop the least
+        recently used one but `new_key`'s, count and trace it, and warn once per kernel and scope, naming
+        the key parts that keep changing (one that changes on almost every launch is the usual cause)."""
+        old = min((e for k, e in table.entries.items() if k != new_key), key=lambda e: e.used)
+        if _count(table.evictions) == 0:
+            distinct = [len({k[i] for k in table.entries}) for i in range(len(self._layout.items))]
+            worst = sorted(range(len(distinct)), key=lambda i: -distinct[i])[:3]
+            parts = ", ".join(f"{self._layout.items[i][0]} ({distinct[i]} values)" for i in worst if distinct[i] > 1)
+            _warn_once(f"jitlab: {self.name} has more than {self.max_entries} cache entries in scope "
+                       f"{table.scope.name!r} (JITLAB_MAX_ENTRIES): the least recently used are evicted; the key "
+                       f"parts that keep changing: {parts or 'none'} (a value that should be checked differently, "
+                       f"e.g. do_not_specialize or assume_const, is the usual cause)")
+        del table.entries[old.key]
+        next(table.evictions)
+        rec = _ACTIVE.recorder
+        if rec is not None:
+            t = _now()
+            rec.record(self.name, table.scope.name, self.policy.name, _rec.EVICT, old.index, t, t, t)
+        # A table whose entries shrink is a new table object (sharing every dict, counter and lock): the
+        # native dispatcher's last hit is only reused while its table is the scope's table (dispatch.cpp)
+        with self._tables_lock:
+            now = self._tables.get(table.scope)  # (`table` may be an earlier copy: compare what they share)
+            if now is not None and now.entries is table.entries:
+                self._tables[table.scope] = copy.copy(now)
 
     def _native_launch(self, compiled: Any, frozen: dict, device: int) -> tuple[Callable | None, str]:
         """jitlab's C launcher for this entry when settings allow and the kernel qualifies, else

@@ -132,7 +132,7 @@ class _Writer:
     def tail_items(self, spec: KeySpec) -> list[str]:
         """Options, Triton state and device: the items after the arguments' (also passed to the C keyer)."""
         P = self.P
-        items = [f"{P}tuple({P}options.items()) if {P}options else ()"]
+        items = [f"{P}opts({P}options) if {P}options else ()"]  # typed: keys.options_item
         for i, s in enumerate(spec.state):
             expr, ns = s.python(f"{P}s{i}_")
             self.ns.update(ns)
@@ -207,7 +207,8 @@ def _common_ns(w: _Writer, spec: KeySpec) -> None:
 
     tensor, spec_fn = ((keys.NoInlineTensor, keys.spec_with(spec.tensor_extra)) if spec.tensor_extra
                        else (torch.Tensor, keys.spec))
-    w.ns.update({w.P + "Tensor": tensor, w.P + "spec": spec_fn, w.P + "cx": keys.constexpr_item})
+    w.ns.update({w.P + "Tensor": tensor, w.P + "spec": spec_fn, w.P + "cx": keys.constexpr_item,
+                 w.P + "opts": keys.options_item})
 
 
 _BINDER = '''
@@ -260,7 +261,7 @@ def launch(_jl_grid, {signature}):
         return _jl_miss(_jl_table, _jl_key, _jl_grid, _jl_vals, _jl_options)
     if _jl_fn.{used_globals} and _jl_globals_changed(_jl_fn):  # Triton raises for this: let it
         return _jl_fallback(_jl_table, "globals_changed", _jl_grid, _jl_vals, _jl_options)
-    _jl_next(_jl_table.hits)
+    _jl_e.used = _jl_next(_jl_table.hits)  # the hit count at its last hit: the least recently used is evicted
     if _jl_e.verify and not _jl_next(_jl_e.tick) % _jl_e.verify:
         _jl_verify(_jl_table, _jl_e, _jl_grid, _jl_vals, _jl_options)
     _jl_g = _jl_e.grid or (_jl_grid({as_dict}) if _jl_callable(_jl_grid) else _jl_grid)

@@ -77,8 +77,8 @@ def jitcache(fn: Any = None, *, policy: Policy | str | None = None, check_keys: 
             raise ValueError(f"jitcache({name}): {type(kernel).__name__} {name!r} is not a Triton kernel "
                              f"(@triton.jit, @triton.autotune or @triton.heuristics){order}")
         try:
-            pol = Policy.named(SAFE if policy is None else policy)
-            pol = pol.replace(**overrides) if overrides else pol
+            base = Policy.named(SAFE if policy is None else policy)
+            pol = base.replace(**overrides, name=_relaxed_name(base, overrides)) if overrides else base
             if cache_lock is not None and not pol.static:
                 pol = pol.replace(static=True)
         except (ValueError, TypeError) as e:
@@ -91,3 +91,20 @@ def jitcache(fn: Any = None, *, policy: Policy | str | None = None, check_keys: 
             raise ValueError("use jitcache(policy=...) to pass a Policy")
         return decorate(fn)
     return decorate
+
+
+def _relaxed_name(base: Policy, overrides: dict) -> str:
+    """The name of `base` changed by keyword arguments, saying what they change (it is what repr and spans
+    show): `relaxed(check_keys=IS_3D; assume_const=scale)`, `mine(cache_launch_grid)`, `safe(verify=10)`."""
+    parts = []
+    for k, v in overrides.items():
+        if v is True:
+            parts.append(k)
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            parts.append(f"{k}={','.join(map(str, v)) or '-'}")
+        else:
+            parts.append(f"{k}={v}")
+    relaxes = any(k in ("check_keys", "check_specialization", "assume_const") or (k == "cache_launch_grid" and v)
+                  for k, v in overrides.items())
+    prefix = "relaxed" if base is SAFE and relaxes else base.name
+    return f"{prefix}({'; '.join(parts)})"

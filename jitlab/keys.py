@@ -97,6 +97,13 @@ def constexpr_item(v: Any) -> Any:
     return (t, repr(v), v)
 
 
+def options_item(options: dict) -> tuple:
+    """Key item of the launch options (num_warps=..., num_stages=...). Triton keys them by their text
+    (`str(options)`), so `4`, `4.0`, `True` and `np.int64(4)` are four keys to it (four binaries, or
+    its own error): each value is keyed by type and value as a constexpr is, never by `==`."""
+    return tuple((k, constexpr_item(v)) for k, v in options.items())
+
+
 _NAN_BITS = 0x7FF8000000000000
 
 
@@ -111,12 +118,14 @@ def describe(item: Any, kind: str = "runtime") -> str:
     if kind == "device":
         return f"device {item}"
     if kind == "options":
-        return repr(dict(item)) if item else "no options"
+        return "{" + ", ".join(f"{k!r}: {describe(v, 'constexpr')}" for k, v in item) + "}" if item else "no options"
     if kind == "constexpr":
         if item is None or type(item) is int:
             return repr(item)
         if item[0] is float:
             return repr(struct.unpack("<d", item[1].to_bytes(8, "little"))[0])
+        if len(item) == 3:  # (type, repr, value)
+            return item[1]
         return repr(item[1])
     if kind == "state":
         return repr(item)

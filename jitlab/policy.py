@@ -138,8 +138,12 @@ def read_policy_file(path: str | Path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except OSError as e:
         raise ValueError(f"cannot read policies from {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a policy file is UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from None
 
 
 def sweep_tables(path: str | Path, doc: dict | None = None) -> list[dict]:
@@ -147,9 +151,13 @@ def sweep_tables(path: str | Path, doc: dict | None = None) -> list[dict]:
     tables = (read_policy_file(path) if doc is None else doc).get("policy")
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"{path}: expected one or more [[policy]] tables")
+    seen: set[str] = set()
     for t in tables:
         if not isinstance(t.get("name"), str):
             raise ValueError(f"{path}: every [[policy]] needs a name, got {t}")
+        if t["name"] in seen:
+            raise ValueError(f"{path}: two [[policy]] tables are named {t['name']!r}; each name must be unique")
+        seen.add(t["name"])
     return tables
 
 

@@ -109,6 +109,17 @@ def _cuda() -> tuple[bool, str, str]:
         return False, "none", runtime
 
 
+def _cpu_model() -> str:
+    """The host CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @functools.lru_cache(maxsize=1)
 def _static() -> dict:
     cuda, gpu, cuda_runtime = _safe(_cuda, (False, "none", "none"))
@@ -125,6 +136,8 @@ def _static() -> dict:
         "jitlab": _safe(_jitlab_version),
         "jitlab_commit": _safe(_git_commit),
         "hostname": _safe(socket.gethostname),
+        "cpu": _safe(_cpu_model),
+        "cpu_count": _safe(os.cpu_count, 0),
         "platform": _safe(platform.platform),
         "pid": os.getpid(),
     }
@@ -132,7 +145,8 @@ def _static() -> dict:
 
 def provenance() -> dict:
     """A dict describing this machine and software: gpu, gpu_count, driver, cuda_available,
-    cuda_runtime, torch, triton, python, jitlab, jitlab_commit, hostname, platform, pid, date.
+    cuda_runtime, torch, triton, python, jitlab, jitlab_commit, hostname, cpu (host CPU model),
+    cpu_count, platform, pid, date.
 
     Everything but `date` (ISO 8601, UTC, now) is computed once per process. Never raises."""
     try:

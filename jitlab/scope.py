@@ -42,6 +42,10 @@ class Scope:
         self.name = name
         self.cache_lock = CacheLock(f"scope:{name}")
         self._kernels: "weakref.WeakSet" = weakref.WeakSet()
+        # Held while a kernel makes its table here (JitCache._table) and while clear() runs, so clear() is
+        # linearizable with a first launch: a table made meanwhile is either dropped by it or made after it
+        # (never registered after clear() took its list, and then forgotten by every later clear()).
+        self.tables_lock = threading.Lock()
 
     def lock(self) -> None:
         self.cache_lock.lock()
@@ -55,9 +59,11 @@ class Scope:
         """Drop every entry (and counters) prepared in this scope and unlock it. Once nothing refers to
         a cleared scope, it leaves the registry (which holds scopes weakly): per-request scope names
         do not accumulate."""
-        for k in list(self._kernels):
-            k._drop_scope(self)
-        self._kernels.clear()
+        with self.tables_lock:
+            kernels = list(self._kernels)
+            self._kernels.clear()
+            for k in kernels:
+                k._drop_scope(self)
         self.unlock()
 
     def __repr__(self) -> str:

@@ -90,6 +90,37 @@ def _text(name: str, v: str) -> str | None:
     return v or None
 
 
+#: JITLAB_AUTO's named choices (a policy file is the other form: `path.toml:name`).
+AUTO_MODES = ("off", "safe", "observe")
+
+
+def _auto_policy(name: str, v: str) -> str:
+    """off, safe, observe, or `file.toml:name` naming a policy that file holds (checked here, so a
+    missing or malformed file stops the program before anything is installed)."""
+    s = v.strip()
+    if s.lower() in AUTO_MODES:
+        return s.lower()
+    path, sep, policy = s.rpartition(":")
+    if not sep or not path.endswith(".toml") or not policy:
+        raise SettingError(name, v, "|".join(AUTO_MODES) + "|<file.toml>:<name>")
+    from .policy import Policy
+
+    try:
+        Policy.named(s)
+    except (OSError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
+        raise SettingError(name, v, f"a readable policy file and one of its policy names ({_one_line(e)})") from None
+    return s
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e.strerror if isinstance(e, OSError) and e.strerror else e)
+    return " ".join(text.split())
+
+
+def _patterns(v: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in v.split(",") if p.strip())
+
+
 class _Var:
     """One JITLAB_* variable: parsed on first read of the setting, then cached on the instance.
 
@@ -147,14 +178,21 @@ class Settings:
     trace_file: str | None = _Var("JITLAB_TRACE_FILE", _text, None,
                       "JITLAB_TRACE_FILE=path: where the OTLP JSON-lines trace goes (experiments default to "
                       "traces/<experiment>-<run_id>.jsonl; a plain program writes no file without it).")
+    trace_follow_symlinks: bool = _Var("JITLAB_TRACE_FOLLOW_SYMLINKS", _bool, False,
+                                "JITLAB_TRACE_FOLLOW_SYMLINKS=1: write a trace through a trace path that is a symbolic "
+                                "link (default: refused with one line; the file is created with O_EXCL, opened with O_NOFOLLOW).")
     trace_flush_s: float = _Var("JITLAB_TRACE_FLUSH_S", _seconds, TRACE_FLUSH_S_DEFAULT,
                          "JITLAB_TRACE_FLUSH_S=seconds: how often a process's tracing session exports (default 5).")
     recorder_capacity: int = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),
                              2_000_000, "JITLAB_RECORDER_CAPACITY=N: launch records buffered before the buffer is "
                              f"handed to the exporter (clamped to {RECORDER_CAPACITY_MIN}..{RECORDER_CAPACITY_MAX}).")
     max_entries: int = _Var("JITLAB_MAX_ENTRIES", _int(1), 1024,
-                       "JITLAB_MAX_ENTRIES=N: cache entries per kernel and scope after which jitlab warns once, naming "
-                       "the key parts that keep changing (entries are never evicted: a warning, not a limit).")
+                       "JITLAB_MAX_ENTRIES=N: the most cache entries a kernel keeps per scope (read at decoration). "
+                       "A new entry past it evicts the least recently used one (counted as `evict`, traced as "
+                       "an `evict` record; warned once, naming the key parts that keep changing).")
+    max_scopes: int = _Var("JITLAB_MAX_SCOPES", _int(1), 1024,
+                      "JITLAB_MAX_SCOPES=N: scopes a kernel may have entries in before jitlab warns once (a "
+                      "scope's entries go only with Scope.clear(): a per-request scope never cleared is the usual cause).")
     launcher: str = _Var("JITLAB_LAUNCHER", _choice(*LAUNCHERS), "auto",
                     "JITLAB_LAUNCHER=auto|native|python|triton: how a hit launches. auto: jitlab's C++ dispatcher (one "
                     "C call, built once in the background) and C launcher where they build, else the generated Python "
@@ -172,6 +210,20 @@ class Settings:
     vllm_policy: str = _Var("JITLAB_VLLM_POLICY", lambda name, v: v.strip(), "safe",
                        "JITLAB_VLLM_POLICY=safe|off|<name>|<file.toml>:<name>: what the vLLM plugin wraps vLLM's "
                        "kernels with (jitlab.vllm).")
+    auto: str = _Var("JITLAB_AUTO", lambda name, v: _auto_policy(name, v), "off",
+                "JITLAB_AUTO=off|safe|observe|<file.toml>:<name>: put jitlab under every Triton kernel the program "
+                "launches with kernel[grid](...), without code changes (`jitlab run` sets it; jitlab.auto). observe: "
+                "every kernel wrapped but launched by plain Triton, counted and traced (the stock side of a comparison).")
+    auto_include: tuple = _Var("JITLAB_AUTO_INCLUDE", lambda name, v: _patterns(v), (),
+                        "JITLAB_AUTO_INCLUDE=pat,pat: with JITLAB_AUTO, only kernels whose module.qualname matches one "
+                        "of these shell patterns (fnmatch) are wrapped (default: all).")
+    auto_exclude: tuple = _Var("JITLAB_AUTO_EXCLUDE", lambda name, v: _patterns(v), (),
+                        "JITLAB_AUTO_EXCLUDE=pat,pat: with JITLAB_AUTO, kernels whose module.qualname matches one of "
+                        "these shell patterns are left to plain Triton.")
+    run_pid: int | None = _Var("JITLAB_RUN_PID", _int(1), None,
+                       "JITLAB_RUN_PID=pid: set by `jitlab run` to the pid of the program it starts. Other processes "
+                       "(children) write their trace to JITLAB_TRACE_FILE with a .pid<N> suffix, so none clobbers "
+                       "another's file.")
     logs: str = _Var("JITLAB_LOGS", lambda name, v: v, "",
                 "JITLAB_LOGS=+jitlab.cache,...: modules whose logger is set to DEBUG (\"+jitlab\" for all).")
 
@@ -204,6 +256,19 @@ class NativeParts:
 def native_parts() -> NativeParts:
     choice = SETTINGS.launcher
     return NativeParts(dispatcher=choice in ("auto", "native"), c_code=choice != "triton", warn=choice == "native")
+
+
+def trace_file_for_process(pid: int | None = None) -> str | None:
+    """JITLAB_TRACE_FILE for this process: as given in the process `jitlab run` started (JITLAB_RUN_PID)
+    and in any process outside `jitlab run`; with a `.pid<N>` suffix before the extension in the
+    processes it starts (subprocess, multiprocessing spawn and fork), so each writes its own file."""
+    path = SETTINGS.trace_file
+    run_pid = SETTINGS.run_pid
+    pid = os.getpid() if pid is None else pid
+    if path is None or run_pid is None or pid == run_pid:
+        return path
+    root, ext = os.path.splitext(path)
+    return f"{root}.pid{pid}{ext}"
 
 
 def reload() -> Settings:

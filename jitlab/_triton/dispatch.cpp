@@ -86,8 +86,8 @@ typedef struct {
 
 /* The entry the last hit found, with what a hit reads from it: the next call with the same key (the
  * common case: a decode loop) is compared item by item with `key`, with no tuple built or hashed.
- * Entries are never removed from a table (a cleared scope drops its whole table), so while `table`
- * is still this scope's table, `entry` is valid. */
+ * A table whose entries shrink is replaced (a cleared scope drops its whole table; an eviction puts a
+ * copy in its place: cache.JitCache._evict), so while `table` is still this scope's table, `entry` is valid. */
 typedef struct {
   PyObject *scope, *table, *key, *entry, *launch, *device, *hits, *head;
   int32_t grid[3];
@@ -138,7 +138,7 @@ typedef struct {
 } Dispatcher;
 
 static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_sampling, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
-    *s_enter, *s_exit, *s_calls;
+    *s_enter, *s_exit, *s_calls, *s_used;
 
 static void decref_all(PyObject **objs, int n) {
   for (int i = 0; i < n; i++) Py_XDECREF(objs[i]);
@@ -220,6 +220,17 @@ static int globals_changed(PyObject *used) {
     if (r) return r;
   }
   return 0;
+}
+
+/* A hit whose callable grid raised: counted (and its entry's `used` stamped) as the Python path counts
+ * it, which finds the entry and counts the hit before it calls the grid; the grid's error stays set. */
+static void count_hit_keeping_error(PyObject *hits, PyObject *entry) {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyObject *count = PyIter_Next(hits);
+  if (count && PyObject_SetAttr(entry, s_used, count) < 0) PyErr_Clear();
+  Py_XDECREF(count);
+  PyErr_Restore(type, value, tb);
 }
 
 /* grid(dict of the bound arguments) -> g[3]: 1, 0 when the result is not a grid it reads (slow path), -1 error. */
@@ -441,7 +452,8 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   int ntail = 0, rc = bind_args(d, args, nargs, kwnames, vals, opt, &nopt);
   if (rc <= 0 || d->stop == STOP_BIND) goto done;
   rc = -1;
-  /* The key's tail: options (as `tuple(options.items())`), Triton state, device. */
+  /* The key's tail: options (keys.options_item: each value typed as a constexpr is, as Triton keys
+   * options by their text), Triton state, device. */
   if (nopt == 0) {
     tail[ntail++] = Py_NewRef(d->empty);
   } else {
@@ -449,8 +461,13 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!t) goto done;
     tail[ntail++] = t;
     for (Py_ssize_t k = 0; k < nopt; k++) {
-      PyObject *pair = PyTuple_Pack(2, opt[2 * k], opt[2 * k + 1]);
-      if (!pair) goto done;
+      PyObject *item = key_item(d->keyer, 'c', opt[2 * k + 1]);
+      PyObject *pair = item ? PyTuple_Pack(2, opt[2 * k], item) : NULL;
+      Py_XDECREF(item);
+      if (!pair) { /* an option jitlab does not key (unhashable): the Python path falls back to Triton */
+        if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear(), rc = 0;
+        goto done;
+      }
       PyTuple_SET_ITEM(t, k, pair);
     }
   }
@@ -478,6 +495,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (h.has_grid) memcpy(g, h.grid, sizeof g);
     else if (!grid_dims(args[0], g)) {
       int got = call_grid(d, args[0], vals, g); /* a callable grid gets the dict Triton passes */
+      if (got < 0) count_hit_keeping_error(h.hits, h.entry);
       if (got <= 0) { rc = got; goto done; }
     }
     if (d->stop == STOP_CHECKS) { rc = 1; goto done; }
@@ -489,7 +507,9 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
     }
     /* From here on it is a hit: count it, then launch (as the Python path does). */
     long long t_args = t_enter ? now_ns() : 0;
-    if (!(count = PyIter_Next(h.hits)) || !(stream_obj = PyObject_CallOneArg(d->get_stream, h.device))) goto done;
+    if (!(count = PyIter_Next(h.hits)) || PyObject_SetAttr(h.entry, s_used, count) < 0 ||
+        !(stream_obj = PyObject_CallOneArg(d->get_stream, h.device)))
+      goto done;
     int native = Py_TYPE(h.launch) == &LauncherType;
     /* (Triton's launcher packs inside its own call: with it, the pack stop is the prep stop) */
     if (d->stop == STOP_PREP || (d->stop == STOP_PACK && !native)) { rc = 1; goto done; }
@@ -665,11 +685,11 @@ PyMODINIT_FUNC PyInit__jitlab_dispatch(void) {
   if (init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
                          "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",
-                         "every_hit", "_sampling"};
+                         "every_hit", "_sampling", "used"};
   PyObject **slots[] = {&s_recorder, &s_entries, &s_hits, &s_used_global_vals, &s_verify, &s_grid, &s_device,
                         &s_launch, &s_enter, &s_exit, &s_calls, &s_records, &s_capacity, &s_head, &s_every_hit,
-                        &s_sampling};
-  for (int i = 0; i < 16; i++)
+                        &s_sampling, &s_used};
+  for (int i = 0; i < 17; i++)
     if (!(*slots[i] = PyUnicode_InternFromString(attrs[i]))) return NULL;
   PyObject *m = PyModule_Create(&moddef);
   if (!m || init_launcher_module(m) < 0) return NULL;

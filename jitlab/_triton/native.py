@@ -274,7 +274,8 @@ def _build_dispatch() -> Any:
 
 class _Background:
     """A build that runs once, on a background thread (a C++ build against torch takes tens of seconds: the
-    first launches go through the Python hit path meanwhile). `get(wait)` -> (module | None, reason)."""
+    first launches go through the Python hit path meanwhile). `get(wait)` -> (module | None, reason);
+    `on_ready(module | None, reason)` is called once the build ends, whether it built or not."""
 
     def __init__(self, build: Callable[[], Any], what: str):
         self._build, self._what = build, what
@@ -312,9 +313,8 @@ class _Background:
         log.info("jitlab: %s: %s in %.1f s", self._what, result[1], self.seconds)
         with self._lock:
             self._result, ready, self._ready = result, self._ready, []
-        if result[0] is not None:
-            for fn in ready:
-                fn(result[0])
+        for fn in ready:  # failed builds too: a waiting kernel says why it has no dispatcher
+            fn(*result)
 
 
 DISPATCH = _Background(_build_dispatch, "native dispatcher")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
-
-CPU_DEMO = "CPU demo, not a measurement"
+# The run's text helpers live in fmt (any_program's report uses them too, without importing this module).
+from .fmt import CPU_DEMO, _demo_line, _present, is_cpu_demo, provenance_line  # noqa: F401
 
 
 def _run_attrs(df: Any) -> dict:
@@ -25,29 +26,6 @@ def _run_attrs(df: Any) -> dict:
     if run.empty:
         raise ValueError("no jitlab.run span in this trace")
     return {k: v for k, v in run.iloc[0].items() if isinstance(k, str)}
-
-
-def _present(v: Any) -> bool:
-    """False for None and for a DataFrame cell's missing value (NaN, or pandas.NA, whose truth raises)."""
-    if v is None:
-        return False
-    try:
-        return bool(v == v)
-    except TypeError:  # pandas.NA
-        return False
-
-
-def is_cpu_demo(attrs: dict) -> bool:
-    label = attrs.get("jitlab.experiment.label")
-    if _present(label) and "CPU" in str(label):
-        return True
-    cuda = attrs.get("jitlab.provenance.cuda_available", attrs.get("resource.jitlab.cuda.available"))
-    return _present(cuda) and not bool(cuda)
-
-
-def _demo_line(attrs: dict) -> list[str]:
-    return [f"**{CPU_DEMO}** (no CUDA GPU: Triton's interpreter, jitlab in pass-through).", ""] \
-        if is_cpu_demo(attrs) else []
 
 
 def load(path: str):
@@ -62,24 +40,20 @@ def load(path: str):
     if not p.exists():
         raise ValueError("no such file")
     try:
-        df = load_traces(str(p))
+        with warnings.catch_warnings():  # bad lines: one line each on stderr below, not a Python warning
+            warnings.simplefilter("ignore")
+            df = load_traces(str(p))
     except UnicodeDecodeError:
         raise ValueError("not a text file (expected OTLP JSON lines)") from None
     except Exception as e:  # json / protobuf parse errors: name the first line that failed
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"not an OTLP JSON trace ({type(e).__name__}: {msg[:160]})") from None
-    if df.empty:
-        raise ValueError("no spans (empty file?)")
+    bad = df.attrs.get("bad_lines") or []
+    if df.empty:  # every line bad: name the first
+        raise ValueError(f"line {bad[0][len(str(p)) + 1:]}" if bad else "no spans (empty file?)")
+    for b in bad:
+        print(f"warning: {b}; line skipped", file=sys.stderr)
     return df
-
-
-def provenance_line(attrs: dict) -> str:
-    def g(k: str) -> str:
-        v = attrs.get(f"jitlab.provenance.{k}")
-        return "?" if v is None or v != v else str(v)
-
-    return (f"{g('gpu')}, driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
-            f"jitlab {g('jitlab_commit')}, {g('date')}")
 
 
 def launch_overhead_markdown(path: str, df: Any = None) -> str:
@@ -238,6 +212,10 @@ def markdown(path: str, layers: int | None = None, context: int | None = None) -
                 return e2e_markdown(path, layers, context, df=df)
             if exp == "launch_overhead":
                 return launch_overhead_markdown(path, df=df)
+            if exp == "any_program":
+                from .any_program import markdown as any_program_markdown
+
+                return any_program_markdown(df, path)
     return kernels_markdown(path, df=df)
 
 

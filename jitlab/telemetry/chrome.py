@@ -50,7 +50,8 @@ class ExportError(ValueError):
     """One line: why the input cannot be exported."""
 
 
-def _spans(path: str) -> list[dict]:
+def _spans(path: str, bad: list | None = None) -> list[dict]:
+    """The spans of the good lines of one trace file; its bad lines (telemetry.load.read_documents) go to `bad`."""
     from .load import iter_spans
 
     p = Path(path)
@@ -58,13 +59,10 @@ def _spans(path: str) -> list[dict]:
         raise ExportError(f"{path} is a directory; give one trace file (.jsonl)")
     if not p.exists():
         raise ExportError(f"{path}: no such file")
-    try:
-        spans = list(iter_spans(str(p)))
-    except Exception as e:  # json / protobuf parse errors
-        msg = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ExportError(f"{path} is not an OTLP JSON trace ({type(e).__name__}: {msg[:160]})") from None
+    bad = [] if bad is None else bad
+    spans = list(iter_spans(str(p), bad))
     if not spans:
-        raise ExportError(f"{path} has no spans (empty file?)")
+        raise ExportError(f"{bad[0]}" if bad else f"{path} has no spans (empty file?)")
     return spans
 
 
@@ -233,9 +231,10 @@ def _reverse_and_annotation_checks(spans: list[dict], profile: dict, shift: int,
 
 def export_chrome(trace: str, out: str, torch_profile: str | None = None, torch_clock: str | None = None) -> dict:
     """Write the Chrome trace; returns what it did (clock, event counts, the alignment check)."""
-    spans = _spans(trace)
+    bad: list = []
+    spans = _spans(trace, bad)
     offset = _clock_offset(spans)
-    info: dict[str, Any] = {"jitlab_spans": len(spans), "clock_offset_ns": offset}
+    info: dict[str, Any] = {"jitlab_spans": len(spans), "clock_offset_ns": offset, "bad_lines": [str(b) for b in bad]}
     doc: dict[str, Any]
     if torch_profile:
         try:
@@ -291,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, OSError) as e:
         print(f"jitlab-export: {(str(e).splitlines() or [''])[0]}", file=sys.stderr)
         return 2
+    for b in info["bad_lines"]:
+        print(f"jitlab-export: warning: {b}; line skipped", file=sys.stderr)
     line = f"wrote {a.chrome}: {info['events']} jitlab events"
     if a.torch_profile:
         line += (f" merged with {info['torch_events']} torch events (clock {info['clock']}; "

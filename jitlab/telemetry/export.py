@@ -19,13 +19,16 @@ Environment (the standard OpenTelemetry variables, read when a `Run` finishes):
 Failures never propagate from `SpanSink.export`: the first failed batch of a target logs ONE
 warning (once per process and endpoint) and disables that target for the rest of the run; the file
 is written regardless. An unwritable trace file is found before any work (`check_writable`): a
-`Run` (experiments) raises `TraceTargetError`, a process session warns once and goes on. Spans are
-exported in batches of `BATCH_SIZE`, on the exporter thread (`telemetry.worker`) or after the
-timed regions.
+`Run` (experiments) raises `TraceTargetError`, a process session warns once and goes on. A trace
+path that is a symbolic link is refused the same way unless JITLAB_TRACE_FOLLOW_SYMLINKS=1: the
+file is created with O_EXCL and opened with O_NOFOLLOW (`open_trace_file`). Spans are exported in
+batches of at most `BATCH_SIZE` spans and about `BATCH_BYTES` bytes (under gRPC's 4 MiB message
+limit), on the exporter thread (`telemetry.worker`) or after the timed regions.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -41,7 +44,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 log = logging.getLogger("jitlab.telemetry")
 
 DEFAULT_TIMEOUT_S = 3.0
-BATCH_SIZE = 2048  # spans per export call (one JSON line per call in the file; < 4 MiB over gRPC)
+BATCH_SIZE = 2048  # spans per export call (one JSON line per call in the file)
+#: Estimated bytes per export call (span_bytes): gRPC servers refuse messages over 4 MiB by default,
+#: and a whole batch is lost when one is refused.
+BATCH_BYTES = 3 << 20
 PROTOCOLS = ("grpc", "http/protobuf")
 
 _warned: set = set()  # (kind, where) pairs already warned about in this process
@@ -108,23 +114,61 @@ class TraceTargetError(OSError):
     """A trace file cannot be written; the message is one line naming the path and the reason."""
 
 
+def _symlink_error(p: Path) -> TraceTargetError:
+    try:
+        to = f" (to {os.readlink(p)})"
+    except OSError:
+        to = ""
+    return TraceTargetError(f"cannot write trace file {p}: it is a symbolic link{to}, which jitlab does not follow; "
+                            f"give the file's own path, or set JITLAB_TRACE_FOLLOW_SYMLINKS=1")
+
+
+def open_trace_file(path: str | os.PathLike) -> tuple[int, bool]:
+    """(fd open for appending, whether this call created the file). A new file is created with O_EXCL
+    and an existing one opened with O_NOFOLLOW, so a symbolic link at the path (dangling or not) is
+    never written through, even one put there after a check; JITLAB_TRACE_FOLLOW_SYMLINKS=1 opts in to
+    following it. Raises TraceTargetError (one line) or OSError."""
+    from .. import settings
+
+    p = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    if settings.SETTINGS.trace_follow_symlinks:
+        existed = p.exists()
+        return os.open(p, flags | os.O_CREAT, 0o644), not existed
+    try:
+        return os.open(p, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        pass
+    try:
+        return os.open(p, flags | getattr(os, "O_NOFOLLOW", 0)), False
+    except OSError as e:
+        if e.errno == errno.ELOOP or p.is_symlink():
+            raise _symlink_error(p) from None
+        raise
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """Create the parent directories and make sure `path` can be appended to; a file this check
     creates is removed again (the exporter creates it with the first spans, so a run killed before
     exporting leaves no empty file). Raises `TraceTargetError`."""
+    from .. import settings
+
     p = Path(path)
+    if p.is_symlink() and not settings.SETTINGS.trace_follow_symlinks:
+        raise _symlink_error(p)
     if p.is_dir():
         raise TraceTargetError(f"cannot write trace file {p}: it is a directory")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        existed = p.exists()
-        with open(p, "a", encoding="utf-8"):
-            pass
+        fd, created = open_trace_file(p)
+        os.close(fd)
+    except TraceTargetError:
+        raise
     except OSError as e:
         raise TraceTargetError(f"cannot write trace file {p}: {e.strerror or e}") from None
-    if not existed:
+    if created:
         try:
-            p.unlink()
+            Path(os.path.realpath(p)).unlink()  # the file made (through a followed link: its target, not the link)
         except OSError:
             pass
     return p
@@ -138,20 +182,24 @@ class LazyFileExporter(SpanExporter):
     def __init__(self, path: Path):
         self.path = path
         self._inner: SpanExporter | None = None
+        self._stream = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._inner is None:
             from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporter
 
             try:
-                self._inner = FileSpanExporter(self.path)
-            except OSError as e:
-                raise TraceTargetError(f"cannot write trace file {self.path}: {e.strerror or e}") from None
+                self._stream = os.fdopen(open_trace_file(self.path)[0], "a", encoding="utf-8")
+            except OSError as e:  # TraceTargetError (a symbolic link) included
+                raise (e if isinstance(e, TraceTargetError) else
+                       TraceTargetError(f"cannot write trace file {self.path}: {e.strerror or e}")) from None
+            self._inner = FileSpanExporter(stream=self._stream)
         return self._inner.export(spans)
 
     def shutdown(self) -> None:
         if self._inner is not None:
             self._inner.shutdown()
+            self._stream.close()  # opened here, so closed here (the SDK exporter closes only what it opened)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
@@ -160,6 +208,28 @@ class LazyFileExporter(SpanExporter):
 def make_file_exporter(path: str | os.PathLike) -> SpanExporter:
     """An OTLP JSON-lines file exporter for `path` (checked writable now, created at first export)."""
     return LazyFileExporter(check_writable(path))
+
+
+def span_bytes(span: ReadableSpan) -> int:
+    """An upper estimate of a span's size in an OTLP protobuf message (ids, times, name, attributes, events)."""
+    n = 96 + len(span.name)
+    for k, v in (span.attributes or {}).items():
+        n += 16 + len(k) + _value_bytes(v)
+    for e in span.events or ():
+        n += 32 + len(e.name) + sum(16 + len(k) + _value_bytes(v) for k, v in (e.attributes or {}).items())
+    for link in span.links or ():
+        n += 64 + sum(16 + len(k) + _value_bytes(v) for k, v in (link.attributes or {}).items())
+    if span.status is not None and span.status.description:
+        n += len(span.status.description)
+    return n
+
+
+def _value_bytes(v) -> int:
+    if isinstance(v, str):
+        return 4 * len(v)  # UTF-8: at most 4 bytes a character
+    if isinstance(v, (tuple, list)):
+        return sum(8 + _value_bytes(x) for x in v)
+    return 12
 
 
 def _warn_once(key, msg, *args) -> None:
@@ -296,10 +366,22 @@ class SpanSink:
             finally:
                 t.seconds += time.perf_counter() - t0
 
+    def _batches(self, spans: Sequence[ReadableSpan]):
+        """(start, batch): at most `batch_size` spans and about BATCH_BYTES (span_bytes) each."""
+        i, n = 0, len(spans)
+        while i < n:
+            j, size = i, 0
+            while j < n and j - i < self.batch_size:
+                size += span_bytes(spans[j])
+                if size > BATCH_BYTES and j > i:
+                    break
+                j += 1
+            yield i, spans[i:j]
+            i = j
+
     def _export_target(self, t: Target, spans: Sequence[ReadableSpan]) -> None:
         n = len(spans)
-        for i in range(0, n, self.batch_size):
-            batch = spans[i : i + self.batch_size]
+        for i, batch in self._batches(spans):
             err = None
             with _captured_logs() as cap:  # the SDK exporters log each failure: summarized below
                 try:

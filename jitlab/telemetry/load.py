@@ -4,6 +4,10 @@ Each line is parsed by `google.protobuf.json_format` into
 `opentelemetry.proto.trace.v1.trace_pb2.TracesData`. One difference between OTLP/JSON and the
 plain protobuf JSON mapping is handled first, as the OTLP spec prescribes: trace and span IDs
 are hex strings in OTLP/JSON, base64 in protobuf JSON (`otlp_json_to_proto_dict`).
+
+`read_documents` is the one line-reader of trace files (load_traces, jitlab-export, jitlab-replay): a
+line that is not an OTLP JSON document (the truncated last line of a full disk, bytes that are not
+UTF-8) is skipped and named by file and line number; the good lines are read.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import base64
 import glob as _glob
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from .._extras import require
 
@@ -56,17 +61,78 @@ def otlp_json_to_proto_dict(doc: dict) -> dict:
 
 def parse_line(line: str | bytes) -> trace_pb2.TracesData:
     """One OTLP JSON line -> `TracesData` (raises `json_format.ParseError`/`ValueError` if invalid)."""
+    return _parse_doc(json.loads(line))
+
+
+def _parse_doc(doc: dict) -> trace_pb2.TracesData:
     msg = trace_pb2.TracesData()
-    json_format.ParseDict(otlp_json_to_proto_dict(json.loads(line)), msg)
+    json_format.ParseDict(otlp_json_to_proto_dict(doc), msg)
     return msg
 
 
-def iter_traces_data(path: str | os.PathLike) -> Iterator[tuple[int, trace_pb2.TracesData]]:
-    """(line number, TracesData) for each non-empty line of one file."""
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                yield n, parse_line(line)
+class BadLine(NamedTuple):
+    """A line of a trace file that is not an OTLP JSON traces document; str() is one line: `path:line: why`."""
+
+    path: str
+    line: int
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.why}"
+
+
+class BadTraceLine(ValueError):
+    """A reader asked to stop at the first bad line (`bad=None`): the message names the file and line."""
+
+    def __init__(self, bad: BadLine):
+        super().__init__(str(bad))
+        self.bad = bad
+
+
+def _first_line(e: Exception) -> str:
+    return ((str(e).splitlines() or [type(e).__name__])[0])[:160]
+
+
+def read_documents(path: str | os.PathLike, bad: list[BadLine] | None = None) -> Iterator[tuple[int, str, dict]]:
+    """(line number, text, document) for each non-empty line of one trace file that is a JSON OTLP traces
+    document (an object with resourceSpans). Any other line is appended to `bad` and skipped, or, with
+    `bad=None`, raises BadTraceLine naming it."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+                doc = json.loads(text)
+            except UnicodeDecodeError as e:
+                why = f"not UTF-8 text (byte {e.start} of the line)"
+            except ValueError as e:
+                cut = "" if raw.endswith(b"\n") else "; the file's last line has no newline: truncated (disk full?)"
+                why = f"not JSON ({_first_line(e)}){cut}"
+            else:
+                if isinstance(doc, dict) and "resourceSpans" in doc:
+                    yield n, text, doc
+                    continue
+                why = "not an OTLP traces document (no resourceSpans)"
+            _bad(BadLine(str(path), n, why), bad)
+
+
+def _bad(b: BadLine, bad: list[BadLine] | None) -> None:
+    if bad is None:
+        raise BadTraceLine(b)
+    bad.append(b)
+
+
+def iter_traces_data(path: str | os.PathLike, bad: list[BadLine] | None = None
+                     ) -> Iterator[tuple[int, trace_pb2.TracesData]]:
+    """(line number, TracesData) for each good line of one file (`read_documents`; bad lines as there)."""
+    for n, _, doc in read_documents(path, bad):
+        try:
+            data = _parse_doc(doc)
+        except (json_format.ParseError, ValueError, TypeError) as e:
+            _bad(BadLine(str(path), n, f"not valid OTLP ({_first_line(e)})"), bad)
+            continue
+        yield n, data
 
 
 def any_value(v):
@@ -96,10 +162,10 @@ def _expand(paths) -> list[Path]:
     return out
 
 
-def iter_spans(paths) -> Iterator[dict]:
-    """One dict per span (the rows of `load_traces`)."""
+def iter_spans(paths, bad: list[BadLine] | None = None) -> Iterator[dict]:
+    """One dict per span (the rows of `load_traces`); bad lines as in `read_documents`."""
     for path in _expand(paths):
-        for n, data in iter_traces_data(path):
+        for n, data in iter_traces_data(path, bad):
             for rs in data.resource_spans:
                 res = {kv.key: any_value(kv.value) for kv in rs.resource.attributes}
                 service = res.get("service.name")
@@ -134,12 +200,14 @@ def load_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     per span: trace_id, span_id, parent_id (hex; None for roots), name, kind, start_ns, end_ns,
     duration_ns (int64 unix ns), service, status_code, status_message, scope, file, line, then
     every span attribute as its own column (e.g. "jitlab.launch.duration_ns", nullable Int64 when
-    integral) and every resource attribute as "resource.<key>"."""
+    integral) and every resource attribute as "resource.<key>". A line that is not an OTLP JSON document
+    (a truncated last line) is skipped with a warning naming it; `df.attrs["bad_lines"]` lists them."""
     pd = require("lab", "pandas")
 
     cols: dict[str, list] = {c: [] for c in BASE_COLUMNS}
     n = 0
-    for row in iter_spans(paths):
+    bad: list[BadLine] = []
+    for row in iter_spans(paths, bad):
         for k, v in row.items():
             col = cols.get(k)
             if col is None:
@@ -157,7 +225,11 @@ def load_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]):
         else:
             data[k] = vals
     order = [c for c in cols if not c.startswith("resource.")] + [c for c in cols if c.startswith("resource.")]
-    return pd.DataFrame(data, columns=order)
+    df = pd.DataFrame(data, columns=order)
+    for b in bad:
+        warnings.warn(f"jitlab: {b}; line skipped", RuntimeWarning, stacklevel=2)
+    df.attrs["bad_lines"] = [str(b) for b in bad]
+    return df
 
 
 read_traces = load_traces

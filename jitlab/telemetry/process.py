@@ -35,6 +35,7 @@ from typing import Any, Sequence
 from .. import settings as _settings
 from . import recorder as _rec
 from . import shutdown
+from .summary import KernelStats
 from .worker import ExportWorker
 
 log = logging.getLogger("jitlab.telemetry")
@@ -61,8 +62,8 @@ def start() -> "ProcessSession | None":
             return None
         # JITLAB_TRACE_SAMPLE is read only at `sampled`: at another level it is unused, so never an error
         _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample if s.trace == "sampled" else 100,
-                                  capacity=s.recorder_capacity,
-                                  trace_file=s.trace_file, flush_s=s.trace_flush_s).start()
+                                  capacity=s.recorder_capacity, trace_file=_settings.trace_file_for_process(),
+                                  flush_s=s.trace_flush_s).start()
         return _SESSION
 
 
@@ -187,6 +188,7 @@ class ProcessSession:
         self.exported_records = 0
         self.unexported_records = 0  # records with no target to go to
         self.batches = 0
+        self.kernel_stats = KernelStats()  # per-kernel host times (`jitlab run`'s exit table reads them)
         self.closed = False
         self.summary: dict | None = None
 
@@ -226,6 +228,7 @@ class ProcessSession:
         records = [r for c in chunks for r in c]
         if tick:
             records += self.recorder.drain_raw()
+        self.kernel_stats.add(records, self.recorder.string)
         with self._lock:
             frames = list(self._frames)
             closed, self._closed_frames = self._closed_frames, []
@@ -305,7 +308,7 @@ class ProcessSession:
             log.warning("jitlab: tracing dropped %d launch records (recorder capacity %d, exporter %d buffers "
                         "behind)%s", rec.dropped + left, rec.capacity, self._worker.max_pending,
                         "" if done else f"; export did not finish within {timeout_s:.0f} s at exit")
-        if self.unexported_records:
+        if self.unexported_records and not self.kernel_stats.wanted:  # `jitlab run`'s exit table read them
             log.warning("jitlab: JITLAB_TRACE=%s recorded %d launches that went nowhere: set JITLAB_TRACE_FILE "
                         "or OTEL_EXPORTER_OTLP_ENDPOINT (or fix the target warned about above)", self.level,
                         self.unexported_records)

@@ -29,7 +29,8 @@ from .. import settings as _settings
 
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
 HIT, MISS, LOCKED_MISS, FALLBACK, PASSTHROUGH = 0, 1, 2, 3, 4
-OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough")
+EVICT = 5  # not a launch: an entry evicted (JITLAB_MAX_ENTRIES), key = its id
+OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough", "evict")
 
 LEVELS = ("off", "summary", "sampled", "full")
 
@@ -225,7 +226,7 @@ class Recorder:
 
     def record(self, kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns=0, reason=-1):
         """One launch with every field."""
-        if self.every_hit and reason != "passthrough":  # see `seen`
+        if self.every_hit and reason != "passthrough" and outcome != EVICT:  # see `seen` (an eviction is no launch)
             self._sampling[0] += 1
         if len(self.records) >= self.capacity and not self._make_room(False):
             return

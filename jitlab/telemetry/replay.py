@@ -19,7 +19,6 @@ Exit status: 0 all sent; 1 bad arguments or no such file; 2 a line is not valid 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -70,31 +69,22 @@ def replay(
     spans_done)` is called after each request."""
     import requests
 
-    from .load import _expand, otlp_json_to_proto_dict
+    from .load import BadLine, _expand, otlp_json_to_proto_dict, read_documents
 
     url = traces_url(endpoint)
     files = _expand(paths)
     if not files:
         raise ReplayError(EXIT_USAGE, f"no trace files match {paths!r}")
-    lines = []
+    lines, bad = [], []
     for f in files:
         if not f.is_file():
             raise ReplayError(EXIT_USAGE, f"no such trace file: {f}")
-        with open(f, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    lines.append((f, n, line))
+        lines.extend((f, n, line, doc) for n, line, doc in read_documents(f, bad))  # bad lines: named at the end
     total = len(lines)
     sent_spans = rejected = 0
     t0 = time.perf_counter()
     with requests.Session() as session:
-        for i, (f, n, line) in enumerate(lines, 1):
-            try:
-                doc = json.loads(line)
-            except ValueError as e:
-                raise ReplayError(EXIT_INVALID, f"{f}:{n}: not JSON: {e}") from None
-            if not isinstance(doc, dict) or "resourceSpans" not in doc:
-                raise ReplayError(EXIT_INVALID, f"{f}:{n}: not an OTLP traces document (no resourceSpans)")
+        for i, (f, n, line, doc) in enumerate(lines, 1):
             if protobuf:
                 from google.protobuf import json_format
                 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -103,7 +93,8 @@ def replay(
                 try:
                     json_format.ParseDict(otlp_json_to_proto_dict(doc), msg)
                 except (json_format.ParseError, ValueError) as e:
-                    raise ReplayError(EXIT_INVALID, f"{f}:{n}: not valid OTLP: {e}") from None
+                    bad.append(BadLine(str(f), n, f"not valid OTLP: {(str(e).splitlines() or [''])[0][:160]}"))
+                    continue
                 body, ctype = msg.SerializeToString(), "application/x-protobuf"
             else:
                 body, ctype = line.strip().encode("utf-8"), "application/json"
@@ -125,6 +116,9 @@ def replay(
             sent_spans += _count_spans(doc)
             if progress is not None:
                 progress(i, total, sent_spans)
+    if bad:  # the good lines were sent; the first bad one is named (exit 2)
+        more = f" (and {len(bad) - 1} more bad lines)" if len(bad) > 1 else ""
+        raise ReplayError(EXIT_INVALID, f"{bad[0]}{more}; the other lines were sent ({sent_spans} spans)")
     return {
         "url": url,
         "requests": total,

@@ -28,6 +28,7 @@ from opentelemetry.trace import Status, StatusCode
 from . import recorder as _rec
 
 LAUNCH_SPAN = "jitlab.launch"
+EVICT_SPAN = "jitlab.evict"  # a record of outcome EVICT: an entry dropped (JITLAB_MAX_ENTRIES), not a launch
 RUN_SPAN = "jitlab.run"
 SCOPE_NAME = "jitlab.telemetry"
 DEFAULT_SERVICE_NAME = "jitlab"
@@ -68,6 +69,18 @@ PROVENANCE_RESOURCE = {
 
 _OUTCOMES = _rec.OUTCOME_NAMES
 _INF = float("inf")
+#: Longer text attribute values (a generated kernel name, a pasted file) are cut to this many characters
+#: with a marker saying how many were dropped, so one span stays far below gRPC's 4 MiB message limit
+#: (export.SpanSink splits batches by size). Large enough for a trial's policy JSON (jitlab.policy.json).
+MAX_ATTRIBUTE_CHARS = 16384
+
+
+def cap_text(v: str) -> str:
+    """`v`, or its first characters and a marker `...[+N chars]` when longer than MAX_ATTRIBUTE_CHARS."""
+    if len(v) <= MAX_ATTRIBUTE_CHARS:
+        return v
+    marker = f"...[+{len(v) - MAX_ATTRIBUTE_CHARS + 24} chars]"
+    return v[: MAX_ATTRIBUTE_CHARS - 24] + marker
 
 
 def attribute_value(v: Any):
@@ -75,7 +88,9 @@ def attribute_value(v: Any):
     tuple of them); None means "leave the attribute out". numpy scalars become Python numbers."""
     if v is None:
         return None
-    if isinstance(v, (str, bool, int, float)):
+    if isinstance(v, str):
+        return cap_text(v)
+    if isinstance(v, (bool, int, float)):
         return v
     item = getattr(v, "item", None)  # numpy / torch scalars
     if callable(item) and getattr(v, "ndim", 0) == 0:
@@ -93,7 +108,7 @@ def attribute_value(v: Any):
         if kinds <= {int, float}:
             return tuple(float(x) for x in seq)
         return tuple(str(x) for x in seq)
-    return str(v)
+    return cap_text(str(v))
 
 
 def clean_attributes(d: dict | None) -> dict:
@@ -262,7 +277,7 @@ class SpanBuilder:
             attrs = {A_KIND: f.kind}
             if f.thread >= 0:  # a process session's per-batch span belongs to no thread
                 attrs[A_THREAD] = int(f.thread)
-            f.span = self.tracer.start_span(f.name, context=ctx, attributes=attrs, start_time=f.t0 + self.offset)
+            f.span = self.tracer.start_span(cap_text(f.name), context=ctx, attributes=attrs, start_time=f.t0 + self.offset)
             f.ctx = trace_api.set_span_in_context(f.span)
         return f.span
 
@@ -284,9 +299,9 @@ class SpanBuilder:
         kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, thread, reason = r
         s = self.string
         a = {
-            A_KERNEL: s(kernel),
-            A_SCOPE: s(scope),
-            A_POLICY: s(policy),
+            A_KERNEL: cap_text(s(kernel)),
+            A_SCOPE: cap_text(s(scope)),
+            A_POLICY: cap_text(s(policy)),
             A_RESULT: _OUTCOMES[outcome] if 0 <= outcome < len(_OUTCOMES) else str(outcome),
             A_ARGS_NS: int(t_args - t_enter),
             A_LAUNCH_NS: int(t_exit - t_args),
@@ -297,7 +312,7 @@ class SpanBuilder:
         if compile_ns or outcome in (_rec.MISS, _rec.LOCKED_MISS):
             a[A_COMPILE_NS] = int(compile_ns)
         if isinstance(reason, str) or (reason is not None and reason >= 0):
-            a[A_REASON] = s(reason)
+            a[A_REASON] = cap_text(s(reason))
         return a
 
     def add_launches(
@@ -332,7 +347,8 @@ class SpanBuilder:
             if ctx is None:
                 self.frame_span(parent)
                 ctx = ctx_of[id(parent)] = parent.ctx
-            span = start_span(LAUNCH_SPAN, context=ctx, attributes=self.launch_attributes(r), start_time=t_enter + offset)
+            span = start_span(LAUNCH_SPAN if r[3] != _rec.EVICT else EVICT_SPAN, context=ctx,
+                              attributes=self.launch_attributes(r), start_time=t_enter + offset)
             span.end(end_time=max(t_exit, t_enter) + offset)
             n += 1
             if on_batch is not None and n % batch == 0:

@@ -31,6 +31,9 @@ MAY_IMPORT = {
     "bench": ("core", "jitlab._triton", "jitlab.telemetry", "jitlab.kernels", "jitlab.vllm", "jitlab.bench"),
     # thin scripts over bench; Triton internals only through bench
     "experiments": ("core", "jitlab.bench", "jitlab.kernels", "jitlab.telemetry", "jitlab.vllm"),
+    # the `jitlab` command and `jitlab run`'s bootstrap: the core, probes, its subcommands, the process
+    # session's summary; a subcommand of an extra (report, export, replay) by name after jitlab._extras.require
+    "cli": ("core", "jitlab._triton", "jitlab.cli", "jitlab.telemetry"),
     # views over trace files; the workload registry's names (data: no kernel module, no Triton)
     "notebooks": ("jitlab.telemetry", "jitlab.kernels.WORKLOADS", "jitlab.kernels.launch_sweep",
                   "jitlab.kernels.decode_workloads"),
@@ -41,7 +44,12 @@ DIRS = ("jitlab", "experiments", "notebooks")
 KNOWN: set[tuple[str, str]] = set()
 
 
+CLI = ("jitlab/__main__.py", "jitlab/cli/", "jitlab/_autorun/")  # the command line and `jitlab run`'s bootstrap
+
+
 def room(rel: str) -> str | None:
+    if rel.startswith(CLI):
+        return "cli"
     if rel == RECORDER or (rel.startswith("jitlab/") and rel.count("/") == 1):
         return "core"
     for name in ("_triton", "telemetry", "kernels", "bench", "vllm"):
@@ -106,6 +114,8 @@ def violations(files: dict[str, str]) -> list[tuple[str, int, str]]:
                 out.append((rel, line, f"the core imports Triton directly (use jitlab._triton): {mod}"))
             if r == "core" and _under(mod, LAB_AND_TRACE):
                 out.append((rel, line, f"the core imports an extra's module: {mod}"))
+            if r == "cli" and _under(mod, LAB_AND_TRACE):  # a subcommand's extra: jitlab._extras.require, by name
+                out.append((rel, line, f"the command line imports an extra's module: {mod}"))
             may = MAY_IMPORT.get(r, ())
             allowed = r is None or _under(mod, may) or ("core" in may and _in_core(mod))
             if mod.startswith("jitlab.") and not allowed:
@@ -313,6 +323,9 @@ def test_no_prints_in_the_library():
     ("jitlab/kernels/x.py", 'import importlib\ndef f(n):\n    return importlib.import_module(f"jitlab.kernels.{n}")\n',
      "jitlab/kernels/x.py:3: string import of a jitlab module, invisible to these rules: "
      "importlib.import_module(f'jitlab.kernels.{n}')"),
+    ("jitlab/cli/x.py", "import pandas\n", "jitlab/cli/x.py:1: the command line imports an extra's module: pandas"),
+    ("jitlab/cli/x.py", "from triton.runtime import jit\n",
+     "jitlab/cli/x.py:1: Triton internals outside jitlab/_triton: triton.runtime.jit"),
 ])
 def test_each_rule_fires(rel, src, expected):
     assert expected in [f"{f}:{line}: {rule}" for f, line, rule in violations({rel: src})]
@@ -351,10 +364,14 @@ def test_the_package_reads_nothing_from_experiments():
         [("jitlab/bench/x.py", 1)]
 
 
+# Modules that parse TOML other than policy files (what each reads).
+OTHER_TOML = {"jitlab/bench/programs.py": "the any-program manifest (experiments/programs)"}
+
+
 def test_one_reader_of_policy_files():
-    """jitlab.policy reads every policy file (TOML); no other module parses TOML."""
+    """jitlab.policy reads every policy file (TOML); no other module parses TOML but those of OTHER_TOML."""
     readers = sorted({rel for rel, src in sources().items() for _, mod in imports(src, rel)
-                      if _under(mod, ("tomllib", "tomli", "toml"))})
+                      if _under(mod, ("tomllib", "tomli", "toml"))} - set(OTHER_TOML))
     assert readers == ["jitlab/policy.py"], readers
 
 
