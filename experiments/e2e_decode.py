@@ -131,6 +131,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from jitlab.bench.runner import cli
+    from jitlab._extras import one_line
 
+    with one_line("e2e_decode"):  # without the [lab] extra: one line naming it, no traceback
+        from jitlab.bench.runner import cli
     cli(main, "e2e_decode")

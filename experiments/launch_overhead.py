@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-# Defaults (a --quick run overrides launches/repeats/workloads).
-WORKLOADS = ("tiny", "paged_attention_2d", "unified_attention_2d", "unified_attention_3d", "cache_write")
-QUICK_WORKLOADS = ("tiny", "paged_attention_2d", "unified_attention_2d")
+from jitlab.kernels import WORKLOADS, launch_sweep
+
+# Defaults (a --quick run overrides launches/repeats/workloads; the workloads are jitlab.kernels'
+# registry: launch_sweep()).
 LAUNCHES = 400  # per repeat; stays under the GPU's launch-queue depth while the GPU is held busy
 REPEATS = 15  # repeats per trial (median, p10, p90 over repeats; interleaved across variants)
 WARMUP = 100
@@ -48,17 +49,18 @@ def parse() -> Args:
     p.add_argument("--misses", action="store_true",
                    help="time first launches instead, cold and warm, in a new process per trial")
     p.add_argument("--policies", default=POLICIES, help="TOML file of [[policy]] tables (the sweep)")
-    p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument("--workloads", default=None,
+                   help=f"comma-separated, of {','.join(WORKLOADS)} (default: {','.join(launch_sweep())})")
     p.add_argument("--trace", default=None, choices=("off", "summary", "sampled", "full"),
                    help="level of the run's own trace (default: JITLAB_TRACE, else sampled; timed loops always "
                         "run with recording off, except the trace=<level> variants)")
     p.add_argument("--trace-file", default=None,
                    help="default: JITLAB_TRACE_FILE, else traces/launch_overhead-<run_id>.jsonl")
     a = p.parse_args()
-    names = tuple(a.workloads.split(",")) if a.workloads else (QUICK_WORKLOADS if a.quick else WORKLOADS)
+    names = tuple(a.workloads.split(",")) if a.workloads else launch_sweep(a.quick)
     bad = [n for n in names if n not in WORKLOADS]
     if bad:
-        p.error(f"unknown workload(s) {bad}; choose from {WORKLOADS}")
+        p.error(f"unknown workload(s) {bad}; choose from {sorted(WORKLOADS)}")
     from jitlab.bench.runner import trace_flags
 
     return Args(a.quick, a.misses, a.policies, names, *trace_flags(a.trace, a.trace_file))
@@ -66,8 +68,9 @@ def parse() -> Args:
 
 def main() -> None:
     args = parse()
-    from jitlab.bench import launch_variants, policies, runner
+    from jitlab.bench import launch_variants, runner
     from jitlab.bench.timing import cuda_available
+    from jitlab.policy import sweep_tables
 
     cuda = cuda_available()
     if args.misses:
@@ -76,7 +79,7 @@ def main() -> None:
                         warmup=WARMUP, trace=args.trace, trace_file=args.trace_file, cuda=cuda)
     if not cuda:
         cfg = launch_variants.cpu_demo_config(cfg)
-    sweep = policies.load_sweep(args.policies)
+    sweep = sweep_tables(args.policies)
     runner.run_sweep(
         "launch_overhead",
         launch_variants.workloads(args.workloads, cuda),
@@ -104,6 +107,8 @@ def misses(args: Args, cuda: bool) -> None:
 
 
 if __name__ == "__main__":
-    from jitlab.bench.runner import cli
+    from jitlab._extras import one_line
 
+    with one_line("launch_overhead"):  # without the [lab] extra: one line naming it, no traceback
+        from jitlab.bench.runner import cli
     cli(main, "launch_overhead")

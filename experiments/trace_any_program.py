@@ -94,4 +94,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jitlab._extras import one_line
+
+    with one_line("trace_any_program"):  # without the [lab]/[trace] extras: one line naming one
+        raise SystemExit(main())

@@ -86,6 +86,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from jitlab.bench.runner import cli
+    from jitlab._extras import one_line
 
+    with one_line("vllm_kernels"):  # without the [lab] extra: one line naming it, no traceback
+        from jitlab.bench.runner import cli
     cli(main, "vllm_kernels")

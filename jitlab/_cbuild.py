@@ -1,7 +1,7 @@
 """Build and import a one-file C or C++ extension with the host compiler, cached on disk.
 
-Used by jitlab's C launcher and C++ dispatcher (`_triton/native.py`) and the hit recorder; nothing
-here is specific to Triton or CUDA.
+Used by jitlab's C launcher and C++ dispatcher (`_triton/native.py`), the hit recorder and the bench's
+C floors (`shared_library`, also with nvcc); nothing here is specific to Triton.
 The shared object goes to $JITLAB_CACHE_DIR/<subdir>/<hash>/, keyed by the sources, the Python
 build and the compiler, and is published atomically (concurrent builders race benignly).
 Failures raise RuntimeError with the compiler's message; callers turn that into a fallback.
@@ -32,6 +32,35 @@ def compiler(cxx: bool = False) -> str | None:
         return shutil.which(env) or env
     names = ("c++", "g++", "clang++") if cxx else ("cc", "gcc", "clang")
     return next((p for p in map(shutil.which, names) if p), None)
+
+
+def nvcc() -> str | None:
+    """CUDA's compiler: on PATH, else /usr/local/cuda/bin/nvcc, else None."""
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return shutil.which("nvcc") or (str(default) if default.exists() else None)
+
+
+def shared_library(src: Path, subdir: str, cmd: list[str], after: tuple[str, ...] = (), tag: str = "",
+                   timeout: int = 300) -> Path:
+    """`src` built into a plain shared library (loaded with ctypes, not imported) by
+    `cmd + [src] + after + ["-o", out]`, cached in $JITLAB_CACHE_DIR/<subdir>/ by the source and the
+    command, published atomically. RuntimeError with the compiler's message on failure."""
+    key = hashlib.sha256(src.read_bytes() + "\0".join([*cmd, *after]).encode()).hexdigest()[:16]
+    out = cache_dir(subdir) / f"{key}{tag}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        r = subprocess.run([*cmd, str(src), *after, "-o", tmp], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed: {(r.stderr or r.stdout)[-500:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
 
 
 def cache_dir(subdir: str) -> Path:

@@ -70,8 +70,12 @@ def jitcache(fn: Any = None, *, policy: Policy | str | None = None, check_keys: 
 
         names = kernel_parameters(kernel)
         if names is None:
+            # a plain function most often means the decorators are in the wrong order (Triton's own
+            # decorator would then fail on the JitCache with a bare AssertionError): say which is right
+            order = (" (decorators apply bottom-up: write @jitcache above @triton.jit, not below it)"
+                     if callable(kernel) and hasattr(kernel, "__code__") else "")
             raise ValueError(f"jitcache({name}): {type(kernel).__name__} {name!r} is not a Triton kernel "
-                             "(@triton.jit, @triton.autotune or @triton.heuristics)")
+                             f"(@triton.jit, @triton.autotune or @triton.heuristics){order}")
         try:
             base = Policy.named(SAFE if policy is None else policy)
             pol = base.replace(**overrides, name=_relaxed_name(base, overrides)) if overrides else base

@@ -3,14 +3,26 @@
 The default `Policy()` keeps every check Triton makes (safe: results bitwise equal to plain
 Triton for any sequence of calls). Each field below relaxes one check by name; its comment
 says when that is unsafe.
+
+Policy files (TOML) are read here and only here: `[[policy]]` tables (a sweep, or the policies of
+`policy="file.toml:name"`), or one `[policy.<kernel>]` table per kernel. A name list is a TOML array
+of argument names, or a string of terms joined by `+` (add) and `-` (remove), left to right: a term
+is an argument name or a reference to an argument group of the kernel's workload, one of
+@strides, @scales, @fixed_per_model, @varying_constexprs, @varying_ints (`jitlab.kernels.Case`).
+A removal that removes nothing is an error. A table may carry `[policy.kernels.<kernel>]` overrides
+(the vLLM plugin's files), and a file may define `[groups.<kernel>]` tables.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+#: The argument groups a name list may refer to as `@<group>` (the fields of jitlab.kernels.Case).
+GROUPS = ("strides", "scales", "fixed_per_model", "varying_constexprs", "varying_ints")
 
 
 def _names(value: Any, field_name: str) -> tuple[str, ...] | None:
@@ -74,34 +86,10 @@ class Policy:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
     @classmethod
-    def load(cls, path: str | Path) -> dict[str, "Policy"]:
-        """The policies of a TOML file in the experiments' format (`[[policy]]` tables with a name),
-        by name. Tables that refer to a workload's argument groups (`"@strides"`) need a workload:
-        load those through `jitlab.bench.policies`."""
-        with open(path, "rb") as f:
-            try:
-                tables = tomllib.load(f).get("policy")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a policy file is UTF-8 TOML") from None
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"{path}: invalid TOML: {e}") from None
-        if not isinstance(tables, list) or not tables:
-            raise ValueError(f"{path}: expected one or more [[policy]] tables")
-        out: dict[str, Policy] = {}
-        for t in tables:
-            if not isinstance(t.get("name"), str):
-                raise ValueError(f"{path}: every [[policy]] needs a name, got {t}")
-            if t["name"] in out:
-                raise ValueError(f"{path}: two [[policy]] tables are named {t['name']!r}; each name must be unique")
-            refs = [k for k, v in t.items() if isinstance(v, str) and v.startswith("@")]
-            if refs:
-                raise ValueError(f"{path}: policy {t['name']!r} refers to workload groups in {refs}; "
-                                 "load it with jitlab.bench.policies for a workload")
-            try:
-                out[t["name"]] = cls.from_dict(t)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}: policy {t['name']!r}: {e}") from None
-        return out
+    def load(cls, path: str | Path, groups: Any = None) -> dict[str, "Policy"]:
+        """The policies of a `[[policy]]` file, by name; `@group` references resolve against `groups`
+        (see `policy_of`)."""
+        return {t["name"]: policy_of(t, groups) for t in sweep_tables(path)}
 
     @classmethod
     def named(cls, spec: "Policy | str") -> "Policy":
@@ -115,10 +103,10 @@ class Policy:
         path, sep, name = spec.rpartition(":")
         if not sep or not path.endswith(".toml"):
             raise ValueError(f"policy {spec!r}: a name is 'safe' or 'path/to/policies.toml:name'")
-        policies = cls.load(path)
-        if name not in policies:
-            raise ValueError(f"policy {name!r} is not in {path}; valid choices: {sorted(policies)}")
-        return policies[name]
+        tables = {t["name"]: t for t in sweep_tables(path)}
+        if name not in tables:
+            raise ValueError(f"policy {name!r} is not in {path}; valid choices: {sorted(tables)}")
+        return policy_of(tables[name])
 
     def replace(self, **changes: Any) -> "Policy":
         return Policy.from_dict({**self.to_dict(), **changes})
@@ -141,3 +129,104 @@ class Policy:
 
 
 SAFE = Policy()
+
+
+# ------------------------------------------------------------------------------------- policy files
+
+def read_policy_file(path: str | Path) -> dict:
+    """The TOML document of a policy file; ValueError (one line naming the file) if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read policies from {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a policy file is UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from None
+
+
+def sweep_tables(path: str | Path, doc: dict | None = None) -> list[dict]:
+    """The `[[policy]]` tables of a file, in order, each with a name."""
+    tables = (read_policy_file(path) if doc is None else doc).get("policy")
+    if not isinstance(tables, list) or not tables:
+        raise ValueError(f"{path}: expected one or more [[policy]] tables")
+    seen: set[str] = set()
+    for t in tables:
+        if not isinstance(t.get("name"), str):
+            raise ValueError(f"{path}: every [[policy]] needs a name, got {t}")
+        if t["name"] in seen:
+            raise ValueError(f"{path}: two [[policy]] tables are named {t['name']!r}; each name must be unique")
+        seen.add(t["name"])
+    return tables
+
+
+def per_kernel_tables(path: str | Path, kernels: Iterable[str]) -> dict[str, dict]:
+    """The `[policy.<kernel>]` tables of a file; exactly one per name in `kernels`."""
+    tables = read_policy_file(path).get("policy")
+    want = sorted(kernels)
+    if not isinstance(tables, dict) or sorted(tables) != want:
+        got = sorted(tables) if isinstance(tables, dict) else tables
+        raise ValueError(f"{path}: expected one [policy.<kernel>] table for each of {want}, got {got}")
+    return tables
+
+
+def file_groups(path: str | Path, doc: dict | None = None) -> dict[str, dict]:
+    """The `[groups.<kernel>]` tables of a file: {kernel: {group: [argument names]}}."""
+    return dict((read_policy_file(path) if doc is None else doc).get("groups", {}))
+
+
+def _group(groups: Any, name: str) -> tuple[str, ...]:
+    return tuple(groups.get(name, ()) if isinstance(groups, Mapping) else getattr(groups, name))
+
+
+def resolve_names(value: Any, groups: Any, field: str) -> Any:
+    """A name list of a table: a list stays as it is; a string of `+`/`-` terms becomes a tuple of
+    argument names, its `@group` terms read from `groups` (a Case, or a mapping group -> names)."""
+    if not isinstance(value, str):
+        return value
+    tokens = re.split(r"\s*([+-])\s*", value.strip())
+    tokens = tokens[1:] if tokens[0] == "" else ["+"] + tokens  # a leading sign, or an implicit +
+    names: list[str] = []
+    for sign, term in zip(tokens[::2], tokens[1::2]):
+        if term.startswith("@"):
+            if term[1:] not in GROUPS:
+                raise ValueError(f"policy field {field}: {term!r} is not one of {['@' + g for g in GROUPS]}")
+            if groups is None:
+                raise ValueError(f"policy field {field}: {term!r} refers to workload groups, which need a "
+                                 "workload (jitlab.kernels.Case) or a [groups.<kernel>] table to resolve")
+            terms = list(_group(groups, term[1:]))
+        elif term.isidentifier():
+            terms = [term]
+        else:
+            raise ValueError(f"policy field {field}: {term!r} is neither an argument name nor an @group in {value!r}")
+        if sign == "+":
+            names += [n for n in terms if n not in names]
+        elif not set(terms) & set(names):
+            raise ValueError(f"policy field {field}: '-{term}' removes nothing from {names}")
+        else:
+            names = [n for n in names if n not in terms]
+    return tuple(names)
+
+
+def uses_groups(table: dict) -> bool:
+    return any(isinstance(v, str) and "@" in v for k, v in table.items() if k != "name")
+
+
+def merged_fields(table: dict, kernel: str | None = None) -> dict:
+    """A table's fields for one kernel: its common fields overridden by its `[policy.kernels.<kernel>]`."""
+    fields_ = {k: v for k, v in table.items() if k != "kernels"}
+    if kernel is not None:
+        fields_.update(table.get("kernels", {}).get(kernel, {}))
+    return fields_
+
+
+def policy_of(table: dict, groups: Any = None, kernel: str | None = None) -> Policy:
+    """The concrete Policy of one table (for `kernel`, with its overrides), its name lists resolved
+    against `groups`. ValueError naming the policy on a bad field."""
+    fields_ = merged_fields(table, kernel)
+    name = fields_.get("name", "?")
+    try:
+        return Policy.from_dict({k: (v if k == "name" else resolve_names(v, groups, k)) for k, v in fields_.items()})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"policy {name!r}" + (f", kernel {kernel}" if kernel else "") + f": {e}") from None

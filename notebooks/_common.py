@@ -193,6 +193,19 @@ def say(md: str) -> None:
         print(md, end="\n\n")
 
 
+class NothingToShow(Exception):
+    """Raised by `stop` inside a notebook kernel: ends "Run All" with the reason as the last output."""
+
+
+def stop(md: str) -> None:
+    """The trace holds nothing this notebook shows: say why (and what to run instead) and stop, with exit
+    status 0 as a script, no traceback."""
+    say(md)
+    if in_kernel():
+        raise NothingToShow(md)
+    raise SystemExit(0)
+
+
 def table(df: pd.DataFrame, digits: int = 2) -> None:
     """A DataFrame shown rounded (HTML in a notebook, text as a script)."""
     out = df.copy()

@@ -97,6 +97,11 @@ T = pd.DataFrame({
     "start_ns": trials["start_ns"],
 }).reset_index(drop=True)
 T = T[T["workload"].notna()]
+if not T["p50_us"].notna().any():
+    C.stop(f"**`{trace}` holds no timed launch-overhead trials**: it is not a run of "
+           "`python -m experiments.launch_overhead` (this notebook shows only those). For a trace of your own "
+           f"program: `python -m jitlab.bench.report {trace}` (a table per kernel), `jitlab-export {trace} "
+           "--chrome out.json` (Perfetto), or `jitlab.telemetry.load_traces` in Python.")
 # a jitcache variant's label is its name ("safe", "seed", "safe python-path"): two variants may share a policy
 jit = T["kind"] == "jitcache"
 T.loc[jit, "policy"] = T.loc[jit, "variant"].str.replace(r"^jitcache:", "", regex=True).str.replace(
@@ -489,8 +494,11 @@ if len(LEVELS) > 1:
     if len(P):  # runs since commit ebf835c also time back-to-back off/on blocks: drift cancels in each pair
         C.say("**Paired tracing cost** (median of back-to-back off/on block differences, µs per launch):")
         C.table(P.pivot_table(index="workload", columns="level", values="trace_cost_us", aggfunc="first"))
+    elif info.get("jitlab.experiment.label"):  # the CPU demo: 3 launches per repeat, no block of 25 to pair
+        C.say("_No paired tracing cost in this labelled run: it times too few launches per repeat for the "
+              "paired blocks of 25 (a run on a CUDA GPU has them)._")
     else:
-        C.say("_This run predates the paired measurement (commit ebf835c); for it see "
+        C.say("_No paired tracing cost in this run (runs before commit ebf835c have none); for one see "
               "traces/focused/launch_overhead-20261129T103544Z-814f3c.jsonl, e.g. "
               "`python notebooks/launch_overhead.py trace=traces/focused/launch_overhead-20261129T103544Z-814f3c.jsonl`._")
 else:

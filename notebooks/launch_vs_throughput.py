@@ -58,9 +58,9 @@ import _common as C  # noqa: E402
 # %% tags=["parameters"]
 launch_trace = C.newest_trace("launch_overhead")  # a traces/launch_overhead-<run_id>.jsonl file
 e2e_trace = C.newest_trace("e2e_decode")  # a traces/e2e_decode-<run_id>.jsonl file
-# which launch-overhead workload stands in for each e2e kernel kind (attention: by the step's 2D/3D)
-kernel_workload = {"attn_2d": "unified_attention_2d", "attn_3d": "unified_attention_3d", "cache": "cache_write",
-                   "reduce": "tiny", "rms": "tiny", "rope": "tiny", "silu": "tiny"}
+# which launch-overhead workload stands in for each e2e kernel kind (attention: by the step's 2D/3D);
+# None: jitlab.kernels' registry (a kind's own workload where the sweep runs it, else "tiny")
+kernel_workload = None
 # which launch-overhead policy stands in for each jitlab mode (the e2e tuned policies check the
 # varying constexprs/ints only and freeze the per-model arguments: closest to minimal-checks)
 mode_policy = {"eager_jitlab_safe": "safe", "eager_jitlab_tuned": "minimal-checks",
@@ -76,6 +76,12 @@ import pandas as pd  # noqa: E402
 C.script_args(globals(), ["launch_trace", "e2e_trace", "kernel_workload", "mode_policy", "gain_threshold",
                           "figure_dir"])
 C.setup_matplotlib()
+from jitlab.kernels import decode_workloads, launch_sweep  # noqa: E402  (the registry: no Triton, no torch)
+
+SWEEP = launch_sweep()
+if kernel_workload is None:
+    kernel_workload = {kind: (w if w in SWEEP else "tiny") for kind, w in decode_workloads().items()}
+    kernel_workload.setdefault("reduce", "tiny")
 ldf, linfo = C.open_run(launch_trace, "launch_overhead")
 edf, einfo = C.open_run(e2e_trace, "e2e_decode")
 C.say("**Launch overhead** — " + C.banner(linfo, launch_trace) + "\n\n**End to end** — " + C.banner(einfo, e2e_trace))
@@ -102,7 +108,7 @@ SAVE = pd.DataFrame({p: US.get("triton") - US.get(f"jitcache:{p}") for p in poli
 shown = pd.concat([US[["triton"] + [f"jitcache:{p}" for p in policies]].rename(columns=lambda c: f"{c} µs"),
                    SAVE.rename(columns=lambda p: f"saved by {p} µs")], axis=1) if "triton" in US else SAVE
 C.table(shown, digits=1)
-FALLBACK = ["unified_attention_2d", "paged_attention_2d", "unified_attention_3d", "cache_write", "tiny"]
+FALLBACK = list(SWEEP)  # the launch-overhead sweep's workloads (jitlab.kernels' registry)
 
 
 def workload_for(kind_key):

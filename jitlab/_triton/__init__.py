@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import hip as _hip  # noqa: F401  registers the HIP backend with probe.BACKENDS (no import circle)
 from .adapter import Adapter, Compiled, Param, get_adapter, inner_jit_function, offline_binder, params_of
 
 __all__ = ["Adapter", "Compiled", "Param", "get_adapter", "inner_jit_function", "offline_binder", "params_of",
-           "compiled_launcher"]
+           "compiled_launcher", "function_handle"]
+
+
+def function_handle(compiled: Any) -> int:
+    """The driver's handle (CUfunction / hipFunction_t) of a loaded kernel, as an int (the bench's floors)."""
+    return int(compiled.function)
 
 
 def compiled_launcher(kernel: Any, grid: Any, args: tuple, kwargs: dict) -> Callable[[], None]:

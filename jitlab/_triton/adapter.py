@@ -395,8 +395,9 @@ def get_adapter() -> tuple[Adapter | None, str | None]:
         if reason is None:
             try:
                 cls: type[Adapter] = Adapter
-                if probe.active_backend() == "hip":  # offline-checked: jitcache asks for JITLAB_HIP=1 (opt_in_reason)
-                    from .hip import HipAdapter as cls
+                backend = probe.BACKENDS.get(probe.active_backend())
+                if backend is not None:  # hip, offline-checked: jitcache asks for JITLAB_HIP=1 (opt_in_reason)
+                    cls = backend.ADAPTER
                 _ADAPTER = cls()
                 unknown = set(probe.run_injected_options()) - set(_ADAPTER._injected)
                 if unknown:  # a Triton whose key reads state jitlab does not know: never guess

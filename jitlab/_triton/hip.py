@@ -30,13 +30,14 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import _cbuild
-from . import native
+from . import native, probe
 from .adapter import Adapter, StateItem
 
 log = logging.getLogger(__name__)
@@ -276,3 +277,7 @@ def reset() -> None:
     global _STATE
     with _LOCK:
         _STATE = None
+
+
+ADAPTER = HipAdapter
+probe.BACKENDS["hip"] = sys.modules[__name__]  # found by probe, adapter and native (see probe.BACKENDS)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import _cbuild
+from . import probe
 
 _SRC = Path(__file__).with_name("native_launcher.c")
 _MODNAME = "_jitlab_native"
@@ -213,10 +214,10 @@ def make_launch(compiled: Any, frozen: dict[int, Any] | None = None, device: int
     `device` is the kernel's device, whose primary context is made current in a thread that has no
     context (Triton always uses device 0 there; None means 0 too). `module`: the dispatcher module, whose
     launchers the dispatcher calls without a Python call (default: the C module)."""
-    if getattr(getattr(getattr(_kernel_of(compiled), "metadata", None), "target", None), "backend", "") == "hip":
-        from . import hip  # the HIP build of the same C launcher (HIP has no dispatcher: cache.py)
-
-        return hip.make_launch(compiled, frozen, device)
+    other = probe.BACKENDS.get(getattr(getattr(getattr(_kernel_of(compiled), "metadata", None), "target", None),
+                                       "backend", ""))
+    if other is not None:  # hip: the HIP build of the same C launcher (HIP has no dispatcher: cache.py)
+        return other.make_launch(compiled, frozen, device)
     p, reason = plan(compiled, check_ptx=False)  # the loaded kernel's own parameter list is checked below
     if p is None:
         return None, f"refused: {reason}"

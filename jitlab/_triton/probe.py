@@ -11,6 +11,12 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from typing import Any
+
+#: Backends other than CUDA, by Triton's name, each the module that implements it (`unsupported_reason()`,
+#: its Adapter class `ADAPTER`, `make_launch()`): jitlab._triton.hip registers itself here when jitlab._triton
+#: is imported, so the modules it builds on (adapter, native, this one) never import it: no import circle.
+BACKENDS: dict[str, Any] = {}
 
 
 @functools.cache
@@ -106,19 +112,36 @@ def active_backend() -> str | None:
         return None
 
 
+#: The pass-through reason without a GPU driver: plain Triton cannot launch either, so say what to do.
+NO_DRIVER = ("no active GPU driver, so Triton itself cannot launch here (it raises '0 active drivers'): "
+             "on a machine without a GPU set TRITON_INTERPRET=1 and pass CPU tensors to run kernels in "
+             "Triton's interpreter")
+
+
+def _interpreter_needs() -> str:
+    """What Triton's interpreter needs and lacks here (numpy: Triton does not install it)."""
+    import importlib.util
+
+    try:
+        missing = importlib.util.find_spec("numpy") is None
+    except (ImportError, ValueError):
+        missing = True
+    if missing:
+        return "; Triton's interpreter needs numpy, which is not installed: pip install numpy"
+    return ""
+
+
 def unsupported_reason() -> str | None:
     """Why the fast path cannot be used here (None when it can)."""
     if not has_device_caches() or not binder_returns_specialization():
         return f"triton {triton_version()} predates the 3.3 launcher contract"
     if interpreter_active():
-        return "TRITON_INTERPRET=1 (kernels run in Triton's interpreter)"
+        return "TRITON_INTERPRET=1 (kernels run in Triton's interpreter)" + _interpreter_needs()
     backend = active_backend()
     if backend is None:
-        return "no active GPU driver"
-    if backend == "hip":  # checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
-        from . import hip
-
-        return hip.unsupported_reason()
+        return NO_DRIVER
+    if backend in BACKENDS:  # hip, checked offline only: jitcache also needs JITLAB_HIP=1 (HipAdapter.opt_in_reason)
+        return BACKENDS[backend].unsupported_reason()
     if backend != "cuda":
         return f"backend {backend!r} is not checked yet"
     return None

@@ -225,11 +225,10 @@ def markdown(df: Any, path: str) -> str:
     """`jitlab report` of an any_program run trace: the programs and the per-kernel table."""
     run = df[df["name"] == "jitlab.run"].iloc[0]
     results = json.loads(run["jitlab.results"])
-    from .report import _demo_line, provenance_line
+    from .fmt import _demo_line, provenance_line
 
     attrs = {k: v for k, v in run.items() if isinstance(k, str)}
-    out = _demo_line(attrs) + [f"Run `{Path(path).stem}` ({provenance_line(attrs)}, host CPU "
-                               f"{attrs.get('jitlab.provenance.cpu', '?')}); output rule: "
+    out = _demo_line(attrs) + [f"Run `{Path(path).stem}` ({provenance_line(attrs)}); output rule: "
                                f"{attrs.get('jitlab.any_program.rule')}.", "",
                                "| program | output | stock s | jitlab s | launches | hits | saved ms |",
                                "|---|---|---:|---:|---:|---:|---:|"]

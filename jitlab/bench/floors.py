@@ -7,12 +7,10 @@ the other variants launch; the parameter layout comes from jitlab._triton.native
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from .._triton import function_handle
 from .runner import Variant
 
 _C_TYPES = {"b": ctypes.c_int8, "h": ctypes.c_int16, "i": ctypes.c_int32, "L": ctypes.c_int64,
@@ -85,7 +83,7 @@ def cuda_python_variant(case: Any) -> Variant:
         compiled, plan, params, (gx, gy, gz) = _prepared(case)
     except Exception as e:  # noqa: BLE001
         return Variant("cuda_python_floor", "floor", skip=str(e))
-    f = cu.CUfunction(init_value=int(compiled.function))
+    f = cu.CUfunction(init_value=function_handle(compiled))
     stream = cu.CUstream(init_value=_stream())
     block, shared, addr, launch = 32 * plan.num_warps, plan.shared, params.address, cu.cuLaunchKernel
 
@@ -100,19 +98,13 @@ def cuda_python_variant(case: Any) -> Variant:
 
 
 def _build_c_floor() -> ctypes.CDLL:
-    src = Path(__file__).with_name("floor.c")
-    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    from .. import _cbuild
+
+    nvcc = _cbuild.nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found: the C floor is skipped")
-    from .._cbuild import cache_dir
-
-    out = cache_dir("floor") / (hashlib.sha256(src.read_bytes()).hexdigest()[:16] + ".so")
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([nvcc, "-O2", "-shared", "-Xcompiler", "-fPIC", "-x", "cu", str(src), "-lcuda",
-                            "-o", str(out)], capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"nvcc failed: {r.stderr[-500:]}")
+    out = _cbuild.shared_library(Path(__file__).with_name("floor.c"), "floor",
+                                 [nvcc, "-O2", "-shared", "-Xcompiler", "-fPIC", "-x", "cu"], after=("-lcuda",))
     lib = ctypes.CDLL(str(out))
     lib.jitlab_floor_loop.restype = ctypes.c_longlong
     lib.jitlab_floor_loop.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
@@ -126,7 +118,7 @@ def c_variant(case: Any) -> Variant:
         compiled, plan, params, (gx, gy, gz) = _prepared(case)
     except Exception as e:  # noqa: BLE001
         return Variant("c_floor", "floor", skip=str(e))
-    f, block, shared, addr = int(compiled.function), 32 * plan.num_warps, plan.shared, params.address
+    f, block, shared, addr = function_handle(compiled), 32 * plan.num_warps, plan.shared, params.address
 
     def timer(n: int) -> int:
         ns = lib.jitlab_floor_loop(f, gx, gy, gz, block, shared, _stream(), addr, n)

@@ -8,11 +8,10 @@ jitlab._triton.hip.plan() (the kernel's own argument list), the block from its w
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from .._triton import function_handle
 from .floors import _prepared, _stream
 from .runner import Variant
 
@@ -29,19 +28,14 @@ def active() -> bool:
 
 def build() -> ctypes.CDLL:
     """floor_hip.c built with the host C compiler into $JITLAB_CACHE_DIR/floor (cached by source hash)."""
-    from .._cbuild import cache_dir, compiler
+    from .._cbuild import compiler, shared_library
     from .._triton.hip import hip_include
 
-    src, inc, cc = Path(__file__).with_name("floor_hip.c"), hip_include(), compiler()
+    inc, cc = hip_include(), compiler()
     if inc is None or cc is None:
         raise RuntimeError("the HIP C floor needs Triton's HIP headers and a C compiler")
-    out = cache_dir("floor") / (hashlib.sha256(src.read_bytes() + inc.encode()).hexdigest()[:16] + "-hip.so")
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-I{inc}", str(src), "-o", str(out)],
-                           capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"C floor build failed: {r.stderr[-500:]}")
+    out = shared_library(Path(__file__).with_name("floor_hip.c"), "floor", [cc, "-O2", "-shared", "-fPIC", f"-I{inc}"],
+                         tag="-hip")
     lib = ctypes.CDLL(str(out))
     lib.jitlab_hip_floor_loop.restype = ctypes.c_longlong
     lib.jitlab_hip_floor_loop.argtypes = _LAUNCH_ARGTYPES
@@ -56,7 +50,7 @@ def c_variant(case: Any) -> Variant:
         compiled, plan, params, (gx, gy, gz) = _prepared(case, hip.plan)
     except Exception as e:  # noqa: BLE001
         return Variant("c_floor", "floor", skip=f"HIP C floor: {e}")
-    f, block, shared, addr = int(compiled.function), plan.warp_size * plan.num_warps, plan.shared, params.address
+    f, block, shared, addr = function_handle(compiled), plan.warp_size * plan.num_warps, plan.shared, params.address
 
     def timer(n: int) -> int:
         ns = lib.jitlab_hip_floor_loop(entry, f, gx, gy, gz, block, shared, _stream(), addr, n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from .. import kernels
-from .policies import policy_for
+from ..policy import policy_of
 from .runner import Config, Variant
 
 
@@ -61,7 +61,7 @@ def variants(case: Any, sweep: list[dict], cuda: bool, trace_levels: Iterable[st
     out.append(Variant("triton", "baseline", lambda: k[g](*a, **kw)))
     out.append(_compiled(case) if cuda else Variant("compiled_run", "baseline", skip=no_gpu))
     for table in sweep:
-        policy = policy_for(table, case)
+        policy = policy_of(table, case)
         jk = jitcache(policy=policy)(k)
         out.append(Variant(f"jitcache:{policy.name}", "jitcache", lambda jk=jk: jk[g](*a, **kw), policy=policy,
                            kernel=jk, after_lock=jk.lock if policy.static else None))

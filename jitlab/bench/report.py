@@ -17,8 +17,8 @@ import sys
 import warnings
 from typing import Any
 
-
-CPU_DEMO = "CPU demo, not a measurement"
+# The run's text helpers live in fmt (any_program's report uses them too, without importing this module).
+from .fmt import CPU_DEMO, _demo_line, _present, is_cpu_demo, provenance_line  # noqa: F401
 
 
 def _run_attrs(df: Any) -> dict:
@@ -26,29 +26,6 @@ def _run_attrs(df: Any) -> dict:
     if run.empty:
         raise ValueError("no jitlab.run span in this trace")
     return {k: v for k, v in run.iloc[0].items() if isinstance(k, str)}
-
-
-def _present(v: Any) -> bool:
-    """False for None and for a DataFrame cell's missing value (NaN, or pandas.NA, whose truth raises)."""
-    if v is None:
-        return False
-    try:
-        return bool(v == v)
-    except TypeError:  # pandas.NA
-        return False
-
-
-def is_cpu_demo(attrs: dict) -> bool:
-    label = attrs.get("jitlab.experiment.label")
-    if _present(label) and "CPU" in str(label):
-        return True
-    cuda = attrs.get("jitlab.provenance.cuda_available", attrs.get("resource.jitlab.cuda.available"))
-    return _present(cuda) and not bool(cuda)
-
-
-def _demo_line(attrs: dict) -> list[str]:
-    return [f"**{CPU_DEMO}** (no CUDA GPU: Triton's interpreter, jitlab in pass-through).", ""] \
-        if is_cpu_demo(attrs) else []
 
 
 def load(path: str):
@@ -77,15 +54,6 @@ def load(path: str):
     for b in bad:
         print(f"warning: {b}; line skipped", file=sys.stderr)
     return df
-
-
-def provenance_line(attrs: dict) -> str:
-    def g(k: str) -> str:
-        v = attrs.get(f"jitlab.provenance.{k}")
-        return "?" if v is None or v != v else str(v)
-
-    return (f"{g('gpu')} (host CPU {g('cpu')}), driver {g('driver')}, torch {g('torch')}, triton {g('triton')}, "
-            f"jitlab {g('jitlab_commit')}, {g('date')}")
 
 
 def launch_overhead_markdown(path: str, df: Any = None) -> str:

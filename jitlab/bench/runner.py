@@ -83,17 +83,23 @@ def trace_flags(trace: str | None, trace_file: str | None, default_level: str = 
     return trace or SETTINGS.given("trace") or default_level, trace_file or SETTINGS.trace_file
 
 
+class ExperimentError(RuntimeError):
+    """A failure an experiment's command line reports in one line (e.g. vLLM's kernel files not found)."""
+
+
 def cli(main: Callable[[], Any], prog: str) -> None:
-    """Run an experiment's main(); a bad JITLAB_* value, an unwritable trace file or missing vLLM kernel
-    files end it with one line naming it (exit status 1) instead of a traceback."""
+    """Run an experiment's main(); a bad JITLAB_* value, an unwritable trace file, a missing extra or an
+    ExperimentError (missing vLLM kernel files) end it with one line naming it (exit status 2, as every
+    jitlab command line's failures) instead of a traceback."""
+    from .._extras import MissingExtra
     from ..settings import SettingError
     from ..telemetry.export import TraceTargetError
-    from .vllm_kernels import VllmNotFound
 
     try:
         main()
-    except (SettingError, TraceTargetError, VllmNotFound) as e:
-        raise SystemExit(f"{prog}: {e}") from None
+    except (SettingError, TraceTargetError, MissingExtra, ExperimentError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _check(case: Any, variant: Variant, device: Device) -> str:

@@ -23,13 +23,13 @@ from typing import Any, Callable
 
 from ..kernels.case import Case
 from . import vllm_batches as vb
-from .runner import Config, Variant
+from .runner import Config, ExperimentError, Variant
 
 KERNEL_MODULES = {"kernel_unified_attention": vb.UNIFIED, "reduce_segments": vb.UNIFIED,
                   "reshape_and_cache_kernel_flash": vb.CACHE}
 
 
-class VllmNotFound(RuntimeError):
+class VllmNotFound(ExperimentError):
     """Neither an installed vLLM nor vLLM's kernel files in the given folder (experiments report it in one line)."""
 
 

@@ -19,6 +19,7 @@ import sys
 
 from .._extras import MissingExtra, require
 from ..settings import SettingError
+from .errors import CliError
 
 #: Subcommands that are another module's main(), the extra each needs (module to check) and what they do.
 DELEGATED = {
@@ -27,10 +28,6 @@ DELEGATED = {
                "a trace file as Chrome trace-event JSON (Perfetto), optionally merged with a torch profile"),
     "replay": ("jitlab.telemetry.replay", "trace", "requests", "send trace files to an OTLP collector"),
 }
-
-
-class CliError(Exception):
-    """A failure of the command line itself: one line, exit 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     if out:
         print(out)
     return code
+
+
+def export_command() -> None:
+    """`jitlab-export`, the old name of `jitlab export`: the same checks (a missing [trace] is one line, exit 2,
+    `--help` included)."""
+    raise SystemExit(main(["export", *sys.argv[1:]]))
+
+
+def replay_command() -> None:
+    """`jitlab-replay`, the old name of `jitlab replay` (same checks)."""
+    raise SystemExit(main(["replay", *sys.argv[1:]]))
 
 
 def _dispatch(argv: list[str]) -> tuple[int, str]:

@@ -90,7 +90,7 @@ def check(env: dict[str, str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import CliError
+    from .errors import CliError
 
     program = list(args.program)
     if program and program[0] == "--":

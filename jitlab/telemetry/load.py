@@ -20,8 +20,11 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from google.protobuf import json_format
-from opentelemetry.proto.trace.v1 import trace_pb2
+from .._extras import require
+
+# The [trace] extra's modules, named in one line when missing (load_traces with the core install alone).
+json_format = require("trace", "google.protobuf.json_format")
+trace_pb2 = require("trace", "opentelemetry.proto.trace.v1.trace_pb2")
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 BASE_COLUMNS = [
@@ -199,7 +202,7 @@ def load_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     every span attribute as its own column (e.g. "jitlab.launch.duration_ns", nullable Int64 when
     integral) and every resource attribute as "resource.<key>". A line that is not an OTLP JSON document
     (a truncated last line) is skipped with a warning naming it; `df.attrs["bad_lines"]` lists them."""
-    import pandas as pd
+    pd = require("lab", "pandas")
 
     cols: dict[str, list] = {c: [] for c in BASE_COLUMNS}
     n = 0

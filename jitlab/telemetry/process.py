@@ -60,8 +60,10 @@ def start() -> "ProcessSession | None":
         s = _settings.SETTINGS
         if s.trace == "off":
             return None
-        _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample, capacity=s.recorder_capacity,
-                                  trace_file=_settings.trace_file_for_process(), flush_s=s.trace_flush_s).start()
+        # JITLAB_TRACE_SAMPLE is read only at `sampled`: at another level it is unused, so never an error
+        _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample if s.trace == "sampled" else 100,
+                                  capacity=s.recorder_capacity, trace_file=_settings.trace_file_for_process(),
+                                  flush_s=s.trace_flush_s).start()
         return _SESSION
 
 

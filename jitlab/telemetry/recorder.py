@@ -21,7 +21,7 @@ import threading
 import time
 from array import array
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -337,7 +337,6 @@ class Recorder:
 @dataclass
 class _Active:
     recorder: Recorder | None = None
-    listeners: list = field(default_factory=list)
 
 
 # The one switch the hot path reads.

@@ -28,6 +28,9 @@ DEFAULT_ENDPOINT = "http://localhost:4318"
 EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_UNREACHABLE, EXIT_REJECTED = 0, 1, 2, 3, 4
 
 
+#: The Jaeger image the docs and this command's hints name (one place; docs/TRACING.md says the same).
+JAEGER_IMAGE = "jaegertracing/jaeger:2.0.0"
+
 def traces_url(endpoint: str | None = None, environ=None) -> str:
     env = os.environ if environ is None else environ
     if not endpoint:
@@ -102,7 +105,7 @@ def replay(
                     EXIT_UNREACHABLE,
                     f"cannot reach the collector at {url}: {type(e).__name__}: {e}\n"
                     "Is Jaeger / an OpenTelemetry collector listening for OTLP/HTTP there? e.g.\n"
-                    "  docker run --rm -p 16686:16686 -p 4317:4317 -p 4318:4318 jaegertracing/jaeger:2.x\n"
+                    f"  docker run --rm -p 16686:16686 -p 4317:4317 -p 4318:4318 {JAEGER_IMAGE}\n"
                     "or pass --endpoint http://HOST:4318",
                 ) from None
             if not 200 <= r.status_code < 300:

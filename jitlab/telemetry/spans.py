@@ -188,9 +188,6 @@ class Frame:
     ended: bool = False
     parent_ctx: Any = None  # an OTel context to parent a top-level frame (the program's own current span)
 
-    def contains(self, t: int) -> bool:
-        return self.t0 <= t and (self.t1 is None or t < self.t1)
-
 
 def push_frame(f: Frame, stacks: dict, frames: list, lock) -> Frame:
     """Make `f` the innermost open frame of its thread, keep it in `frames`, stamp its start (last,

@@ -45,10 +45,6 @@ class ExportWorker:
         self._thread.start()
         return self
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def hand_off(self, chunk: list) -> None:
         """From a launching thread: queue `chunk` for export (O(1)); `Backlog` when too far behind."""
         with self._cv:

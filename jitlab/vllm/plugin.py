@@ -81,6 +81,11 @@ def install(policy: str | None = None, scope: str = SCOPE, verify: int = 0) -> I
                      "JITLAB_DISABLE=1" if settings.SETTINGS.disable else "JITLAB_VLLM_POLICY=off")
             return None
         table, groups = policies.table(*where)
+        if not probe.vllm_installed():
+            warnings.warn("jitlab.vllm: vLLM is not installed, so no kernel is wrapped "
+                          f"(the plugin knows vLLM {VLLM_VERSION}: pip install -e \".[vllm]\")",
+                          RuntimeWarning, stacklevel=2)
+            return None
         modules, problems = probe.check()
         if problems:
             warnings.warn(f"jitlab.vllm: vLLM's kernels differ from vLLM {VLLM_VERSION}'s, so none is wrapped: "

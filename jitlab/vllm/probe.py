@@ -9,11 +9,20 @@ pass, so a kernel that changed, or a sibling of one that changed, is not one the
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from types import ModuleType
 from typing import Any
 
 from .known import KERNELS, Kernel
+
+
+def vllm_installed() -> bool:
+    """Whether a `vllm` package can be imported at all (found without importing it)."""
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def signature(kernel: Any) -> tuple[str, ...] | None:

@@ -238,7 +238,7 @@ def test_tuned_policy_file_is_checked(tmp_path):
 
 
 def test_policy_name_lists_add_and_remove_left_to_right():
-    from jitlab.bench.policies import load_sweep, policy_for
+    from jitlab.policy import policy_of as policy_for, sweep_tables as load_sweep
 
     case = dops._policy_cases()["cache"]
     pol = policy_for({"name": "p", "assume_const": "@strides - key_stride - value_stride + slot_mapping_ptr"}, case)

@@ -36,7 +36,11 @@ FORBIDDEN = ("triton", "torch", "jitlab.cache", "jitlab.bench", "jitlab._triton"
 # what must not be loaded in the kernel after a run (`import jitlab.telemetry.load` runs jitlab/__init__,
 # which loads the Triton-free decorator module, so that one is allowed at run time)
 NOT_LOADED = ("triton", "torch", "jitlab.cache", "jitlab.bench", "jitlab._triton", "jitlab.kernels")
-ALLOWED_JITLAB = ("jitlab.telemetry", "jitlab.telemetry.load")
+# The workload registry (jitlab.kernels' names and functions: data, no Triton, no torch) may be read;
+# no kernel module is loaded for it.
+REGISTRY = ("jitlab.kernels.WORKLOADS", "jitlab.kernels.launch_sweep", "jitlab.kernels.decode_workloads")
+REGISTRY_MODULES = ("jitlab.kernels", "jitlab.kernels.case")
+ALLOWED_JITLAB = ("jitlab.telemetry", "jitlab.telemetry.load") + REGISTRY
 
 nbformat = pytest.importorskip("nbformat")
 jupytext = pytest.importorskip("jupytext")
@@ -66,7 +70,8 @@ def _execute(name: str, params: dict, out_dir: Path):
     nb.cells.insert(idx[0] + 1, nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]}))
     nb.cells.append(nbformat.v4.new_code_cell(
         "import sys as _sys\n"
-        f"_bad = sorted(m for m in _sys.modules if any(m == f or m.startswith(f + '.') for f in {NOT_LOADED!r}))\n"
+        f"_bad = sorted(m for m in _sys.modules if m not in {REGISTRY_MODULES!r} and "
+        f"any(m == f or m.startswith(f + '.') for f in {NOT_LOADED!r}))\n"
         "assert not _bad, f'the notebook loaded {_bad}'"))
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(REPO)}})
@@ -181,6 +186,8 @@ def test_notebooks_never_import_gpu_code(path):
     for line, mod in _imports(path):
         if mod == "<dynamic import>":
             bad.append((line, mod))
+        elif mod == "jitlab.kernels" or mod in REGISTRY:  # `from jitlab.kernels import <registry name>`
+            continue
         elif any(mod == f or mod.startswith(f + ".") for f in FORBIDDEN):
             bad.append((line, mod))
         elif (mod == "jitlab" or mod.startswith("jitlab.")) and not any(
@@ -227,3 +234,26 @@ def test_no_notebook_outputs_in_git():
     tracked = subprocess.run(["git", "ls-files", "--", "*.ipynb"], cwd=REPO, capture_output=True, text=True,
                              timeout=30).stdout.split()
     assert not tracked, f".ipynb files are tracked (outputs must not go into git; keep the jupytext .py): {tracked}"
+
+
+def test_launch_overhead_notebook_on_a_trace_of_a_users_own_program(tmp_path):
+    """A user's own trace (launch spans, no trials) ends the notebook with one clear note pointing to the
+    tools for it, exit status 0, no traceback (it crashed in matplotlib: 'Number of columns must be a
+    positive integer, not 0')."""
+    from jitlab import telemetry
+
+    trace = tmp_path / "mine.jsonl"
+    with telemetry.Run("my_program", level="full", trace_file=trace, otlp=False) as run:
+        run.recorder.record("my_kernel", "global", "safe", 1, 0, 1_000, 2_000, 3_000, compile_ns=500)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("JITLAB_")}
+    r = subprocess.run([sys.executable, str(NB_DIR / "launch_overhead.py"), f"trace={trace}"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "holds no timed launch-overhead trials" in r.stdout and "jitlab.bench.report" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_a_labelled_run_without_pairs_does_not_claim_to_predate_them(synthetic, tmp_path):
+    nb = _execute("launch_overhead", {"trace": str(synthetic["launch_overhead"])}, tmp_path)
+    text = _text(nb)
+    assert "predates" not in text

@@ -131,3 +131,42 @@ def test_import_and_decorate_with_the_extras_missing(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
+
+
+def _closure(extra: str) -> set[str]:
+    """The distributions an extra of jitlab asks for, jitlab[...] self-references followed (the core's
+    dependencies included), without the dependencies of those distributions."""
+    extras, seen, out, todo = PROJECT["optional-dependencies"], set(), names(PROJECT["dependencies"]), [extra]
+    while todo:
+        e = todo.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        for r in map(Requirement, extras[e]):
+            if r.name == "jitlab":
+                todo += sorted(r.extras)
+            else:
+                out.add(r.name)
+    return out
+
+
+def test_the_vllm_extra_needs_only_the_core():
+    """`pip install -e ".[vllm]"` brings vLLM and the core: no OpenTelemetry, pandas or rich (the plugin
+    reads its TOML policies with jitlab.policy), and its modules import nothing of the lab or telemetry."""
+    assert _closure("vllm") == {"triton", "vllm"}
+    assert {"opentelemetry-sdk", "pandas", "rich"} <= _closure("lab")  # the walk sees what [lab] brings
+    seen, todo, outside = set(), ["jitlab.vllm", "jitlab.vllm.plugin", "jitlab.vllm.policies", "jitlab.vllm.probe"], []
+    while todo:
+        module = todo.pop()
+        path = _module_file(module)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        for imp in _imports(path, module):
+            if imp.startswith(("jitlab.bench", "jitlab.kernels", "jitlab.telemetry.")) \
+                    and not imp.startswith("jitlab.telemetry.recorder"):
+                outside.append(f"{module} imports {imp}")
+            elif imp.split(".")[0] == "jitlab":
+                todo.append(imp)
+    assert "jitlab.policy" in seen
+    assert not outside, outside

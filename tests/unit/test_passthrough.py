@@ -25,7 +25,9 @@ def test_no_gpu_driver_passes_through_with_one_warning(monkeypatch, no_gpu_drive
         warnings.simplefilter("always")
         k1, _ = jitcache(add_one), jitcache(add_one)  # two kernels, one warning
     assert len([x for x in w if "pass-through" in str(x.message)]) == 1
-    assert k1.passthrough_reason == "no active GPU driver"
+    assert k1.passthrough_reason.startswith("no active GPU driver")
+    # the warning says what to do: plain Triton cannot launch here either
+    assert "set TRITON_INTERPRET=1" in k1.passthrough_reason and "'0 active drivers'" in k1.passthrough_reason
     k1[(3,)](None, None, 1)
     assert calls == [(3,)] and k1.counters()["fallback.passthrough"] == 1
 
@@ -69,3 +71,20 @@ def test_interpreter_results_equal_interpreted_triton(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "reason: interpreted kernel (TRITON_INTERPRET=1)" in out.stdout
     assert "'fallback.passthrough': 1" in out.stdout
+
+
+def test_interpreter_without_numpy_names_numpy(monkeypatch):
+    """Triton's interpreter needs numpy, which Triton does not install: the pass-through reason says so
+    (numpy hidden: sys.modules["numpy"] = None makes it unfindable)."""
+    import sys
+
+    from jitlab._triton import probe
+
+    import numpy  # noqa: F401  (installed in the dev environment)
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(probe, "interpreter_active", lambda: True)
+    assert "numpy" not in probe.unsupported_reason()
+    monkeypatch.setitem(sys.modules, "numpy", None)  # restored at teardown
+    reason = probe.unsupported_reason()
+    assert reason.startswith("TRITON_INTERPRET=1") and "needs numpy" in reason and "pip install numpy" in reason

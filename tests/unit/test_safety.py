@@ -256,6 +256,21 @@ def test_a_plain_function_is_refused(fake_adapter):
         jitcache(lambda x: x)
 
 
+def test_triton_jit_above_jitcache_says_which_order_is_right(fake_adapter):
+    import triton
+    import triton.language as tl
+
+    with pytest.raises(ValueError, match=r"jitcache\(k\): function 'k' is not a Triton kernel.*"
+                                         r"write @jitcache above @triton.jit, not below it"):
+        @triton.jit
+        @jitcache
+        def k(x_ptr, BLOCK: tl.constexpr):
+            pass
+    with pytest.raises(ValueError) as e:
+        jitcache(42)
+    assert "above @triton.jit" not in str(e.value)  # not a function: no order to fix
+
+
 # -- verify catches every relaxation ------------------------------------------------------------------------
 def test_verify_catches_a_changed_grid_under_cache_launch_grid(fake_adapter):
     k = jitcache(cache_launch_grid=True, verify=1)(K.add_one)
@@ -428,3 +443,19 @@ def test_threads_with_different_keys_launch_their_own_entries(fake_adapter):
         n = rec["vals"][2]
         assert rec["grid"] == (n % 7 + 1, 1, 1)
         assert rec["key"] == fake_adapter.triton_key(K.add_one, rec["vals"][:3], {}), (n, rec["key"])
+
+
+def test_a_missing_policy_file_names_the_kernel_and_the_file(fake_adapter, tmp_path):
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ValueError) as e:
+        jitcache(policy=f"{missing}:loose")(K.add_one)
+    msg = str(e.value)
+    assert msg.startswith("jitcache(add_one): cannot read policies from ") and str(missing) in msg, msg
+    assert "\n" not in msg
+
+
+def test_one_table_is_read_from_a_file_whose_other_tables_need_a_workload(fake_adapter, tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('[[policy]]\nname = "x"\nassume_const = "@strides"\n[[policy]]\nname = "plain"\n'
+                 'assume_const = "n + x_ptr - x_ptr"\n')
+    assert jitcache(policy=f"{f}:plain")(K.add_one).policy.assume_const == ("n",)

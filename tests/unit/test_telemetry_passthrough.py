@@ -13,7 +13,7 @@ def test_passthrough_launches_are_traced_as_fallbacks(monkeypatch, tmp_path, no_
     launched = []
     monkeypatch.setattr(type(add_one), "__getitem__", lambda self, grid: lambda *a, **k: launched.append(grid))
     k = jitcache(add_one)
-    assert k.passthrough_reason == "no active GPU driver"
+    assert k.passthrough_reason.startswith("no active GPU driver")
     mem = InMemorySpanExporter()
     with telemetry.Run("passthrough_test", level="full", trace_file=tmp_path / "t.jsonl", exporters=[mem],
                        otlp=False) as run:

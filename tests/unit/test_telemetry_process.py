@@ -314,9 +314,10 @@ def test_experiment_honours_env_and_flags_override(tmp_path):
     assert p.returncode == 0, p.stderr
     assert load_traces(f).query("name == 'jitlab.run'").iloc[0]["jitlab.trace.level"] == "off"
     p = e2e(JITLAB_TRACE_FILE="/proc/nope/t.jsonl")
-    assert p.returncode == 1
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1] == \
         "e2e_decode: cannot write trace file /proc/nope/t.jsonl: No such file or directory"
     assert "trace: /proc/nope" not in p.stdout
     p = e2e(JITLAB_TRACE="loud")
-    assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("e2e_decode: JITLAB_TRACE='loud'")
+    assert p.returncode == 2 and "Traceback" not in p.stderr  # one line: the variable, the value, the choices
+    assert p.stderr.strip().splitlines()[-1].startswith("e2e_decode: JITLAB_TRACE='loud'")

@@ -285,3 +285,18 @@ def test_default_matrix_splits_into_device_calls_under_8_minutes():
     assert vllm_kernels.estimate(full, shape, cfg, n) > 8 * 60
     assert all(vllm_kernels.estimate(p, shape, cfg, n) < 8 * 60 for p in parts)
     assert sorted(s.name for p in parts for s in p) == sorted(s.name for s in full)
+
+
+def test_register_without_vllm_says_vllm_is_not_installed(monkeypatch):
+    """Without vLLM (forced: sys.modules["vllm"] = None hides any install), register() wraps nothing and
+    says so in one warning, instead of blaming a difference in vLLM's kernels."""
+    import jitlab.vllm as jv
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    jv.uninstall()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert jv.install("tuned") is None
+    msgs = [str(w.message) for w in caught if "jitlab.vllm" in str(w.message)]
+    assert len(msgs) == 1 and "vLLM is not installed" in msgs[0] and "differ" not in msgs[0], msgs
+    assert '.[vllm]' in msgs[0]

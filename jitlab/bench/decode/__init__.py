@@ -21,7 +21,7 @@ allocator. Activations live in static buffers sliced to the step's token count, 
 all modes run the same kernels in the same order (their logits can be compared bitwise).
 
 Modes (`MODES`): eager with stock Triton, eager with jitlab (safe policy, and a tuned policy per
-kernel whose relaxations hold in this loop: `experiments/e2e_decode.toml`), piecewise CUDA graphs
+kernel whose relaxations hold in this loop: `jitlab/bench/decode/tuned_policies.toml`), piecewise CUDA graphs
 (everything but the KV write and attention captured per padded token count; those two launched
 eagerly between replays, as vLLM's PIECEWISE mode), and a full CUDA graph of the model forward
 (upper bound; decode only).

@@ -80,11 +80,12 @@ RAW_KERNELS = {
 # Case lists k_scale/v_scale among its scales, which are only dereferenced for fp8 KV caches).
 PER_LAYER_ARGS = ("key_cache_ptr", "value_cache_ptr", "k_scale", "v_scale", "sink_ptr")
 TUNED_POLICY_NAME = "e2e_tuned"
-# The tuned policies are data, next to the launch sweep's (the reasoning is in the file).
-TUNED_POLICIES = Path(__file__).resolve().parents[3] / "experiments" / "e2e_decode.toml"
-# The Case (registered workload) whose argument groups each kernel's policy refers to.
-_WORKLOAD = {"rms": "rms_norm", "rope": "rope", "cache": "cache_write", "attn": "unified_attention_3d",
-             "silu": "silu_and_mul"}
+# The tuned policies are data, package data next to this module (the reasoning is in the file).
+TUNED_POLICIES = Path(__file__).with_name("tuned_policies.toml")
+# The Case (registered workload, jitlab.kernels.decode_workloads) whose argument groups each kernel's
+# policy refers to; attention's is the 3D launch's (same kernel, every segm_* argument in use).
+_WORKLOAD = {("attn" if kind == "attn_3d" else kind): name for kind, name in kernels.decode_workloads().items()
+             if kind != "attn_2d"}
 
 
 def _policy_cases() -> dict[str, Any]:
@@ -96,15 +97,15 @@ def _policy_cases() -> dict[str, Any]:
 
 
 def tuned_policies(verify: int = 0, path: str | Path = TUNED_POLICIES) -> dict[str, Policy]:
-    """The tuned policy of each kernel, from `path` (experiments/e2e_decode.toml) resolved against the
+    """The tuned policy of each kernel, from `path` (tuned_policies.toml here) resolved against the
     kernel's Case; with `verify`, every hit re-derives Triton's key and checks the frozen values."""
-    from ..policies import load_per_kernel, policy_for
+    from ...policy import per_kernel_tables, policy_of
 
     cases = _policy_cases()
-    tables = load_per_kernel(path, RAW_KERNELS)
+    tables = per_kernel_tables(path, RAW_KERNELS)
     out = {}
     for key in RAW_KERNELS:
-        pol = policy_for({**tables[key], "name": TUNED_POLICY_NAME + ("+verify" if verify else ""), "verify": verify},
+        pol = policy_of({**tables[key], "name": TUNED_POLICY_NAME + ("+verify" if verify else ""), "verify": verify},
                          cases[key])
         frozen_per_layer = sorted(set(pol.assume_const) & set(PER_LAYER_ARGS))
         if frozen_per_layer:

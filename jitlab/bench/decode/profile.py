@@ -26,7 +26,6 @@ from .config import MODES
 log = logging.getLogger(__name__)
 
 PROFILE_MODES = ("eager_stock", "eager_jitlab_safe")
-PROFILE_STEPS = 5  # per profiled mode on a GPU (a few MB of Chrome trace); the CPU demo takes 2
 WARM_STEPS = 2
 STEP = "step"  # the jitlab step span's name, and its record_function's (chrome's annotation check pairs them)
 PROFILE_MODE = "torch_profile"  # jitlab.e2e.mode of the profile trial (no jitlab.e2e.config: no result row)
