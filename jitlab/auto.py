@@ -39,10 +39,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from . import settings
-from ._triton import autoinstall as _patch
 from .policy import SAFE, Policy
 
 log = logging.getLogger(__name__)
+
+
+def _triton_patch() -> Any:
+    """jitlab._triton.autoinstall, imported on first use: `import jitlab` loads nothing of jitlab._triton
+    (the notebooks import jitlab.telemetry, and with it jitlab, on machines without Triton's GPU code)."""
+    from ._triton import autoinstall
+
+    return autoinstall
 
 #: The policy name that wraps every kernel but launches it by plain Triton (counted and traced).
 OBSERVE = "observe"
@@ -90,7 +97,7 @@ def install(policy: str | Policy = "safe", include: Iterable[str] | str | None =
             raise ValueError(f"policy {policy!r}: cannot read {e.filename}: {e.strerror}") from None
         name = policy if isinstance(policy, str) else resolved.name
     with _LOCK:
-        why = _patch.patch(_launcher)
+        why = _triton_patch().patch(_launcher)
         if why is not None:
             import warnings
 
@@ -113,7 +120,7 @@ def uninstall() -> bool:
     with _LOCK:
         _STATE = None
         _forget_kernels()
-        return _patch.unpatch()
+        return _triton_patch().unpatch()
 
 
 def _forget_kernels() -> None:
@@ -197,7 +204,7 @@ def _slow_launcher(kernel: Any, grid: Any) -> Callable[..., Any]:
     if cache is None or cache._top is not kernel:  # a copy.copy of a kernel carries its original's cache
         cache = _first_launch(kernel)
     if cache is None or type(cache) is _LeftAlone:
-        return _patch.plain_launcher(kernel, grid)
+        return _triton_patch().plain_launcher(kernel, grid)
     return cache[grid]
 
 
@@ -210,7 +217,7 @@ def _first_launch(kernel: Any) -> Any:
         state = _STATE
         if state is None or d is None:  # uninstalled meanwhile, or an object without a __dict__
             return None
-        name = _patch.qualified_name(kernel)
+        name = _triton_patch().qualified_name(kernel)
         cache = None
         if _selected(name, state) and not _has_jitcache(kernel):  # a jitcache inside: the user's cache launches
             try:
@@ -234,7 +241,7 @@ def _make_cache(kernel: Any, name: str, state: Installed) -> Any:
     from .telemetry.recorder import ensure_process_session
 
     ensure_process_session()  # JITLAB_TRACE not off: the process's tracing session (as at decoration)
-    own = _patch.own_launch_path(kernel)
+    own = _triton_patch().own_launch_path(kernel)
     if own is not None:
         cls = type(kernel).__qualname__
         if cls not in _WARNED_CLASSES:
