@@ -23,8 +23,11 @@ TRITON_ATTRIBUTES = ("function", "packed_metadata", "launch_metadata", "launch_e
 # "core" in a list: the core's modules (jitlab/*.py; their names, e.g. `from jitlab import jitcache`).
 MAY_IMPORT = {
     "core": ("core", "jitlab._triton", "jitlab.telemetry.recorder"),
-    "_triton": ("jitlab._triton", "jitlab._cbuild"),
-    "telemetry": ("jitlab.telemetry", "jitlab.settings", "jitlab.provenance", "jitlab._cbuild", "jitlab._extras"),
+    # jitlab.record_layout (issue 22 item 1, branch "telemetry"): the launch record's one definition, which the
+    # native dispatcher's build and the span builder both read
+    "_triton": ("jitlab._triton", "jitlab._cbuild", "jitlab.record_layout"),
+    "telemetry": ("jitlab.telemetry", "jitlab.settings", "jitlab.provenance", "jitlab._cbuild", "jitlab._extras",
+                  "jitlab.record_layout"),
     "kernels": ("jitlab.kernels",),
     # the vLLM plugin: the core only (its [vllm] extra brings no lab or tracing package)
     "vllm": ("core", "jitlab._triton", "jitlab.vllm"),
