@@ -14,19 +14,38 @@ with the program's own status. docs/CLI.md has the same reference.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from .._extras import MissingExtra, require
 from ..settings import SettingError
 from .errors import CliError
 
+# Each delegated subcommand's main(), imported by a statement (visible to the import rules) once
+# jitlab._extras.require has checked the extra its module needs.
+def _report_main():
+    from ..bench import report
+
+    return report.main
+
+
+def _export_main():
+    from ..telemetry import chrome
+
+    return chrome.main
+
+
+def _replay_main():
+    from ..telemetry import replay
+
+    return replay.main
+
+
 #: Subcommands that are another module's main(), the extra each needs (module to check) and what they do.
 DELEGATED = {
-    "report": ("jitlab.bench.report", "lab", "pandas", "a markdown summary of a jitlab trace file"),
-    "export": ("jitlab.telemetry.chrome", "trace", "opentelemetry.sdk",
+    "report": (_report_main, "lab", "pandas", "a markdown summary of a jitlab trace file"),
+    "export": (_export_main, "trace", "opentelemetry.sdk",
                "a trace file as Chrome trace-event JSON (Perfetto), optionally merged with a torch profile"),
-    "replay": ("jitlab.telemetry.replay", "trace", "requests", "send trace files to an OTLP collector"),
+    "replay": (_replay_main, "trace", "requests", "send trace files to an OTLP collector"),
 }
 
 
@@ -77,11 +96,10 @@ def replay_command() -> None:
 def _dispatch(argv: list[str]) -> tuple[int, str]:
     """(exit status, what to print on stdout) of one command line."""
     if argv and argv[0] in DELEGATED:
-        module, extra, probe, _ = DELEGATED[argv[0]]
+        load_main, extra, probe, _ = DELEGATED[argv[0]]
         require(extra, probe)
-        mod = importlib.import_module(module)
         sys.argv[0] = f"jitlab {argv[0]}"
-        return _exit_code(_call(mod.main, argv[1:], f"jitlab {argv[0]}")), ""
+        return _exit_code(_call(load_main(), argv[1:], f"jitlab {argv[0]}")), ""
     args = parser().parse_args(argv)
     if args.command is None:
         return 2, parser().format_help()

@@ -36,7 +36,7 @@ MAY_IMPORT = {
     "experiments": ("core", "jitlab.bench", "jitlab.kernels", "jitlab.telemetry", "jitlab.vllm"),
     # the `jitlab` command and `jitlab run`'s bootstrap: the core, probes, its subcommands, the process
     # session's summary; a subcommand of an extra (report, export, replay) by name after jitlab._extras.require
-    "cli": ("core", "jitlab._triton", "jitlab.cli", "jitlab.telemetry"),
+    "cli": ("core", "jitlab._triton", "jitlab.cli", "jitlab.telemetry", "jitlab.bench.report"),
     # views over trace files; the workload registry's names (data: no kernel module, no Triton)
     "notebooks": ("jitlab.telemetry", "jitlab.kernels.WORKLOADS", "jitlab.kernels.launch_sweep",
                   "jitlab.kernels.decode_workloads"),
@@ -155,6 +155,10 @@ def string_imports(src: str, rel: str) -> list[tuple[int, str]]:
                  and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
                  for t in n.targets if isinstance(t, ast.Name)}
     is_init = rel.endswith("__init__.py")
+    # jitlab module names held in module-level data (a table of modules to import by name)
+    named = any(isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.startswith("jitlab.")
+                for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None
+                for c in ast.walk(n.value))
     out = []
     for n in ast.walk(tree):
         if not (isinstance(n, ast.Call) and n.args and
@@ -172,8 +176,8 @@ def string_imports(src: str, rel: str) -> list[tuple[int, str]]:
             flagged = not own and (any(isinstance(v, ast.FormattedValue) and isinstance(v.value, ast.Name)
                                        and v.value.id in ("__name__", "__package__") for v in arg.values)
                                    or (isinstance(head, ast.Constant) and str(head.value).startswith(("jitlab", "."))))
-        else:
-            flagged = False
+        else:  # a name bound at run time: a jitlab module when the file keeps jitlab module names as data
+            flagged = named
         if flagged or any(k.arg == "package" for k in n.keywords):
             out.append((n.lineno, what))
     return out
@@ -327,6 +331,9 @@ def test_no_prints_in_the_library():
     ("jitlab/cache.py", 'from importlib import import_module\nimport_module(".process", __package__)\n',
      "jitlab/cache.py:2: string import of a jitlab module, invisible to these rules: "
      "import_module('.process', __package__)"),
+    ("jitlab/cli/x.py", 'import importlib\nSUB = {"export": ("jitlab.telemetry.chrome", "trace")}\n'
+     'def f(c):\n    module, extra = SUB[c]\n    return importlib.import_module(module)\n',
+     "jitlab/cli/x.py:5: string import of a jitlab module, invisible to these rules: importlib.import_module(module)"),
     ("jitlab/kernels/x.py", 'import importlib\ndef f(n):\n    return importlib.import_module(f"jitlab.kernels.{n}")\n',
      "jitlab/kernels/x.py:3: string import of a jitlab module, invisible to these rules: "
      "importlib.import_module(f'jitlab.kernels.{n}')"),
