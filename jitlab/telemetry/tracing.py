@@ -235,6 +235,9 @@ class TraceSession:
         t0 = time.perf_counter()
         try:
             done = self._worker.stop(timeout_s)
+            if not done:  # out of time: stop it at its next batch, so that what it wrote is what is counted
+                self._cancel = True
+                self._worker.stop(CANCEL_WAIT_S)
         except KeyboardInterrupt as e:  # Ctrl-C while waiting: stop at the next batch, then say what was written
             interrupted, self._cancel, self.export_interrupted = e, True, True
             done = self._worker.stop(CANCEL_WAIT_S)

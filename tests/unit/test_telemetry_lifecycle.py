@@ -281,3 +281,108 @@ def test_flush_mode_block_loses_nothing_when_the_exporter_is_behind(tmp_path):
             rec.record("k", "s", "p", R.HIT, 0, t, t + 1, t + 2)
     assert run.summary["dropped"] == 0 and run.summary["written"] == n, run.summary
     assert len(launches(load_traces(tmp_path / "b.jsonl"))) == n
+
+
+# -- issue 21's soak: 4 processes x 4 threads x 100k traced launches, SIGTERM to one, a fork in another -------
+
+# Traced launches through jitlab's hit path on the suite's fake adapter (Triton's real binder, no GPU): ROLE
+# "sigterm" tells the test when it is launching (the test then sends SIGTERM), "fork" forks a child halfway
+# (which launches CHILD times on one thread and exits), "plain" just ends. Each prints its launch count.
+SOAK = """
+    import os, sys, threading, time
+    sys.path.insert(0, {root!r})
+    import torch
+    from tests.unit.conftest import FakeAdapter
+    from tests.unit.kernels_for_tests import add_one
+    from jitlab._triton import adapter as A
+    from jitlab import jitcache
+    from jitlab.telemetry import shutdown
+
+    class NoLog(list):
+        def append(self, x):  # a fake launch: nothing kept (400k launch dicts would be memory, not a test)
+            pass
+
+    fake = FakeAdapter()
+    fake.launches = NoLog()
+    A._ADAPTER, A._REASON = fake, None
+    shutdown.FINAL_FLUSH_S = 3.0  # the exporter is behind: what it leaves at exit is counted, quickly
+    ROLE, THREADS, PER_THREAD, CHILD = "{role}", {threads}, {per_thread}, {child}
+    k = jitcache(add_one)
+    x = torch.zeros(8)
+    counts = [0] * THREADS
+    half = threading.Barrier(THREADS + 1)
+
+    def launch(i):
+        for j in range(PER_THREAD):
+            k[(1,)](x, x, 8)
+            counts[i] += 1
+            if j == PER_THREAD // 2:
+                half.wait()
+
+    threads = [threading.Thread(target=launch, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    half.wait()
+    if ROLE == "sigterm":
+        print("launching", flush=True)
+    if ROLE == "fork":
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(CHILD):
+                k[(1,)](x, x, 8)
+            print("child launched", CHILD, flush=True)
+            sys.exit(0)
+        os.waitpid(pid, 0)
+    for t in threads:
+        t.join()
+    print("launched", sum(counts), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_soak_every_process_accounts_for_every_record(tmp_path):
+    from ..support import ROOT
+
+    threads, per_thread, child = 4, 100_000, 20_000
+    roles = ["sigterm", "fork", "plain", "plain"]
+    procs = []
+    for i, role in enumerate(roles):
+        script = tmp_path / f"soak{i}.py"
+        script.write_text(textwrap.dedent(SOAK.format(root=str(ROOT), role=role, threads=threads,
+                                                      per_thread=per_thread, child=child)))
+        env = child_env(interpret=False, CUDA_VISIBLE_DEVICES="",  # jitlab's hit path on the fake adapter
+                        JITLAB_TRACE="full", JITLAB_TRACE_FILE=tmp_path / f"t{i}.jsonl",
+                        JITLAB_RECORDER_CAPACITY="20000", JITLAB_TRACE_FLUSH_S="1")
+        procs.append(subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        line = procs[0].stdout.readline()  # halfway through its launches
+        assert line.strip() == "launching", procs[0].communicate(timeout=60)
+        procs[0].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[0].returncode == -signal.SIGTERM, outs[0][1][-3000:]
+    for p, (out, err) in zip(procs[1:], outs[1:]):
+        assert p.returncode == 0, err[-3000:]
+        assert f"launched {threads * per_thread}" in out
+    assert f"child launched {child}" in outs[1][0]
+    for i, (out, err) in enumerate(outs):
+        finals = [tuple(int(x) for x in m) for m in FINAL.findall(err)]
+        assert len(finals) == (2 if roles[i] == "fork" else 1), err[-3000:]  # the forked child has its own
+        written: dict = {}
+        with open(tmp_path / f"t{i}.jsonl") as f:
+            for doc in map(json.loads, f):
+                for rs in doc["resourceSpans"]:
+                    pid = next(a["value"]["intValue"] for a in rs["resource"]["attributes"] if a["key"] == "process.pid")
+                    n = sum(s["name"] == "jitlab.launch" for ss in rs["scopeSpans"] for s in ss["spans"])
+                    written[int(pid)] = written.get(int(pid), 0) + n
+        assert sorted(w for _, w, _ in finals) == sorted(written.values()), (finals, written)
+        for recorded, w, dropped in finals:
+            assert w + dropped == recorded, finals
+        if roles[i] != "sigterm":  # every launch was recorded (SIGTERM ended the other one halfway)
+            want = sorted([threads * per_thread] + ([child] if roles[i] == "fork" else []))
+            assert sorted(r for r, _, _ in finals) == want, finals
