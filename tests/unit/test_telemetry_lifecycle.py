@@ -386,3 +386,19 @@ def test_soak_every_process_accounts_for_every_record(tmp_path):
         if roles[i] != "sigterm":  # every launch was recorded (SIGTERM ended the other one halfway)
             want = sorted([threads * per_thread] + ([child] if roles[i] == "fork" else []))
             assert sorted(r for r, _, _ in finals) == want, finals
+
+
+def test_process_session_block_loses_nothing(tmp_path):
+    from jitlab.telemetry import process as P
+
+    n = 20_000
+    s = P.ProcessSession("full", capacity=1000, trace_file=tmp_path / "p.jsonl", flush_s=None, on_full="block",
+                         max_pending=1)
+    s.start()
+    rec = s.recorder
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        rec.record("k", "s", "p", R.HIT, 0, t, t + 1, t + 2)
+    summary = s.final_flush(120)
+    assert summary["dropped"] == 0 and summary["written"] == summary["records"] == n, summary
+    assert len(launches(load_traces(tmp_path / "p.jsonl"))) == n
