@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import record_layout as _layout
 from .. import settings as _settings
 from . import recorder as _rec
 from . import shutdown, tracing
@@ -266,8 +267,9 @@ class ProcessSession(tracing.TraceSession):
     def _launch_root(self, records: list):
         from .spans import Frame
 
-        return Frame(kind="batch", name=BATCH_SPAN, t0=min(r[5] for r in records),
-                     t1=max(max(r[7], r[5]) for r in records), thread=-1)  # -1: no thread's spans adopt
+        t_enter, t_exit = _layout.INDEX["t_enter"], _layout.INDEX["t_exit"]
+        return Frame(kind="batch", name=BATCH_SPAN, t0=min(r[t_enter] for r in records),
+                     t1=max(max(r[t_exit], r[t_enter]) for r in records), thread=-1)  # -1: no thread adopts it
 
     def _after_launches(self, root) -> None:
         if root.span is not None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .. import record_layout as _layout
 from .. import settings as _settings
 
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
@@ -33,13 +34,12 @@ OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough")
 
 LEVELS = ("off", "summary", "sampled", "full")
 
-# Field order of the tuples readers get (and of `Record`); `Recorder.records` also holds compact hits.
-FIELDS = (
-    "kernel", "scope", "policy", "outcome", "key", "t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason",
-)
+# Field order of the tuples readers get (and of `Record`); `Recorder.records` also holds compact hits
+# (`record_layout.COMPACT`). The one definition of both is jitlab.record_layout.
+FIELDS = _layout.FIELDS
 
 _get_ident = threading.get_ident
-_COMPACT = 5  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
+_COMPACT = len(_layout.COMPACT)  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
 log = logging.getLogger(__name__)
 
 
@@ -75,7 +75,8 @@ def _load_appender() -> tuple[Callable, str]:
     if not _settings.native_parts().c_code:  # JITLAB_LAUNCHER=triton: no jitlab C code at all
         return _append_hit_py, "python (JITLAB_LAUNCHER=triton)"
     try:
-        mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record")
+        mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record",
+                            extra=_layout.c_defines())
         a, c, b = time.perf_counter_ns(), mod.now_ns(), time.perf_counter_ns()
         if not a <= c <= b:
             raise RuntimeError(f"its clock is not perf_counter_ns here ({a} <= {c} <= {b} fails)")
@@ -270,7 +271,8 @@ class Recorder:
     @staticmethod
     def _expand(recs: list[tuple]) -> list[tuple]:
         """Compact hits -> FIELDS tuples; full tuples unchanged."""
-        return [r if len(r) != _COMPACT else (*r[0], r[1], r[2], r[3], 0, r[4], -1) for r in recs]
+        expand = _layout.expand
+        return [r if len(r) != _COMPACT else expand(r) for r in recs]
 
     def _flush_full(self) -> None:
         t0 = time.perf_counter_ns()

@@ -18,8 +18,8 @@ LAB_AND_TRACE = ("opentelemetry", "google.protobuf", "grpc", "requests", "pandas
 # jitlab modules each room may import (prefix match); everything else under jitlab is off limits to it.
 MAY_IMPORT = {
     "core": ("jitlab._triton", "jitlab.telemetry.recorder"),  # and every core module (see violations)
-    "_triton": ("jitlab._triton", "jitlab._cbuild"),
-    "telemetry": ("jitlab.telemetry", "jitlab.settings", "jitlab.provenance", "jitlab._cbuild"),
+    "_triton": ("jitlab._triton", "jitlab._cbuild", "jitlab.record_layout"),
+    "telemetry": ("jitlab.telemetry", "jitlab.settings", "jitlab.provenance", "jitlab._cbuild", "jitlab.record_layout"),
     "kernels": ("jitlab.kernels",),
     "notebooks": ("jitlab.telemetry",),
 }
