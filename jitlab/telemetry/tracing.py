@@ -24,7 +24,7 @@ import threading
 import time
 from . import recorder as _rec
 from . import shutdown
-from .worker import Backlog, ExportWorker
+from .worker import ExportWorker
 
 log = logging.getLogger("jitlab.telemetry")
 
@@ -321,4 +321,4 @@ def abandon_all_in_child() -> list:
     return old
 
 
-__all__ = ["TraceSession", "ON_FULL", "Backlog", "LIVE", "abandon_all_in_child"]
+__all__ = ["TraceSession", "ON_FULL", "LIVE", "abandon_all_in_child"]
