@@ -186,6 +186,10 @@ class Settings:
     recorder_capacity: int = _Var("JITLAB_RECORDER_CAPACITY", _int(RECORDER_CAPACITY_MIN, RECORDER_CAPACITY_MAX, clamp=True),
                              2_000_000, "JITLAB_RECORDER_CAPACITY=N: launch records buffered before the buffer is "
                              f"handed to the exporter (clamped to {RECORDER_CAPACITY_MIN}..{RECORDER_CAPACITY_MAX}).")
+    trace_on_full: str = _Var("JITLAB_TRACE_ON_FULL", _choice("flush", "block", "drop"), "flush",
+                         "JITLAB_TRACE_ON_FULL=flush|block|drop: a full recorder buffer goes to the exporter thread, "
+                         "dropping (counted) what it is too far behind for (flush); or waits for it (block: "
+                         "back-pressure, nothing dropped); or later records are counted as dropped (drop).")
     max_entries: int = _Var("JITLAB_MAX_ENTRIES", _int(1), 1024,
                        "JITLAB_MAX_ENTRIES=N: the most cache entries a kernel keeps per scope (read at decoration). "
                        "A new entry past it evicts the least recently used one (counted as `evict`, traced as "

@@ -218,7 +218,7 @@ def live_loop_through_rotel(collector: dict, tmp_path: Path, *, gpu: bool, proto
     device = (tmp_path / "device").read_text()
     assert device == ("cuda" if gpu else "cpu"), device
     n = int((tmp_path / "count").read_text())
-    m = re.search(r"tracing dropped (\d+) launch records", err)
+    m = re.search(r"launch records = \d+ written \+ (\d+) dropped", err)  # the session's final line
     dropped = int(m.group(1)) if m else 0
     want = (n - dropped, n + 1 - dropped)  # +1: a launch whose count SIGTERM pre-empted
     end = time.monotonic() + 30

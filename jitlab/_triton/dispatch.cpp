@@ -404,12 +404,15 @@ static int sample_hit(RecorderView *rv) {
 /* The tail of a traced hit, as the generated hit path's: stamp t_exit and append the compact record
  * `(head, t_enter, t_args, t_exit, thread)` to the recorder's list, or hand it to rec.record_hit when
  * the list holds `capacity` records (telemetry.recorder). 1, or -1 on error. */
+#ifndef JL_REC_COMPACT_LEN
+#error "built without the record layout: pass jitlab.record_layout.c_defines()"
+#endif
 static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long long t_args) {
   long long t_exit = now_ns();
   if (PyList_GET_SIZE(rv->records) < rv->capacity) {
-    PyObject *r = PyTuple_New(5);
+    PyObject *r = PyTuple_New(JL_REC_COMPACT_LEN); /* positions: jitlab/record_layout.py (c_defines) */
     if (!r) return -1;
-    PyTuple_SET_ITEM(r, 0, Py_NewRef(head));
+    PyTuple_SET_ITEM(r, JL_REC_COMPACT_HEAD, Py_NewRef(head));
     unsigned long thread = PyThread_get_thread_ident();
     if (!rv->thread_obj || rv->thread != thread) { /* one int per thread, not per record */
       Py_XSETREF(rv->thread_obj, PyLong_FromUnsignedLong(thread));
@@ -418,9 +421,10 @@ static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long 
     }
     PyObject *parts[4] = {PyLong_FromLongLong(t_enter), PyLong_FromLongLong(t_args), PyLong_FromLongLong(t_exit),
                           Py_NewRef(rv->thread_obj)};
+    const int at[4] = {JL_REC_COMPACT_T_ENTER, JL_REC_COMPACT_T_ARGS, JL_REC_COMPACT_T_EXIT, JL_REC_COMPACT_THREAD};
     for (int i = 0; i < 4; i++) {
       if (!parts[i]) { decref_all(parts + i + 1, 3 - i); Py_DECREF(r); return -1; }
-      PyTuple_SET_ITEM(r, 1 + i, parts[i]);
+      PyTuple_SET_ITEM(r, at[i], parts[i]);
     }
     int rc = PyList_Append(rv->records, r);
     Py_DECREF(r);

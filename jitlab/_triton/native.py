@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import _cbuild
+from .. import _cbuild, record_layout
 from . import probe
 
 _SRC = Path(__file__).with_name("native_launcher.c")
@@ -268,7 +268,8 @@ def _build_dispatch(bench: bool = False) -> Any:
     abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
     extra = (f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-DJITLAB_TORCH_VERSION={torch.__version__!r}",
              *(f"-L{d}" for d in libs), *(f"-Wl,-rpath,{d}" for d in libs),
-             "-ltorch_python", "-ltorch", "-ltorch_cpu", "-lc10", *(("-DJITLAB_BENCH_STOPS",) if bench else ()))
+             "-ltorch_python", "-ltorch", "-ltorch_cpu", "-lc10", *record_layout.c_defines(),
+             *(("-DJITLAB_BENCH_STOPS",) if bench else ()))
     mod = _cbuild.build("_jitlab_dispatch_bench" if bench else "_jitlab_dispatch", _DISPATCH_SRC,
                         "dispatch-bench" if bench else "dispatch", headers=_HEADERS, cxx=True,
                         include_dirs=(inc, *cpp_extension.include_paths()), extra=extra, timeout=600)

@@ -19,6 +19,19 @@ from __future__ import annotations
 
 import importlib
 
+from . import recorder
+
+
+def _start_process_session():
+    """The process session's start (`telemetry.process`, which needs the [trace] extra: the recorder
+    checks it before calling this)."""
+    from . import process
+
+    return process.start()
+
+
+recorder.register_process_session(_start_process_session)
+
 _LAZY = {
     "Run": "session",
     "Trial": "session",
@@ -42,7 +55,8 @@ __all__ = sorted(_LAZY) + ["recorder"]
 def __getattr__(name: str):
     mod = _LAZY.get(name)
     if mod is None:
-        if name in ("session", "spans", "export", "load", "replay", "process", "shutdown", "worker", "chrome"):
+        if name in ("session", "spans", "export", "load", "replay", "process", "shutdown", "worker", "chrome",
+                    "tracing"):
             return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{mod}"), name)

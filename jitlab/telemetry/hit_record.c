@@ -13,6 +13,11 @@
 #include <Python.h>
 #include <time.h>
 
+/* The compact record's layout comes from jitlab/record_layout.py (c_defines(), passed by the build). */
+#ifndef JL_REC_COMPACT_LEN
+#error "built without the record layout: pass jitlab.record_layout.c_defines()"
+#endif
+
 static PyObject *now_ns(PyObject *self, PyObject *unused) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -32,12 +37,13 @@ static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t na
     long long t_exit = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     if (PyList_GET_SIZE(args[0]) >= capacity)
         return PyLong_FromLongLong(t_exit);
-    PyObject *rec = PyTuple_New(5);
+    PyObject *rec = PyTuple_New(JL_REC_COMPACT_LEN);
     if (rec == NULL)
         return NULL;
+    const int at[3] = {JL_REC_COMPACT_HEAD, JL_REC_COMPACT_T_ENTER, JL_REC_COMPACT_T_ARGS};
     for (int i = 0; i < 3; i++) {
         Py_INCREF(args[2 + i]);
-        PyTuple_SET_ITEM(rec, i, args[2 + i]);
+        PyTuple_SET_ITEM(rec, at[i], args[2 + i]);
     }
     PyObject *exit_obj = PyLong_FromLongLong(t_exit);
     PyObject *thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
@@ -47,8 +53,8 @@ static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_DECREF(rec);
         return NULL;
     }
-    PyTuple_SET_ITEM(rec, 3, exit_obj);
-    PyTuple_SET_ITEM(rec, 4, thread);
+    PyTuple_SET_ITEM(rec, JL_REC_COMPACT_T_EXIT, exit_obj);
+    PyTuple_SET_ITEM(rec, JL_REC_COMPACT_THREAD, thread);
     int rc = PyList_Append(args[0], rec);
     Py_DECREF(rec);
     if (rc != 0)

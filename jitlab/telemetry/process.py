@@ -15,11 +15,16 @@ launches nest under the innermost span open on their thread; a top-level span ne
 program's own OpenTelemetry span when one is current. Launches outside any span go under one
 `jitlab.launches` span per export batch. Inside an experiment's `Run`, `span` opens a step of the
 run instead. Records dropped (full buffer with the exporter behind) are counted and reported at
-exit in one warning; so are records that had nowhere to go.
+exit in the final line, "recorded R launch records = W written + D dropped", always R = W + D.
 
-This module imports nothing from OpenTelemetry at import time; the session imports it when it
-starts. The core loads this module only when tracing is on, after checking the [trace] extra
-(`recorder.ensure_process_session`), so a missing extra is one clear line.
+After `os.fork()` the child starts its own clean session (`_after_fork_in_child`): none of the parent's
+records, exporter thread or held locks; the process that forks waits for an export in progress to end
+(`_before_fork`) so that no exporter lock is held across the fork.
+
+The session is a `telemetry.tracing.TraceSession`, as a `Run` is. This module imports nothing from
+OpenTelemetry at import time; the session imports it when it starts. The core starts it only when
+tracing is on, after checking the [trace] extra (`recorder.ensure_process_session`, through the starter
+`jitlab.telemetry` registers), so a missing extra is one clear line.
 """
 
 from __future__ import annotations
@@ -32,38 +37,45 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import record_layout as _layout
 from .. import settings as _settings
 from . import recorder as _rec
-from . import shutdown
+from . import shutdown, tracing
 from .summary import KernelStats
-from .worker import ExportWorker
 
 log = logging.getLogger("jitlab.telemetry")
 
 BATCH_SPAN = "jitlab.launches"  # parent of the launches of one export batch that ran outside any span
 KEEP_FRAMES_NS = 120 * 10**9  # closed spans kept this long for launches still in flight (a compile)
+FORK_WAIT_S = 30.0  # longest a fork waits for an export in progress to end
+AFTER_FORK_QUIET_S = 1.0  # a forked child's exporter does nothing this long unless woken (worker.quiet_start_s)
 
 _perf_ns = time.perf_counter_ns
 _get_ident = threading.get_ident
 _SESSION: "ProcessSession | None" = None
 _LOCK = threading.Lock()
 _OPEN_RUNS: list = []  # telemetry.Run objects inside their with-block (span() opens steps there)
+_ABANDONED: list = []  # in a forked child: the parent's sessions, kept referenced, never finalized here
 
 
-def start() -> "ProcessSession | None":
-    """The process session the environment asks for, started once; None when `JITLAB_TRACE` is off
-    or tracing cannot start (said once, in a warning: the program goes on untraced)."""
+def start(**overrides) -> "ProcessSession | None":
+    """The process session the environment asks for (`overrides`: ProcessSession arguments instead of the
+    settings), started once; None when `JITLAB_TRACE` is off or tracing cannot start (said once, in a
+    warning: the program goes on untraced)."""
     global _SESSION
     with _LOCK:
         if _SESSION is not None:
             return _SESSION
         s = _settings.SETTINGS
-        if s.trace == "off":
+        # JITLAB_TRACE_SAMPLE is read only at `sampled`: at another level it is unused, so never an error;
+        # under `jitlab run` each child process writes its own file (settings.trace_file_for_process)
+        kw = dict(level=s.trace, sample_every=s.trace_sample if s.trace == "sampled" else 100,
+                  capacity=s.recorder_capacity, trace_file=_settings.trace_file_for_process(),
+                  flush_s=s.trace_flush_s, on_full=s.trace_on_full)
+        kw.update(overrides)
+        if kw["level"] == "off":
             return None
-        # JITLAB_TRACE_SAMPLE is read only at `sampled`: at another level it is unused, so never an error
-        _SESSION = ProcessSession(s.trace, sample_every=s.trace_sample if s.trace == "sampled" else 100,
-                                  capacity=s.recorder_capacity, trace_file=_settings.trace_file_for_process(),
-                                  flush_s=s.trace_flush_s).start()
+        _SESSION = ProcessSession(**kw).start()
         return _SESSION
 
 
@@ -71,23 +83,55 @@ def current() -> "ProcessSession | None":
     return _SESSION
 
 
+def _export_lock():
+    export = sys.modules.get("jitlab.telemetry.export")
+    return getattr(export, "_CAPTURE_LOCK", None)
+
+
+_FORK_HELD: list = []
+
+
+def _before_fork() -> None:
+    """The forking thread takes the exporter's lock, so no export is in progress across the fork (an export
+    holds it; the child would inherit it held by a thread it does not have, and gRPC mid-call)."""
+    lock = _export_lock()
+    if lock is not None and lock.acquire(timeout=FORK_WAIT_S):
+        _FORK_HELD.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _FORK_HELD:
+        _FORK_HELD.pop().release()
+
+
 def _after_fork_in_child() -> None:
-    """A forked child gets its own session (the parent's records and exporter thread stay with the parent)."""
-    global _SESSION
-    old, _SESSION = _SESSION, None
-    if old is None:
+    """A forked child gets its own clean session: the parent's sessions (their records, exporter threads,
+    targets) stay the parent's; this process's locks start free; the child traces at the level of the
+    innermost session that was open, to the same file and collector."""
+    global _SESSION, _LOCK
+    _FORK_HELD.clear()
+    _LOCK = threading.Lock()
+    export = sys.modules.get("jitlab.telemetry.export")
+    if export is not None:
+        export._CAPTURE_LOCK = threading.RLock()
+    shutdown.reset_after_fork()
+    _rec.reset_after_fork()
+    _OPEN_RUNS.clear()
+    old = tracing.abandon_all_in_child()
+    _ABANDONED.extend(old)
+    _SESSION = None
+    parent = next((s for s in reversed(old) if s.recorder is not None), None)
+    if parent is None:
         return
-    shutdown.unregister(old)
-    if _rec.ACTIVE.recorder is old.recorder:
-        _rec.activate(None)
     try:
-        start()
+        start(**parent.child_session_args(), after_fork=True)
     except Exception as e:  # noqa: BLE001 - a child must not die of tracing
         log.warning("jitlab: no tracing in forked child %d: %s", os.getpid(), e)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 class _NoSpan:
@@ -140,7 +184,7 @@ class _UserSpan:
         return self
 
     def __exit__(self, et, ev, tb) -> bool:
-        self._session._close(self.frame, et, ev)
+        self._session._pop(self.frame, et, ev)
         return False
 
 
@@ -159,54 +203,62 @@ def _program_context():
     return None
 
 
-class ProcessSession:
-    """One process's tracing: recorder, user spans, exporter thread, targets (see the module doc).
+class ProcessSession(tracing.TraceSession):
+    """One process's tracing (see the module doc): a `TraceSession` whose launches outside any span go
+    under one `jitlab.launches` span per export batch, whose spans end at the export after they close,
+    and which exports every `flush_s` seconds.
 
     Args mirror the variables: `level` (JITLAB_TRACE), `sample_every` (JITLAB_TRACE_SAMPLE),
     `capacity` (JITLAB_RECORDER_CAPACITY), `trace_file` (JITLAB_TRACE_FILE), `flush_s`
-    (JITLAB_TRACE_FLUSH_S); `otlp` None: OTLP iff the OTEL_* environment names a collector;
-    `exporters`: extra SpanExporters (tests); `max_pending`: full buffers the exporter may be behind.
+    (JITLAB_TRACE_FLUSH_S), `on_full` (JITLAB_TRACE_ON_FULL); `otlp` None: OTLP iff the OTEL_* environment
+    names a collector; `exporters`: extra SpanExporters (tests); `max_pending`: full buffers the exporter
+    may be behind.
     """
 
     def __init__(self, level: str, sample_every: int = 100, capacity: int = 2_000_000,
                  trace_file: str | os.PathLike | None = None, flush_s: float | None = 5.0,
-                 exporters: Sequence = (), otlp: bool | None = None, max_pending: int = 4):
-        from .export import SpanSink  # OpenTelemetry from here on (start() checked the extra)
-
-        self.level = level
-        self.recorder = _rec.Recorder(level, capacity=capacity, sample_every=sample_every, on_full=self._hand_off)
+                 exporters: Sequence = (), otlp: bool | None = None, max_pending: int = 4, on_full: str = "flush",
+                 after_fork: bool = False):
+        super().__init__(level, sample_every=sample_every, capacity=capacity, on_full=on_full, flush_s=flush_s,
+                         max_pending=max_pending)
+        if after_fork:  # started inside the at-fork hook: the exporter waits until the hooks are done
+            self._worker.quiet_start_s = AFTER_FORK_QUIET_S
         self.trace_file = Path(trace_file) if trace_file else None
-        self._sink = SpanSink.standard(self.trace_file, exporters, otlp)  # unwritable file: warned, left out
-        self._worker = ExportWorker("jitlab-trace-export", self._work, flush_s, max_pending,
-                                    prepare=self._ensure_builder)
-        self._frames: list = []  # open spans, and closed ones for KEEP_FRAMES_NS
-        self._closed_frames: list = []  # closed since the last export
-        self._stacks: dict[int, list] = {}
-        self._lock = threading.Lock()
-        self._builder = None  # made on the exporter thread: provenance probes the GPU once
-        self._collector = None
-        self.exported_records = 0
-        self.unexported_records = 0  # records with no target to go to
-        self.batches = 0
+        self._exporters, self._otlp = list(exporters), otlp
+        self.sample_every = sample_every
         self.kernel_stats = KernelStats()  # per-kernel host times (`jitlab run`'s exit table reads them)
-        self.closed = False
-        self.summary: dict | None = None
+
+    def child_session_args(self) -> dict:
+        """A forked child's session: the same level, targets and limits."""
+        return dict(level=self.level, sample_every=self.sample_every, capacity=self.capacity,
+                    trace_file=self.trace_file, flush_s=self._worker.period_s, on_full=self.on_full)
 
     def start(self) -> "ProcessSession":
-        _rec.activate(self.recorder)
-        self._worker.start()
-        shutdown.register(self)
+        self._begin()
         return self
 
-    # -- the program's threads: O(1), no OpenTelemetry --------------------------------------------
-    def _hand_off(self, chunk: list) -> None:
-        self._worker.hand_off(chunk)  # Backlog: the recorder counts the chunk as dropped
+    def _make_sink(self):
+        from .export import SpanSink  # OpenTelemetry from here on (start() checked the extra)
 
+        return SpanSink.standard(self.trace_file, self._exporters, self._otlp)  # unwritable file: warned, left out
+
+    def _resource_extra(self) -> dict:
+        return {"jitlab.trace.level": self.level, "jitlab.trace.sample_every": self.recorder.sample_every}
+
+    @property
+    def exported_records(self) -> int:
+        return self.written
+
+    @property
+    def unexported_records(self) -> int:
+        return self.nowhere
+
+    # -- the program's threads: O(1), no OpenTelemetry --------------------------------------------
     def span(self, name: str, attributes: dict | None = None, **attrs: Any) -> _UserSpan:
         return _UserSpan(self, name, dict(attributes or {}, **attrs))
 
     def _open(self, name: str, attributes: dict):
-        from .spans import Frame, push_frame  # spans imports OpenTelemetry, already loaded by the sink
+        from .spans import Frame  # spans imports OpenTelemetry, already loaded by the sink
 
         th = _get_ident()
         stack = self._stacks.get(th)
@@ -214,104 +266,49 @@ class ProcessSession:
         f = Frame(kind="span", name=name, t0=0, thread=th, parent=parent, attributes=attributes)
         if parent is None:
             f.parent_ctx = _program_context()
-        return push_frame(f, self._stacks, self._frames, self._lock)
-
-    def _close(self, f, et=None, ev=None) -> None:
-        from .spans import pop_frame
-
-        if pop_frame(f, self._stacks, et, ev):
-            with self._lock:
-                self._closed_frames.append(f)
+        return self._push(f)
 
     # -- the exporter thread --------------------------------------------------------------------
-    def _work(self, chunks: list, tick: bool) -> None:
-        records = [r for c in chunks for r in c]
-        if tick:
-            records += self.recorder.drain_raw()
-        self.kernel_stats.add(records, self.recorder.string)
-        with self._lock:
-            frames = list(self._frames)
-            closed, self._closed_frames = self._closed_frames, []
-        if not self._sink.targets:
-            self.unexported_records += len(records)
-            return
-        if not records and not closed:
-            return
-        b = self._ensure_builder()
-        from .export import BATCH_SIZE
+    def _launch_root(self, records: list):
         from .spans import Frame
 
-        if records:
-            root = Frame(kind="batch", name=BATCH_SPAN, t0=min(r[5] for r in records),
-                         t1=max(max(r[7], r[5]) for r in records), thread=-1)  # -1: no thread's spans adopt
-            b.add_launches(records, frames, root, self._export_collected, BATCH_SIZE)
-            if root.span is not None:
-                b.end_frame(root)
-        for f in closed:
-            b.end_frame(f)
-        self._export_collected()
-        self.exported_records += len(records)
-        self.batches += 1
+        t_enter, t_exit = _layout.INDEX["t_enter"], _layout.INDEX["t_exit"]
+        return Frame(kind="batch", name=BATCH_SPAN, t0=min(r[t_enter] for r in records),
+                     t1=max(max(r[t_exit], r[t_enter]) for r in records), thread=-1)  # -1: no thread adopts it
+
+    def _after_launches(self, root) -> None:
+        if root.span is not None:
+            self._builder.end_frame(root)
         horizon = _perf_ns() - KEEP_FRAMES_NS
         with self._lock:
             self._frames = [f for f in self._frames if f.t1 is None or f.t1 > horizon]
 
-    def _ensure_builder(self):
-        if self._builder is None:
-            from ..provenance import provenance
-            from .spans import A_CLOCK_OFFSET, SCOPE_NAME, SpanBuilder, collecting_provider, make_resource
+    def _final_frames(self) -> list:
+        return []  # closed (and at the end, still open) spans go through _closed_frames
 
-            prov = provenance()
-            offset = self.recorder.clock_offset_ns
-            resource = make_resource(prov, {A_CLOCK_OFFSET: offset, "jitlab.trace.level": self.level,
-                                            "jitlab.trace.sample_every": self.recorder.sample_every})
-            self._provider, self._collector = collecting_provider(resource)
-            tracer = self._provider.get_tracer(SCOPE_NAME, str(prov.get("jitlab") or "unknown"))
-            self._builder = SpanBuilder(tracer, offset, self.recorder.string)
-        return self._builder
+    def _always_say(self) -> bool:
+        return True  # a traced program ends with the one line that accounts for its records
 
-    def _export_collected(self) -> None:
-        self._sink.export(self._collector.take())
+    def _saw_records(self, records: list) -> None:
+        self.kernel_stats.add(records, self.recorder.string)
+
+    def _nowhere_is_expected(self) -> bool:
+        return self.kernel_stats.wanted  # `jitlab run` without a trace file: the exit table read them
 
     # -- shutdown (telemetry.shutdown calls these) --------------------------------------------------
-    def nudge(self) -> None:
-        self._worker.request_flush()
-
-    def on_default_signal(self, signum: int) -> None:
-        pass  # final_flush follows
-
     def final_flush(self, timeout_s: float = shutdown.FINAL_FLUSH_S) -> dict:
-        """Stop recording, export everything (waiting at most `timeout_s`), close the targets and
-        say in one warning what was dropped or had nowhere to go. Idempotent."""
+        """Stop recording, export everything (waiting at most `timeout_s`), close the targets and say in the
+        final line what was written and what dropped. Idempotent."""
         if self.closed:
             return self.summary or {}
-        self.closed = True
-        shutdown.unregister(self)
-        if _rec.ACTIVE.recorder is self.recorder:
-            _rec.activate(None)
-        t_end = _perf_ns()
-        with self._lock:
-            for f in self._frames:
-                if f.t1 is None:
-                    f.t1, f.error = t_end, "not closed before tracing ended"
-                    self._closed_frames.append(f)
-        done = self._worker.stop(timeout_s)
-        if done:
-            self._sink.shutdown()
+        counts = self._finish(timeout_s)
         rec = self.recorder
-        left = len(rec.records) if not done else 0
-        self.summary = {"level": self.level, "records": rec.recorded, "dropped": rec.dropped,
-                        "exported_records": self.exported_records, "unexported_records": self.unexported_records,
-                        "batches": self.batches, "trace_file": self._sink.file_written(),
-                        "targets": self._sink.summary(), "finished": done}
-        if rec.dropped or left:
-            log.warning("jitlab: tracing dropped %d launch records (recorder capacity %d, exporter %d buffers "
-                        "behind)%s", rec.dropped + left, rec.capacity, self._worker.max_pending,
-                        "" if done else f"; export did not finish within {timeout_s:.0f} s at exit")
-        if self.unexported_records and not self.kernel_stats.wanted:  # `jitlab run`'s exit table read them
-            log.warning("jitlab: JITLAB_TRACE=%s recorded %d launches that went nowhere: set JITLAB_TRACE_FILE "
-                        "or OTEL_EXPORTER_OTLP_ENDPOINT (or fix the target warned about above)", self.level,
-                        self.unexported_records)
+        sink = self._sink
+        self.summary = {"level": self.level, "records": counts["records"], "written": counts["written"],
+                        "dropped": counts["dropped"], "exported_records": self.written,
+                        "unexported_records": self.nowhere, "recorder_dropped": rec.dropped if rec else 0,
+                        "batches": self.batches, "trace_file": sink.file_written() if sink else None,
+                        "targets": sink.summary() if sink else [], "finished": counts["finished"]}
         if self.summary["trace_file"]:
             log.info("jitlab: trace written to %s", self.summary["trace_file"])
         return self.summary

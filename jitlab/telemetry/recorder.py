@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .. import record_layout as _layout
 from .. import settings as _settings
 
 # Outcomes, as small ints on the hot path; names are what spans carry in jitlab.cache.result.
@@ -34,13 +35,12 @@ OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough", "evict
 
 LEVELS = ("off", "summary", "sampled", "full")
 
-# Field order of the tuples readers get (and of `Record`); `Recorder.records` also holds compact hits.
-FIELDS = (
-    "kernel", "scope", "policy", "outcome", "key", "t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason",
-)
+# Field order of the tuples readers get (and of `Record`); `Recorder.records` also holds compact hits
+# (`record_layout.COMPACT`). The one definition of both is jitlab.record_layout.
+FIELDS = _layout.FIELDS
 
 _get_ident = threading.get_ident
-_COMPACT = 5  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
+_COMPACT = len(_layout.COMPACT)  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
 log = logging.getLogger(__name__)
 
 
@@ -76,7 +76,8 @@ def _load_appender() -> tuple[Callable, str]:
     if not _settings.native_parts().c_code:  # JITLAB_LAUNCHER=triton: no jitlab C code at all
         return _append_hit_py, "python (JITLAB_LAUNCHER=triton)"
     try:
-        mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record")
+        mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record",
+                            extra=_layout.c_defines())
         a, c, b = time.perf_counter_ns(), mod.now_ns(), time.perf_counter_ns()
         if not a <= c <= b:
             raise RuntimeError(f"its clock is not perf_counter_ns here ({a} <= {c} <= {b} fails)")
@@ -271,20 +272,23 @@ class Recorder:
     @staticmethod
     def _expand(recs: list[tuple]) -> list[tuple]:
         """Compact hits -> FIELDS tuples; full tuples unchanged."""
-        return [r if len(r) != _COMPACT else (*r[0], r[1], r[2], r[3], 0, r[4], -1) for r in recs]
+        expand = _layout.expand
+        return [r if len(r) != _COMPACT else expand(r) for r in recs]
 
     def _flush_full(self) -> None:
+        t0 = time.perf_counter_ns()
         with self._lock:
             if len(self.records) < self.capacity:  # another thread flushed meanwhile
                 return
-            t0 = time.perf_counter_ns()
             out = self._take()
             self.flushes += 1
-            try:
-                self.on_full(out)  # type: ignore[misc]
-            except Exception:  # a broken or backlogged sink must never break a launch; count what it lost
+        try:  # outside the lock: on_full may wait for the exporter (back-pressure), which drains under it
+            self.on_full(out)  # type: ignore[misc]
+        except Exception:  # a broken or backlogged sink must never break a launch; count what it lost
+            with self._lock:
                 self.dropped += len(out)
                 self.taken -= len(out)  # not handed out after all: `recorded` excludes them
+        with self._lock:
             self.flush_ns += time.perf_counter_ns() - t0
 
     def drain_raw(self) -> list[tuple]:
@@ -341,31 +345,81 @@ class _Active:
 
 # The one switch the hot path reads.
 ACTIVE = _Active()
+# Recorders of open sessions, oldest first (attach/detach): the newest is ACTIVE. Below them all, the
+# recorder set with activate() (None unless a program or test set one).
+_ATTACHED: list = []
+_BASE: list = [None]
+_ATTACH_LOCK = threading.Lock()
+
+
+def _refresh() -> None:
+    top = next((r for r in reversed(_ATTACHED) if r.level != "off"), None)
+    base = _BASE[0]
+    ACTIVE.recorder = top if top is not None else (base if base is not None and base.level != "off" else None)
 
 
 def activate(rec: Recorder | None) -> Recorder | None:
-    """Make `rec` the recorder the jitcache writes to (None, or a recorder at level "off", turns
-    recording off); returns the previous one so callers can restore it."""
-    prev, ACTIVE.recorder = ACTIVE.recorder, (rec if rec is not None and rec.level != "off" else None)
-    return prev
+    """Make `rec` the recorder the jitcache writes to when no session's recorder is attached (None, or a
+    recorder at level "off", turns recording off); returns the one active before, so callers can restore it."""
+    with _ATTACH_LOCK:
+        prev, _BASE[0] = ACTIVE.recorder, rec
+        _refresh()
+        return prev
+
+
+def attach(rec: Recorder | None) -> None:
+    """A session opens: its recorder becomes the active one (None: a session that records nothing)."""
+    if rec is None:
+        return
+    with _ATTACH_LOCK:
+        _ATTACHED.append(rec)
+        _refresh()
+
+
+def detach(rec: Recorder | None) -> None:
+    """A session closes: exactly its recorder stops being written to; the newest still attached (else the
+    activated one) becomes active, whatever order sessions close in."""
+    if rec is None:
+        return
+    with _ATTACH_LOCK:
+        for i in range(len(_ATTACHED) - 1, -1, -1):
+            if _ATTACHED[i] is rec:
+                del _ATTACHED[i]
+                break
+        if _BASE[0] is rec:
+            _BASE[0] = None
+        _refresh()
+
+
+def reset_after_fork() -> None:
+    """In a forked child: no recorder of the parent's stays active; this module's locks start free."""
+    global _ATTACH_LOCK, _APPENDER_LOCK
+    _ATTACH_LOCK, _APPENDER_LOCK = threading.Lock(), threading.Lock()
+    _ATTACHED.clear()
+    _BASE[0] = None
+    ACTIVE.recorder = None
+
+
+def register_process_session(start: Callable[[], object]) -> None:
+    """Telemetry registers here the function that starts a process's tracing session (`telemetry.process`):
+    the core calls it without importing telemetry's other modules, or any extra."""
+    _STARTER[0] = start
 
 
 def ensure_process_session() -> None:
     """Start the process-wide tracing session once, when `JITLAB_TRACE` is not off (called at
     decoration and by `telemetry.span`). A bad JITLAB_* value raises `settings.SettingError` here.
 
-    With tracing off this is one cached attribute read. With it on, the session (`PROCESS_SESSION`,
-    which needs the [trace] extra) is loaded by name, the way an optional part is: the core's import
-    graph stays free of the extras (tests/unit/test_packaging.py), and a missing extra is one
-    warning naming it, after which the program runs untraced."""
+    With tracing off this is one cached attribute read. With it on, the [trace] extra is checked
+    (a missing extra is one warning naming it, after which the program runs untraced) and the starter
+    telemetry registered (`register_process_session`, done when `jitlab.telemetry` is imported, which
+    importing this module does) is called."""
     if _PROCESS[0] or _settings.SETTINGS.trace == "off":
         return
     with _APPENDER_LOCK:
         if _PROCESS[0]:
             return
         _PROCESS[0] = True
-    import importlib
-
     from .._extras import MissingExtra, require
 
     try:
@@ -373,8 +427,11 @@ def ensure_process_session() -> None:
     except MissingExtra as e:
         log.warning("jitlab: JITLAB_TRACE=%s, but %s; launches are not traced", _settings.SETTINGS.trace, e)
         return
-    importlib.import_module(PROCESS_SESSION).start()
+    if _STARTER[0] is None:  # pragma: no cover - jitlab.telemetry's import registers it
+        log.warning("jitlab: JITLAB_TRACE=%s, but no tracing session is registered", _settings.SETTINGS.trace)
+        return
+    _STARTER[0]()
 
 
-PROCESS_SESSION = "jitlab.telemetry.process"  # the module whose start() begins a process's tracing session
+_STARTER: list = [None]  # the process session's start(), registered by jitlab.telemetry
 _PROCESS = [False]  # set once a process session was started (or tried): ensure_process_session is idempotent

@@ -11,9 +11,12 @@
 Inside the with-block the launching threads touch no OpenTelemetry: trials and steps only take
 `perf_counter_ns()` timestamps, and a full recorder buffer is handed to the run's exporter thread
 (`jitlab.telemetry.worker`). When the run ends (normally, by an exception, by Ctrl-C, by SIGTERM,
-or at interpreter exit) the records are drained, spans are built with explicit times
-(`jitlab.telemetry.spans`) and exported in batches (`jitlab.telemetry.export`): to the OTLP
-JSON-lines trace file, and to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+or at interpreter exit) the run span, with its summary, and the trials and steps are exported first;
+then the records are drained, spans are built with explicit times (`jitlab.telemetry.spans`) and
+exported in batches (`jitlab.telemetry.export`): to the OTLP JSON-lines trace file, and to an OTLP
+collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A Ctrl-C during that export stops it at the next
+batch and says how much was written. A `Run` is a `telemetry.tracing.TraceSession`, as the process
+session of a plain program is.
 An unwritable trace file raises `TraceTargetError` (one line: path and reason) when the run is
 entered, before any work, or when the run ends if writing failed on the way; the summary names the
 file only if it was written.
@@ -36,9 +39,8 @@ from . import process as _process
 from . import recorder as _rec
 from . import shutdown as _shutdown
 from .export import BATCH_SIZE, SpanSink, TraceTargetError
-from .spans import (A_CLOCK_OFFSET, RUN_SPAN, SCOPE_NAME, Frame, SpanBuilder, collecting_provider, make_resource,
-                    pop_frame, push_frame)
-from .worker import ExportWorker
+from .spans import A_CLOCK_OFFSET, RUN_SPAN, Frame
+from .tracing import TraceSession
 
 log = logging.getLogger("jitlab.telemetry")
 
@@ -167,7 +169,7 @@ class Trial(_FrameHandle):
         return Step(self._run, name, attributes, self.frame)
 
 
-class Run:
+class Run(TraceSession):
     """One experiment run: recorder, root span, trials and steps, export at the end.
 
     Args:
@@ -185,11 +187,15 @@ class Run:
       on_full: "flush" (default): a full buffer is handed to the run's exporter thread, which turns
         it into spans and exports them (the launch that filled it pays only for the hand-off,
         `jitlab.recorder.flush_ns`; buffers beyond the exporter's backlog are counted as dropped);
-        "drop": further records are counted in `jitlab.recorder.dropped` instead.
+        "block": the launch that filled it waits for the exporter instead (back-pressure: nothing
+        dropped, launches slowed to the exporter's rate); "drop": further records are counted in
+        `jitlab.recorder.dropped` instead.
       exporters: extra `SpanExporter`s (tests, custom sinks), fed the same batches as the file.
       otlp: None: OTLP export iff the OTEL_EXPORTER_OTLP_* environment names a collector;
         False: never.
     """
+
+    end_frames_as_they_close = False  # trial.set() may add aggregates after a trial closed: end all at close
 
     def __init__(
         self,
@@ -206,32 +212,25 @@ class Run:
         otlp: bool | None = None,
         batch_size: int = BATCH_SIZE,
     ):
-        if on_full not in ("flush", "drop"):
-            raise ValueError(f"on_full must be 'flush' or 'drop', got {on_full!r}")
         self.experiment = str(experiment)
-        self.level = resolve_level(level)
-        self.sample_every = resolve_sample_every(sample_every) if self.level == "sampled" else (
-            1 if self.level == "full" else 0
+        level = resolve_level(level)
+        self.sample_every = resolve_sample_every(sample_every) if level == "sampled" else (
+            1 if level == "full" else 0
         )
+        super().__init__(level, sample_every=max(1, self.sample_every), capacity=resolve_capacity(capacity),
+                         on_full=on_full)
         self.run_id = run_id or new_run_id()
+        self._worker.name = f"jitlab-run-export-{self.run_id}"
         self.trace_file = resolve_trace_file(trace_file, self.experiment, self.run_id)
         self.attributes = dict(attributes or {})
-        self.capacity = resolve_capacity(capacity)
-        self.on_full = on_full
         self._extra_exporters = list(exporters)
         self._otlp = otlp
         self._batch_size = batch_size
-        self.recorder: _rec.Recorder | None = None
-        self.summary: dict | None = None
         self.provenance: dict = {}
-        self._frames: list[Frame] = []
-        self._stacks: dict[int, list[Frame]] = {}
-        self._lock = threading.RLock()
         self._root: Frame | None = None
         self._entered = False
-        self._closed = False
         self._interrupted = False
-        self._prev = None
+        self._t_close = None
 
     # -- structure --------------------------------------------------------------------------------
     def trial(self, name: str, attributes: dict | None = None) -> Trial:
@@ -251,7 +250,7 @@ class Run:
         return self
 
     def _open_frame(self, kind: str, name: str, attributes: dict, parent: Frame | None) -> Frame:
-        if not self._entered or self._closed:
+        if not self._entered or self.closed:
             raise RuntimeError(f"{kind} {name!r} opened outside its Run's with-block")
         th = _get_ident()
         stack = self._stacks.get(th)
@@ -261,10 +260,10 @@ class Run:
         rec = self.recorder
         if rec is not None:
             f.stats0 = (rec.seen, rec.recorded, rec.dropped)
-        return push_frame(f, self._stacks, self._frames, self._lock)
+        return self._push(f)
 
     def _close_frame(self, f: Frame | None, et=None, ev=None) -> None:
-        if not pop_frame(f, self._stacks, et, ev):
+        if not self._pop(f, et, ev):
             return
         if et is not None:
             f.attributes["jitlab.interrupted"] = issubclass(et, KeyboardInterrupt)
@@ -283,22 +282,8 @@ class Run:
         self._entered = True
         self._sink.batch_size = self._batch_size
         self.provenance = _provenance()
-        if self.level != "off":
-            self.recorder = _rec.Recorder(
-                self.level,
-                capacity=self.capacity,
-                sample_every=max(1, self.sample_every),
-                on_full=self._hand_off if self.on_full == "flush" else None,
-            )
-            offset = self.recorder.clock_offset_ns
-            self._worker = ExportWorker(f"jitlab-run-export-{self.run_id}", self._export_chunks).start()
-        else:
-            offset = time.time_ns() - time.perf_counter_ns()
-        self.clock_offset_ns = offset
-        resource = make_resource(self.provenance, {A_CLOCK_OFFSET: offset})
-        self._provider, self._collector = collecting_provider(resource)
-        tracer = self._provider.get_tracer(SCOPE_NAME, _jitlab_version(self.provenance))
-        self._builder = SpanBuilder(tracer, offset, self.recorder.string if self.recorder else (lambda i: ""))
+        offset = self.clock_offset_ns
+        self._ensure_builder()
         attrs = {
             "jitlab.experiment": self.experiment,
             "jitlab.run.id": self.run_id,
@@ -313,11 +298,10 @@ class Run:
         self._frames.append(self._root)
         self._stacks[self._root.thread] = []
         atexit.register(self._atexit)
-        _shutdown.register(self)
         _process._OPEN_RUNS.append(self)
         self._root.t0 = _perf_ns()
         self._builder.frame_span(self._root)  # started now (explicit time) so trace_id is known
-        self._prev = _rec.activate(self.recorder)
+        self._begin()
         return self
 
     @property
@@ -343,7 +327,7 @@ class Run:
         pass  # the run exports when it ends
 
     def on_default_signal(self, signum: int) -> None:
-        if not self._closed and threading.current_thread() is threading.main_thread():
+        if not self.closed and threading.current_thread() is threading.main_thread():
             if signum == getattr(__import__("signal"), "SIGTERM", None):
                 raise _shutdown.Terminated(128 + signum)
             raise KeyboardInterrupt
@@ -352,63 +336,39 @@ class Run:
         self._atexit()
 
     def _atexit(self) -> None:
-        if not self._closed:
+        if not self.closed:
             if self._root is not None and self._root.error is None:
                 self._root.error = "run not closed before interpreter exit"
             self.close()
 
-    def _hand_off(self, chunk: list) -> None:
-        """Recorder full (a launching thread): queue the chunk for the exporter thread (see `on_full`)."""
-        self._worker.hand_off(chunk)
+    # -- the one session's hooks ---------------------------------------------------------------------
+    def _make_sink(self):
+        return self._sink  # made (and checked) at __enter__
 
-    def _export_chunks(self, chunks: list, tick: bool) -> None:
-        """The exporter thread: full buffers -> spans -> targets."""
-        for chunk in chunks:
-            with self._lock:
-                frames = list(self._frames)
-                self._builder.add_launches(chunk, frames, self._root, self._export_collected, self._batch_size)
-                self._export_collected()
+    def _resource_extra(self) -> dict:
+        return {}
 
-    def _export_collected(self) -> None:
-        self._sink.export(self._collector.take())
+    def _launch_root(self, records: list):
+        return self._root
 
-    def close(self) -> dict:
-        """End the run: restore the previous recorder, end open frames, drain, build spans,
-        export, close the exporters. Idempotent; returns (and stores in `.summary`) a summary."""
-        if self._closed:
-            return self.summary or {}
-        if not self._entered:
-            raise RuntimeError("Run.close() before the run was entered")
-        t_end = _perf_ns()
-        self._closed = True
+    def child_session_args(self) -> dict:
+        """A forked child's session (a process session: the parent's run is the parent's): this run's
+        level, file and limits."""
+        return dict(level=self.level, sample_every=max(1, self.sample_every), capacity=self.capacity,
+                    trace_file=self.trace_file, on_full=self.on_full)
+
+    def _end_words(self) -> str:
+        return "the run ended"
+
+    def _final_line_subject(self) -> str:
+        return f"run {self.run_id} "
+
+    def _before_final(self, t_end: int) -> None:
+        """The run span's attributes, known before any launch is exported (it is written first)."""
         rec = self.recorder
-        if _rec.ACTIVE.recorder is rec:  # (None at level "off") restore what was active before
-            _rec.activate(self._prev)
-        try:
-            atexit.unregister(self._atexit)
-        except Exception:
-            pass
-        _shutdown.unregister(self)
-        if self in _process._OPEN_RUNS:
-            _process._OPEN_RUNS.remove(self)
-        t_exp = time.perf_counter()
-        worker = getattr(self, "_worker", None)
-        if worker is not None and not worker.stop(_shutdown.FINAL_FLUSH_S):
-            log.warning("jitlab: run %s: the exporter thread is still busy; closing without it", self.run_id)
-        records = rec.drain_raw() if rec is not None else []
+        stats = rec.stats() if rec is not None else {}
         with self._lock:
-            root = self._root
-            assert root is not None
-            root.t1 = t_end
-            for f in self._frames:
-                if f is not root and f.t1 is None:  # never closed (e.g. interpreter exit)
-                    f.t1 = t_end
-                    f.error = f.error or "not closed before the run ended"
-            if records:
-                self._builder.add_launches(records, self._frames, root, self._export_collected, self._batch_size)
-                del records
-            stats = rec.stats() if rec is not None else {}
-            root.attributes.update(
+            self._root.attributes.update(
                 {
                     "jitlab.recorder.dropped": stats.get("dropped", 0),
                     "jitlab.recorder.records": stats.get("recorded", 0),
@@ -417,19 +377,36 @@ class Run:
                     "jitlab.recorder.flush_ns": stats.get("flush_ns", 0),
                     "jitlab.recorder.appender": stats.get("appender", ""),
                     "jitlab.run.interrupted": self._interrupted,
-                    "jitlab.trace.launch_spans": self._builder.launch_spans,
+                    # every recorded launch is exported after this span (the summary says how many were written)
+                    "jitlab.trace.launch_spans": stats.get("recorded", 0),
                 }
             )
-            # children before parents: reversed creation order ends steps, then trials, then the run
-            for f in reversed(self._frames):
-                self._builder.end_frame(f, t_end)
-            self._export_collected()
-            self._sink.shutdown()
-            try:
-                self._provider.shutdown()
-            except Exception:
-                pass
-        exported = sum(1 for _ in self._frames) + self._builder.launch_spans
+        self._stats = stats
+
+    def close(self) -> dict:
+        """End the run: detach its recorder, end open frames, export the run span and frames, then the
+        launches, close the exporters. Idempotent; returns (and stores in `.summary`) a summary. A Ctrl-C
+        while exporting stops the export (the summary and the final line say what was written) and is
+        raised again."""
+        if self.closed:
+            return self.summary or {}
+        if not self._entered:
+            raise RuntimeError("Run.close() before the run was entered")
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        if self in _process._OPEN_RUNS:
+            _process._OPEN_RUNS.remove(self)
+        try:
+            counts = self._finish(None)
+        except KeyboardInterrupt:
+            self._summarize(self._interrupted_summary or {"records": 0, "written": 0, "dropped": 0, "export_s": 0})
+            raise
+        return self._summarize(counts)
+
+    def _summarize(self, counts: dict) -> dict:
+        stats = getattr(self, "_stats", {})
         self.summary = {
             "experiment": self.experiment,
             "run_id": self.run_id,
@@ -438,30 +415,18 @@ class Run:
             "sample_every": self.sample_every,
             "trace_file": self._sink.file_written(),
             "trace_error": self._sink.file_error(),
-            "spans": exported,
-            "launch_spans": self._builder.launch_spans,
+            "spans": len(self._frames) + counts["written"],
+            "launch_spans": counts["written"],
             "frames": len(self._frames),
-            "records": stats.get("recorded", 0),
+            "records": counts["records"],
+            "written": counts["written"],
             "hits_seen": stats.get("hits_seen", 0),
-            "dropped": stats.get("dropped", 0),
+            "dropped": counts["dropped"],
             "flushes": stats.get("flushes", 0),
             "flush_ns": stats.get("flush_ns", 0),
             "interrupted": self._interrupted,
-            "export_s": round(time.perf_counter() - t_exp, 4),
+            "export_interrupted": self.export_interrupted,
+            "export_s": counts["export_s"],
             "targets": self._sink.summary(),
         }
-        if self.summary["dropped"]:
-            log.warning(
-                "jitlab: recorder dropped %d launch records in run %s (capacity %d, on_full=%s)",
-                self.summary["dropped"],
-                self.run_id,
-                self.capacity,
-                self.on_full,
-            )
         return self.summary
-
-
-def _jitlab_version(prov: dict) -> str:
-    v = prov.get("jitlab")
-    return str(v) if v else "unknown"
-

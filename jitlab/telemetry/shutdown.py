@@ -1,6 +1,6 @@
 """Flush traces when the process ends: at interpreter exit, on SIGTERM and on SIGINT.
 
-Sessions (`process.ProcessSession`, `session.Run`) register here. The handlers chain to whatever
+Sessions (`tracing.TraceSession`: a `process.ProcessSession` or a `session.Run`) register here. The handlers chain to whatever
 was installed before, so a program's own handlers keep working:
 
 * the previous handler is a Python function (Python's default SIGINT handler raises
@@ -63,6 +63,14 @@ def unregister(session: Flushable) -> None:
     with _LOCK:
         if session in _SESSIONS:
             _SESSIONS.remove(session)
+
+
+def reset_after_fork() -> None:
+    """In a forked child: the parent's sessions are not this process's to flush; the lock starts free
+    (the handlers and the atexit hook stay installed, for the child's own sessions)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    _SESSIONS.clear()
 
 
 def _install_handlers() -> None:

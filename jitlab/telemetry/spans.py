@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Status, StatusCode
 
+from .. import record_layout as _layout
 from . import recorder as _rec
 
 LAUNCH_SPAN = "jitlab.launch"
@@ -68,6 +69,10 @@ PROVENANCE_RESOURCE = {
 }
 
 _OUTCOMES = _rec.OUTCOME_NAMES
+# Positions in a record (jitlab.record_layout, the one definition)
+(_KERNEL, _SCOPE, _POLICY, _OUTCOME, _KEY, _T_ENTER, _T_ARGS, _T_EXIT, _COMPILE_NS, _THREAD, _REASON) = (
+    _layout.INDEX[n] for n in ("kernel", "scope", "policy", "outcome", "key", "t_enter", "t_args", "t_exit",
+                               "compile_ns", "thread", "reason"))
 _INF = float("inf")
 #: Longer text attribute values (a generated kernel name, a pasted file) are cut to this many characters
 #: with a marker saying how many were dropped, so one span stays far below gRPC's 4 MiB message limit
@@ -296,7 +301,9 @@ class SpanBuilder:
 
     # -- launches ---------------------------------------------------------------------------------
     def launch_attributes(self, r: tuple) -> dict:
-        kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, thread, reason = r
+        kernel, scope, policy, outcome, key = r[_KERNEL], r[_SCOPE], r[_POLICY], r[_OUTCOME], r[_KEY]
+        t_enter, t_args, t_exit, compile_ns, thread, reason = (r[_T_ENTER], r[_T_ARGS], r[_T_EXIT], r[_COMPILE_NS],
+                                                               r[_THREAD], r[_REASON])
         s = self.string
         a = {
             A_KERNEL: cap_text(s(kernel)),
@@ -336,7 +343,7 @@ class SpanBuilder:
         ctx_of: dict[int, Any] = {}
         n = 0
         for r in records:
-            t_enter, t_exit, thread = r[5], r[7], r[9]
+            t_enter, t_exit, thread = r[_T_ENTER], r[_T_EXIT], r[_THREAD]
             tl = timelines.get(thread)
             parent = tl.at(t_enter) if tl is not None else None
             if parent is None and home is not None and thread != root.thread:

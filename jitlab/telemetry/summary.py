@@ -14,9 +14,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from .. import record_layout as _layout
 from . import recorder as _rec
 
-_KERNEL, _OUTCOME, _T_ENTER, _T_EXIT, _COMPILE = (_rec.FIELDS.index(f) for f in
+_KERNEL, _OUTCOME, _T_ENTER, _T_EXIT, _COMPILE = (_layout.INDEX[f] for f in
                                                   ("kernel", "outcome", "t_enter", "t_exit", "compile_ns"))
 
 

@@ -39,26 +39,37 @@ class ExportWorker:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.errors = 0
+        # > 0: touch nothing but this worker's own lock until woken or this many seconds passed. A thread
+        # started in a forked child's at-fork hook must not take a lock another module's later hook
+        # re-initializes (concurrent.futures' would deadlock it): nothing can wake it before the hooks end.
+        self.quiet_start_s = 0.0
 
     def start(self) -> "ExportWorker":
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
         return self
 
-    def hand_off(self, chunk: list) -> None:
-        """From a launching thread: queue `chunk` for export (O(1)); `Backlog` when too far behind."""
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def hand_off(self, chunk: list, wait: bool = False) -> None:
+        """From a launching thread: queue `chunk` for export (O(1)); `Backlog` when too far behind, or,
+        with `wait` (back-pressure), wait until the exporter took a buffer (`Backlog` only once it stops)."""
         with self._cv:
+            while wait and len(self._pending) >= self.max_pending and not self._stopping and self.alive:
+                self._cv.wait(0.1)
             if len(self._pending) >= self.max_pending or self._stopping:
                 raise Backlog(f"{self.name}: {len(self._pending)} buffers waiting for export")
             self._pending.append(chunk)
-            self._cv.notify()
+            self._cv.notify_all()
 
     def request_flush(self) -> None:
         """Export soon. Never blocks (callable from a signal handler that interrupted `hand_off`)."""
         if self._cv.acquire(timeout=0.05):
             try:
                 self._flush = True
-                self._cv.notify()
+                self._cv.notify_all()
             finally:
                 self._cv.release()
 
@@ -68,7 +79,7 @@ class ExportWorker:
         if self._cv.acquire(timeout=1.0 if timeout_s is None else min(timeout_s, 1.0)):
             try:
                 self._stopping = True
-                self._cv.notify()
+                self._cv.notify_all()
             finally:
                 self._cv.release()
         else:
@@ -81,12 +92,12 @@ class ExportWorker:
         return not self._thread.is_alive()
 
     def _loop(self) -> None:
-        if self._prepare is not None:
+        if self._prepare is not None and not self.quiet_start_s:
             try:
                 self._prepare()
             except Exception as e:  # noqa: BLE001 - work() retries it and reports
                 log.debug("jitlab: exporter preparation failed: %s", e)
-        next_tick = time.monotonic() + (self.period_s or 0)
+        next_tick = time.monotonic() + max(self.period_s or 0, self.quiet_start_s)
         while True:
             with self._cv:
                 while not (self._pending or self._flush or self._stopping):
@@ -96,6 +107,7 @@ class ExportWorker:
                     self._cv.wait(wait)
                 chunks = list(self._pending)
                 self._pending.clear()
+                self._cv.notify_all()  # launches waiting to hand off a buffer (back-pressure)
                 stopping = self._stopping
                 tick = self._flush or stopping or (self.period_s is not None and time.monotonic() >= next_tick)
                 self._flush = False

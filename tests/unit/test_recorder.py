@@ -275,3 +275,22 @@ def test_records_plus_dropped_equal_launches_under_threads(append_hit, on_full):
     else:
         assert got == 97 and rec.dropped == n - 97
     assert all(len(r) == len(R.FIELDS) for c in taken for r in c) and all(len(r) == len(R.FIELDS) for r in rest)
+
+
+def test_record_layout_is_the_one_definition_every_writer_follows():
+    """Python and C appenders write compact records in record_layout.COMPACT's order; readers get FIELDS."""
+    from jitlab import record_layout as L
+
+    assert R.FIELDS is L.FIELDS and set(L.HEAD) < set(L.FIELDS)
+    defines = dict(d[2:].split("=") for d in L.c_defines())
+    assert {k: int(v) for k, v in defines.items() if k.startswith("JL_REC_COMPACT_") and k != "JL_REC_COMPACT_LEN"} \
+        == {f"JL_REC_COMPACT_{n.upper()}": i for i, n in enumerate(L.COMPACT)}
+    head = ("k", "s", "p", R.HIT, 7)
+    for append in {R.hit_appender()[0], R._append_hit_py}:
+        rec = R.Recorder("full", capacity=10)
+        assert append(rec.records, rec.capacity, head, 100, 150) == 0
+        (full,) = rec.drain_raw()
+        got = dict(zip(L.FIELDS, full))
+        assert {k: got[k] for k in L.HEAD} == dict(zip(L.HEAD, head)), (append, full)
+        assert (got["t_enter"], got["t_args"], got["compile_ns"], got["reason"]) == (100, 150, 0, -1)
+        assert got["t_exit"] >= 150 and got["thread"] == threading.get_ident()

@@ -99,7 +99,8 @@ def test_replay_into_rotel(collector, tmp_path, capsys, as_protobuf):
     code = replay_mod.main(args)
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert f"sent {n_hits + 4} spans in 4 requests" in out.out and "replayed 4/4 lines" in out.err
+    # one line per export: the run and trial spans first, then 302 launch spans in batches of 100
+    assert f"sent {n_hits + 4} spans in 5 requests" in out.out and "replayed 5/5 lines" in out.err
     got = collector["receiver"].wait(run_trace_id(run), n_hits + 4)
     assert len(got) == n_hits + 4
     check_spans(got, n_hits)

@@ -50,7 +50,7 @@ def test_trace_file_lines_parse_as_otlp(tmp_path):
             launches(run.recorder, 1, R.MISS)
             trial.set(median_ns=1.5)
     lines = path.read_text().splitlines()
-    assert len(lines) == 3  # 122 spans in batches of 50: one JSON line per batch
+    assert len(lines) == 4  # the run and trial spans first, then 120 launch spans in batches of 50: a line each
     ids = set()
     n = 0
     for line in lines:

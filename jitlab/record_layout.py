@@ -1,0 +1,52 @@
+"""The launch record's layout, defined once, by name: Python, C and C++ take positions from here.
+
+A launch record is a tuple. Slow paths (`Recorder.record`) append a full record, fields `FIELDS`. A traced
+hit appends a compact one, fields `COMPACT`, whose first item is the entry's prebuilt head (`HEAD`); the
+hit path writes it in C (telemetry/hit_record.c, _triton/dispatch.cpp) or Python (`_append_hit_py`), and
+readers get it expanded to `FIELDS` (`expand`). C sources get the positions as macros (`c_defines()`,
+passed to the compiler by `jitlab._cbuild` builds; the sources refuse to build without them), so adding
+a field is one edit here plus its writer.
+
+Standard library only, no jitlab imports: the core, `_triton` and telemetry all read it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+# The entry's prebuilt head: the part of a hit's record that is the same for every hit of one entry.
+HEAD = ("kernel", "scope", "policy", "outcome", "key")
+# A compact (hit) record: the head, then what each hit stamps.
+COMPACT = ("head", "t_enter", "t_args", "t_exit", "thread")
+# A full record, as readers get every record.
+FIELDS = HEAD + ("t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason")
+# Values of the full fields a compact record does not carry.
+COMPACT_DEFAULTS = {"compile_ns": 0, "reason": -1}
+
+INDEX = {name: i for i, name in enumerate(FIELDS)}  # position of each field in a full record
+COMPACT_INDEX = {name: i for i, name in enumerate(COMPACT)}
+
+
+def _make_expand() -> Callable[[tuple], tuple]:
+    """compact -> full, as one generated expression (this runs per record at export: keep it one tuple build)."""
+    parts = []
+    for name in FIELDS:
+        if name in HEAD:
+            parts.append(f"r[{COMPACT_INDEX['head']}][{HEAD.index(name)}]")
+        elif name in COMPACT_INDEX:
+            parts.append(f"r[{COMPACT_INDEX[name]}]")
+        else:
+            parts.append(repr(COMPACT_DEFAULTS[name]))
+    return eval(f"lambda r: ({', '.join(parts)},)")  # noqa: S307 - built from the names above only
+
+
+expand = _make_expand()
+
+
+def c_defines() -> tuple[str, ...]:
+    """Compiler flags defining the layout for C/C++: JL_REC_COMPACT_LEN, JL_REC_COMPACT_<FIELD> (position in
+    a compact record), JL_REC_LEN, JL_REC_<FIELD> (position in a full record)."""
+    out = [f"-DJL_REC_COMPACT_LEN={len(COMPACT)}", f"-DJL_REC_LEN={len(FIELDS)}"]
+    out += [f"-DJL_REC_COMPACT_{n.upper()}={i}" for n, i in COMPACT_INDEX.items()]
+    out += [f"-DJL_REC_{n.upper()}={i}" for n, i in INDEX.items()]
+    return tuple(out)
