@@ -229,9 +229,13 @@ class ProcessSession(tracing.TraceSession):
         self.kernel_stats = KernelStats()  # per-kernel host times (`jitlab run`'s exit table reads them)
 
     def child_session_args(self) -> dict:
-        """A forked child's session: the same level, targets and limits."""
+        """A forked child's session: the same level, targets and limits; under `jitlab run` the child writes
+        its own file, as its spawned children do (settings.trace_file_for_process)."""
+        trace_file = self.trace_file
+        if trace_file is not None and _settings.SETTINGS.run_pid is not None:
+            trace_file = _settings.trace_file_for_process()
         return dict(level=self.level, sample_every=self.sample_every, capacity=self.capacity,
-                    trace_file=self.trace_file, flush_s=self._worker.period_s, on_full=self.on_full)
+                    trace_file=trace_file, flush_s=self._worker.period_s, on_full=self.on_full)
 
     def start(self) -> "ProcessSession":
         self._begin()
