@@ -2,7 +2,9 @@
 
     results = run(Config(programs, rule))          # experiments/any_program.py makes this one call
 
-Per program, three runs, each in a scratch working directory (tutorials write plots and CSVs to "."):
+Per program, three runs, each in a scratch working directory (tutorials write plots and CSVs to "."),
+each with the same command (a manifest's program: its benchmarks cut by `jitlab.bench.short_bench`
+unless run --full; `Program.argv`):
 `python PROGRAM` as the user runs it (the priming run: it fills Triton's compile cache and, with
 TRITON_CACHE_AUTOTUNING=1, its autotuning cache, so that the two measured runs launch the same
 configurations and neither pays compiles or tuning the other does not), then `jitlab run --policy
