@@ -2,6 +2,7 @@
 
     python -m experiments.any_program                       # Triton's tutorials (experiments/programs/)
     python -m experiments.any_program --quick               # two of them
+    python -m experiments.any_program --full                # benchmarks whole, not cut ([cut] in the manifest)
     python -m experiments.any_program app.py --n 3          # any program: python app.py --n 3
     python -m experiments.any_program --extract-from ~/triton   # get the tutorials from a Triton clone
     python -m experiments.any_program --hashes              # print the tutorials' sha256/size lines
@@ -30,6 +31,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--manifest", default=MANIFEST, help="TOML list of unmodified program files (default %(default)s)")
     p.add_argument("--programs", default=None, help="comma-separated names from the manifest")
     p.add_argument("--quick", action="store_true", help="the manifest's quick programs only")
+    p.add_argument("--full", action="store_true",
+                   help="run the manifest's benchmarks whole (default: cut as its [cut] table says)")
     p.add_argument("--trace", default=TRACE, choices=("summary", "sampled", "full"), help="trace level of each run")
     p.add_argument("--out", default=None, help="folder for the traces (default traces/, CPU: traces/cpu-demo/)")
     p.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per run of a program")
@@ -57,7 +60,8 @@ def main(argv=None) -> int:
             print(programs.manifest_lines(manifest))
             return 0
         if a.script is None:
-            chosen = programs.verify(manifest, programs.select(manifest, a.programs, a.quick))
+            chosen = programs.with_cut(manifest, programs.verify(
+                manifest, programs.select(manifest, a.programs, a.quick)), a.full)
             rule = manifest.rule
         else:
             chosen, rule = (programs.script(a.script, a.args),), Rule(stop_at=a.stop_at, mask=tuple(a.mask))
@@ -77,8 +81,8 @@ def main(argv=None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # the programs inherit it
     cfg = any_program.Config(chosen, rule, trace=a.trace, out=a.out, timeout_s=a.timeout, cuda=cuda,
                              label="" if cuda else any_program.CPU_LABEL,
-                             attributes={"jitlab.quick": a.quick, "jitlab.any_program.manifest":
-                                         a.manifest if a.script is None else ""})
+                             attributes={"jitlab.quick": a.quick, "jitlab.any_program.full": a.full,
+                                         "jitlab.any_program.manifest": a.manifest if a.script is None else ""})
     result = any_program.run(cfg)
     return 0 if all(r["identical"] and r["jitlab_rc"] == 0 for r in result["programs"]) else 1
 

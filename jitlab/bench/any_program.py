@@ -2,7 +2,9 @@
 
     results = run(Config(programs, rule))          # experiments/any_program.py makes this one call
 
-Per program, three runs, each in a scratch working directory (tutorials write plots and CSVs to "."):
+Per program, three runs, each in a scratch working directory (tutorials write plots and CSVs to "."),
+each with the same command (a manifest's program: its benchmarks cut by `jitlab.bench.short_bench`
+unless run --full; `Program.argv`):
 `python PROGRAM` as the user runs it (the priming run: it fills Triton's compile cache and, with
 TRITON_CACHE_AUTOTUNING=1, its autotuning cache, so that the two measured runs launch the same
 configurations and neither pays compiles or tuning the other does not), then `jitlab run --policy
@@ -136,6 +138,7 @@ def program_result(program: Program, stock: Side, jitlab: Side, rule: Rule,
     krows = kernel_table.rows(program.name, kernel_table.launch_stats(df_s), kernel_table.launch_stats(df_j), timings)
     saved = [r["saved_ms"] for r in krows if r["saved_ms"] is not None]
     row = {"program": program.name, "file": program.file.name, "sha256": program.sha256,
+           "cut": program.cut_description(), "argv": " ".join(program.argv()),
            "stock_rc": stock.rc, "jitlab_rc": jitlab.rc, "identical": cmp.identical, "difference": cmp.difference,
            "plain_rc": plain.rc if plain else None, "plain_s": round(plain.seconds, 2) if plain else None,
            "stock_same_as_plain": vs_plain.identical if vs_plain else None,
@@ -172,7 +175,8 @@ def run(config: Config) -> dict:
                        attributes=attrs) as rec:
         n = len(config.programs)
         for i, program in enumerate(config.programs, 1):
-            with rec.trial(program.name, {"jitlab.any_program.file": str(program.file)}) as trial:
+            with rec.trial(program.name, {"jitlab.any_program.file": str(program.file),
+                                          "jitlab.any_program.cut": program.cut_description()}) as trial:
                 sides = {}
                 for side, policy in SIDES:
                     how = "python" if policy is None else f"jitlab run --policy {policy}"
@@ -204,7 +208,8 @@ def print_tables(programs_rows: list[dict], kernel_rows: list[dict], config: Con
     from .fmt import caption, num
 
     console = Console(file=sys.stdout, width=200)
-    t = Table(title=f"{EXPERIMENT}: programs {config.label}".strip(), caption=f"output rule: {config.rule.describe()}")
+    t = Table(title=f"{EXPERIMENT}: programs {config.label}".strip(),
+              caption=f"output rule: {config.rule.describe()}\n{cuts_line(programs_rows)}")
     for c in ("program", "exit plain/stock/jitlab", "output stock vs jitlab", "stock vs plain", "lines compared",
               "timing lines", "plain s", "stock s", "jitlab s", "kernels", "launches", "hits", "saved ms"):
         t.add_column(c, justify="left" if c.startswith(("program", "output", "stock vs")) else "right")
@@ -219,6 +224,16 @@ def print_tables(programs_rows: list[dict], kernel_rows: list[dict], config: Con
     console.print(kernel_table.rich_table(kernel_rows, f"{EXPERIMENT}: kernels, stock (--policy {STOCK_POLICY}) "
                                           f"vs jitlab (--policy {JITLAB_POLICY}) {config.label}".strip(),
                                           caption(prov, trace_file) + f"\nhost CPU: {prov.get('cpu', '?')}"))
+
+
+def cuts_line(programs_rows: list[dict]) -> str:
+    """One line saying which programs ran with their benchmarks cut, and how (tables, reports)."""
+    cuts: dict[str, list[str]] = {}
+    for r in programs_rows:
+        cuts.setdefault(r.get("cut") or "", []).append(r["program"])
+    if set(cuts) == {""}:
+        return "benchmarks run whole (not cut)."
+    return " ".join(f"{', '.join(names)}: " + (how or "run whole") + "." for how, names in cuts.items())
 
 
 def markdown(df: Any, path: str) -> str:

@@ -8,6 +8,10 @@ and not committed, in a folder beside it, with the sha256 and size of each, and 
     tag = "v3.6.0"
     obtain = "git clone ... && cp ..."            # one line: how a user gets the files
     requires = ["matplotlib"]                    # modules the programs need (checked before running)
+    [cut]                                        # optional: run = "script" programs start under
+    points = 2                                   # jitlab.bench.short_bench (benchmarks cut to their
+    rep_ms = 10                                  # first `points` x values, do_bench capped), unless
+    warmup_ms = 5                                # the run asks for them whole (--full)
     [compare]                                    # the output rule (jitlab.bench.outputs.Rule)
     stop_at = '...'
     mask = ['...']
@@ -20,6 +24,8 @@ and not committed, in a folder beside it, with the sha256 and size of each, and 
     size = 5644
     run = "script"                                # python FILE ARGS | "pytest": python -m pytest -q FILE ARGS
     args = []
+    cut_args = []                                 # appended to args when the manifest's cut applies
+                                                  # (pytest programs: a -k selection, say)
     quick = true                                  # part of a --quick run
 
 `load()` reads it; `verify()` refuses (ManifestError, one line naming the file) when a file is
@@ -31,10 +37,12 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import short_bench
 from .outputs import Rule
+from .short_bench import Cut
 
 RUNNERS = ("script", "pytest")
 #: How `run = "pytest"` starts a file: quiet, no cache folder left behind, and warnings left to Python
@@ -57,11 +65,24 @@ class Program:
     commit: str | None = None
     path: str | None = None  # in the repository
     quick: bool = False
+    cut: Cut | None = None  # set: its benchmarks run cut (see with_cut)
+    cut_args: tuple[str, ...] = ()  # appended to args when cut
 
     def argv(self) -> list[str]:
         """What follows the Python interpreter on the command line."""
-        lead = list(PYTEST_ARGS) if self.run == "pytest" else []
-        return [*lead, str(self.file), *self.args]
+        if self.run == "pytest":
+            lead = list(PYTEST_ARGS)
+        else:
+            lead = [*short_bench.MODULE, *self.cut.argv()] if self.cut else []
+        return [*lead, str(self.file), *self.args, *(self.cut_args if self.cut else ())]
+
+    def cut_description(self) -> str:
+        """How this program's benchmarks are cut, for tables and traces ("" when run whole)."""
+        if not self.cut:
+            return ""
+        parts = ([self.cut.describe()] if self.run == "script" else []) + \
+            ([f"extra arguments {' '.join(self.cut_args)}"] if self.cut_args else [])
+        return "; ".join(parts) or "nothing to cut"
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,7 @@ class Manifest:
     rule: Rule
     programs: tuple[Program, ...] = field(default_factory=tuple)
     requires: tuple[str, ...] = ()  # modules the programs import beyond torch and triton
+    cut: Cut | None = None  # the [cut] table: how the programs' benchmarks are cut by default
 
     def where_to_get(self) -> str:
         return (f"put Triton's tutorials ({self.repository} at tag {self.tag}) unmodified in {self.folder}: "
@@ -102,6 +124,17 @@ def load(path: str | Path) -> Manifest:
         folder = (p.parent / doc["folder"]).resolve()
         cmp = doc.get("compare", {})
         rule = Rule(stop_at=cmp.get("stop_at"), mask=tuple(cmp.get("mask", ())))
+        cut = None
+        if "cut" in doc:
+            c = doc["cut"]
+            unknown = set(c) - {"points", "rep_ms", "warmup_ms"}
+            if unknown:
+                raise ManifestError(f"{p}: [cut] has {', '.join(sorted(unknown))}; valid: points, rep_ms, warmup_ms")
+            try:
+                cut = Cut(int(c.get("points", Cut.points)), float(c.get("rep_ms", Cut.rep_ms)),
+                          float(c.get("warmup_ms", Cut.warmup_ms)))
+            except (TypeError, ValueError) as e:
+                raise ManifestError(f"{p}: [cut]: {e}") from None
         programs = []
         for t in doc["program"]:
             run = t.get("run", "script")
@@ -109,9 +142,10 @@ def load(path: str | Path) -> Manifest:
                 raise ManifestError(f"{p}: program {t.get('name')!r}: run = {run!r}; valid: {', '.join(RUNNERS)}")
             programs.append(Program(name=t["name"], file=folder / t["file"], args=tuple(t.get("args", ())),
                                     run=run, sha256=t["sha256"], size=int(t["size"]), commit=t.get("commit"),
-                                    path=t.get("path"), quick=bool(t.get("quick", False))))
+                                    path=t.get("path"), quick=bool(t.get("quick", False)),
+                                    cut_args=tuple(t.get("cut_args", ()))))
         return Manifest(p, folder, doc["repository"], doc["tag"], doc["obtain"], rule, tuple(programs),
-                        tuple(doc.get("requires", ())))
+                        tuple(doc.get("requires", ())), cut)
     except KeyError as e:
         raise ManifestError(f"{p}: missing key {e.args[0]!r} (see the docstring of jitlab/bench/programs.py)") from None
     except re.error as e:
@@ -152,6 +186,12 @@ def select(manifest: Manifest, names: str | None, quick: bool) -> tuple[Program,
             raise ManifestError(f"unknown program(s) {', '.join(bad)}; the manifest has {', '.join(known)}")
         return tuple(known[n] for n in wanted)
     return tuple(pr for pr in manifest.programs if pr.quick) if quick else manifest.programs
+
+
+def with_cut(manifest: Manifest, programs: tuple[Program, ...], full: bool) -> tuple[Program, ...]:
+    """`programs` set to run under the manifest's [cut] (none with `full`, or when it has none)."""
+    cut = None if full else manifest.cut
+    return tuple(replace(pr, cut=cut) for pr in programs)
 
 
 def script(path: str | Path, args: list[str] | tuple[str, ...] = ()) -> Program:
