@@ -27,7 +27,7 @@ import warnings
 import weakref
 from typing import Any, Callable
 
-from . import keys, settings
+from . import keys, record_layout as _layout, settings
 from ._triton import adapter as _adapter_mod
 from ._triton import autoinstall as _autoinstall
 from .codegen import KeySpec, check_signature, make_binder, make_launch, make_packer, static_hints
@@ -400,7 +400,7 @@ class JitCache:
                      pack=pack, grid=cached_grid, device=device, spec=spec,
                      options=full_options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
                      compile_ns=compile_ns, used=_count(table.hits),
-                     head=(self.name, table.scope.name, self.policy.name, _rec.HIT, index))
+                     head=_layout.head(self.name, table.scope.name, self.policy.name, _rec.HIT, index))
 
     def _evict(self, table: Table, new_key: tuple) -> None:
         """The table holds one entry more than JITLAB_MAX_ENTRIES (caller holds table.lock): drop the least

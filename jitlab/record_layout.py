@@ -5,7 +5,7 @@ hit appends a compact one, fields `COMPACT`, whose first item is the entry's pre
 hit path writes it in C (telemetry/hit_record.c, _triton/dispatch.cpp) or Python (`_append_hit_py`), and
 readers get it expanded to `FIELDS` (`expand`). C sources get the positions as macros (`c_defines()`,
 passed to the compiler by `jitlab._cbuild` builds; the sources refuse to build without them), so adding
-a field is one edit here plus its writer.
+a field is one edit here plus its writer: the writers build records by field name (`full`, `head`).
 
 Standard library only, no jitlab imports: the core, `_triton` and telemetry all read it.
 """
@@ -20,8 +20,11 @@ HEAD = ("kernel", "scope", "policy", "outcome", "key")
 COMPACT = ("head", "t_enter", "t_args", "t_exit", "thread")
 # A full record, as readers get every record.
 FIELDS = HEAD + ("t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason")
-# Values of the full fields a compact record does not carry.
-COMPACT_DEFAULTS = {"compile_ns": 0, "reason": -1}
+# Values of the fields a writer may leave out (a compact record never carries these).
+DEFAULTS = {"compile_ns": 0, "reason": -1}
+COMPACT_DEFAULTS = {name: value for name, value in DEFAULTS.items() if name not in HEAD and name not in COMPACT}
+# Written by the recorder itself (the launching thread), never by a caller.
+RECORDER_FIELDS = ("thread",)
 
 INDEX = {name: i for i, name in enumerate(FIELDS)}  # position of each field in a full record
 COMPACT_INDEX = {name: i for i, name in enumerate(COMPACT)}
@@ -41,6 +44,24 @@ def _make_expand() -> Callable[[tuple], tuple]:
 
 
 expand = _make_expand()
+
+
+def _make_writer(fields: tuple[str, ...], name: str) -> Callable[..., tuple]:
+    """A function building a tuple of `fields` in their order from arguments by name: the ones without a
+    default first, positionally or by keyword, then the defaulted ones (DEFAULTS), then the recorder's own
+    (keyword only). Adding a field with a default keeps every existing caller working."""
+    required = [f for f in fields if f not in DEFAULTS and f not in RECORDER_FIELDS]
+    optional = [f"{f}={DEFAULTS[f]!r}" for f in fields if f in DEFAULTS]
+    own = [f for f in fields if f in RECORDER_FIELDS]
+    params = ", ".join(required + optional + (["*", *own] if own else []))
+    code = f"def {name}({params}):\n    return ({', '.join(fields)},)\n"
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - built from the field names above only
+    return namespace[name]
+
+
+full = _make_writer(FIELDS, "full")  # a full record: full(kernel, scope, ..., reason=-1, *, thread)
+head = _make_writer(HEAD, "head")  # an entry's prebuilt head: head(kernel, scope, policy, outcome, key)
 
 
 def c_defines() -> tuple[str, ...]:

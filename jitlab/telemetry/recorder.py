@@ -21,7 +21,7 @@ import threading
 import time
 from array import array
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -40,6 +40,8 @@ LEVELS = ("off", "summary", "sampled", "full")
 FIELDS = _layout.FIELDS
 
 _get_ident = threading.get_ident
+_full_record = _layout.full
+_OUTCOME, _REASON = _layout.INDEX["outcome"], _layout.INDEX["reason"]
 _COMPACT = len(_layout.COMPACT)  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
 log = logging.getLogger(__name__)
 
@@ -90,29 +92,23 @@ def _load_appender() -> tuple[Callable, str]:
     return mod.append_hit, "c"
 
 
-@dataclass
-class Record:
-    """One launch, as the hot path saw it (ns from perf_counter_ns)."""
-
-    kernel: int | str  # interned string id (or the name itself)
-    scope: int | str  # interned string id (or the name itself)
-    policy: int | str  # interned string id (or the name itself)
-    outcome: int  # HIT, MISS, ...
-    key: int  # small per-kernel key id (entry index), -1 if none
-    t_enter: int
-    t_args: int  # arguments bound/updated
-    t_exit: int  # launcher returned
-    compile_ns: int
-    thread: int  # threading.get_ident() of the launching thread
-    reason: int | str  # interned fallback reason id (or the reason itself), -1 if none
-
-    @property
+def _record_class() -> type:
+    """`Record`: one launch as the hot path saw it (ns from perf_counter_ns), a dataclass whose fields are
+    `record_layout.FIELDS` (kernel, scope and policy are interned string ids or the names themselves; key is
+    the per-kernel entry index, -1 if none; t_args: arguments bound; t_exit: launcher returned; thread: the
+    launching thread's `threading.get_ident()`; reason: the interned fallback reason, -1 if none)."""
     def arg_update_ns(self) -> int:
         return self.t_args - self.t_enter
 
-    @property
     def launch_ns(self) -> int:
         return self.t_exit - self.t_args
+
+    return make_dataclass("Record", [(name, object) for name in _layout.FIELDS],
+                          namespace={"arg_update_ns": property(arg_update_ns), "launch_ns": property(launch_ns),
+                                     "__doc__": _record_class.__doc__.split("`Record`: ", 1)[1]})
+
+
+Record = _record_class()
 
 
 class Recorder:
@@ -225,15 +221,16 @@ class Recorder:
             return offered
         return offered + self._hits_out + len(self.records) - self._full_buffered
 
-    def record(self, kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns=0, reason=-1):
-        """One launch with every field."""
-        if self.every_hit and reason != "passthrough" and outcome != EVICT:  # see `seen` (an eviction is no launch)
+    def record(self, *fields, **by_name):
+        """One launch with every field: `record(kernel, scope, policy, outcome, key, t_enter, t_args, t_exit,
+        compile_ns=0, reason=-1)`, or any field by name (`record_layout.full` builds the tuple)."""
+        r = _full_record(*fields, thread=_get_ident(), **by_name)
+        if self.every_hit and r[_REASON] != "passthrough" and r[_OUTCOME] != EVICT:  # see `seen` (an eviction is no launch)
             self._sampling[0] += 1
         if len(self.records) >= self.capacity and not self._make_room(False):
             return
         self._full_buffered += 1
-        self.records.append((kernel, scope, policy, outcome, key, t_enter, t_args, t_exit, compile_ns, _get_ident(),
-                             reason))
+        self.records.append(r)
 
     def record_hit(self, head: tuple, t_enter: int, t_args: int, t_exit: int) -> None:
         """A compact hit: what the hit path calls when the buffer is full."""
