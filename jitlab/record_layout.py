@@ -20,7 +20,8 @@ HEAD = ("kernel", "scope", "policy", "outcome", "key")
 COMPACT = ("head", "t_enter", "t_args", "t_exit", "thread")
 # A full record, as readers get every record.
 FIELDS = HEAD + ("t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason")
-# Values of the fields a writer may leave out (a compact record never carries these).
+# Values of the fields a writer may leave out, in the order writers take them positionally after the
+# required ones: a new field goes last here, so positional writers keep working.
 DEFAULTS = {"compile_ns": 0, "reason": -1}
 COMPACT_DEFAULTS = {name: value for name, value in DEFAULTS.items() if name not in HEAD and name not in COMPACT}
 # Written by the recorder itself (the launching thread), never by a caller.
@@ -51,7 +52,7 @@ def _make_writer(fields: tuple[str, ...], name: str) -> Callable[..., tuple]:
     default first, positionally or by keyword, then the defaulted ones (DEFAULTS), then the recorder's own
     (keyword only). Adding a field with a default keeps every existing caller working."""
     required = [f for f in fields if f not in DEFAULTS and f not in RECORDER_FIELDS]
-    optional = [f"{f}={DEFAULTS[f]!r}" for f in fields if f in DEFAULTS]
+    optional = [f"{f}={DEFAULTS[f]!r}" for f in DEFAULTS if f in fields]
     own = [f for f in fields if f in RECORDER_FIELDS]
     params = ", ".join(required + optional + (["*", *own] if own else []))
     code = f"def {name}({params}):\n    return ({', '.join(fields)},)\n"
