@@ -519,7 +519,7 @@ def test_driver_missing_symbols_is_a_reason(built, tmp_path):
 DISPATCH_SCRIPT = r"""
 import contextvars, ctypes, inspect, itertools, struct, sys
 import torch
-from jitlab import keys
+from jitlab import keys, record_layout as L
 from jitlab._triton import native
 BENCH = sys.argv[1] == "bench"
 m, why = (native.DISPATCH_BENCH if BENCH else native.DISPATCH).get(wait=True); assert m is not None, why
@@ -550,7 +550,7 @@ d, why = native.make_dispatcher(
     slow=lambda grid, *a, **kw: slow_calls.append((grid, a, kw)), tensor_type=torch.Tensor, spec=keys.spec,
     constexpr_item=keys.constexpr_item)
 assert d is not None, why
-e = Entry(); e.verify = 0; e.grid = None; e.launch = launch; e.device = 0; e.head = ("k", "global", "safe", 0, 0)
+e = Entry(); e.verify = 0; e.grid = None; e.launch = launch; e.device = 0; e.head = L.head("k", "global", "safe", 0, 0)
 table.entries[(keys.spec(DEV), keys.spec(17), keys.spec(1), 64, (), None, 0)] = e
 
 def hits_since(n0):

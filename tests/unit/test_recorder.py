@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from jitlab import record_layout as L
 from jitlab.telemetry import recorder as R
 
 
@@ -105,7 +106,7 @@ def test_the_hit_appender_writes_what_readers_expand():
     the same tuple in C): compact records with t_exit stamped, expanded to full FIELDS by readers."""
     rec = R.Recorder("full", capacity=3)
     append, _ = R.hit_appender()
-    head = ("k", "global", "safe", R.HIT, 7)
+    head = L.head("k", "global", "safe", R.HIT, 7)
     for _ in range(3):
         t0 = time.perf_counter_ns()
         assert append(rec.records, rec.capacity, head, t0, t0 + 1) == 0
@@ -133,7 +134,7 @@ def test_compact_hits_read_back_as_fields():
     chunks: list = []
     rec = R.Recorder("full", capacity=100, on_full=chunks.append)
     now = time.perf_counter_ns
-    head = ("k", "s", "p", R.HIT, 2)
+    head = L.head("k", "s", "p", R.HIT, 2)
     t_before = time.perf_counter_ns()
     for i in range(8):
         a = now()
@@ -147,11 +148,12 @@ def test_compact_hits_read_back_as_fields():
     peeked = rec.peek(7)
     out = rec.drain_raw()
     assert peeked == out[7:] and rec.records == [] and rec.recorded == 10
-    assert [r[3] for r in out] == [R.HIT] * 4 + [R.MISS] + [R.HIT] * 5
+    i = L.INDEX
+    assert [r[i["outcome"]] for r in out] == [R.HIT] * 4 + [R.MISS] + [R.HIT] * 5
     for r in out:
-        assert len(r) == len(R.FIELDS) and r[1:3] == ("s", "p")
-        assert t_before <= r[5] <= r[6] <= r[7] <= t_after, (t_before, r, t_after)
-    assert [r[4] for r in out if r[3] == R.HIT] == [2] * 9 and out[4][8] == 77
+        assert len(r) == len(R.FIELDS) and (r[i["scope"]], r[i["policy"]]) == ("s", "p")
+        assert t_before <= r[i["t_enter"]] <= r[i["t_args"]] <= r[i["t_exit"]] <= t_after, (t_before, r, t_after)
+    assert [r[i["key"]] for r in out if r[i["outcome"]] == R.HIT] == [2] * 9 and out[4][i["compile_ns"]] == 77
 
     full = R.Recorder("full", capacity=2, on_full=chunks.append)
     for _ in range(5):
@@ -168,7 +170,7 @@ def test_seen_counts_launches_offered_at_each_level():
     for rec in (full, sampled):
         for _ in range(10):
             if rec.every_hit or rec.wants_hit():
-                rec.record_hit(("k", 0, 0, R.HIT, 0), 1, 2, 3)
+                rec.record_hit(L.head("k", 0, 0, R.HIT, 0), 1, 2, 3)
         rec.record("k", 0, 0, R.FALLBACK, -1, 1, 1, 2, 0, "passthrough")  # not through the hit path
     assert full.seen == 10 and sampled.seen == 10
     assert len(full.drain()) == 11 and len(sampled.drain()) == 2 + 1
@@ -185,7 +187,7 @@ def test_append_hit_contract(append_hit):
     """hit_record.c's append_hit and its Python twin: append until `capacity`, then append nothing
     and return t_exit; t_exit is perf_counter_ns, the thread is threading.get_ident()."""
     recs: list = []
-    head = ("k", "s", "p", R.HIT, 0)
+    head = L.head("k", "s", "p", R.HIT, 0)
     a = time.perf_counter_ns()
     assert [append_hit(recs, 3, head, 10, 20) for _ in range(3)] == [0, 0, 0]
     t_exit = append_hit(recs, 3, head, 10, 20)
@@ -221,7 +223,7 @@ def test_c_appender_where_a_compiler_is(monkeypatch):
 def _hammer(rec: R.Recorder, append_hit, threads: int, per_thread: int) -> None:
     """`threads` threads launching through the generated hit path's tail (guard.py _LAUNCH_TEMPLATE):
     the appender, then record_hit when it reports a full buffer; every 16th launch is a miss (record())."""
-    head = ("k", "s", "p", R.HIT, 0)
+    head = L.head("k", "s", "p", R.HIT, 0)
     go = threading.Event()
 
     def launch_loop():
@@ -285,7 +287,7 @@ def test_record_layout_is_the_one_definition_every_writer_follows():
     defines = dict(d[2:].split("=") for d in L.c_defines())
     assert {k: int(v) for k, v in defines.items() if k.startswith("JL_REC_COMPACT_") and k != "JL_REC_COMPACT_LEN"} \
         == {f"JL_REC_COMPACT_{n.upper()}": i for i, n in enumerate(L.COMPACT)}
-    head = ("k", "s", "p", R.HIT, 7)
+    head = L.head("k", "s", "p", R.HIT, 7)
     for append in {R.hit_appender()[0], R._append_hit_py}:
         rec = R.Recorder("full", capacity=10)
         assert append(rec.records, rec.capacity, head, 100, 150) == 0

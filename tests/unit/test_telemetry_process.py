@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jitlab import record_layout as L
 from jitlab import settings
 from jitlab.telemetry import load_traces
 from jitlab.telemetry import process as P
@@ -261,7 +262,7 @@ def test_settings_values_and_clamp(monkeypatch, caplog):
     rec = R.Recorder("full", capacity=2**63)
     assert rec.capacity == settings.RECORDER_CAPACITY_MAX
     append, _ = R.hit_appender()
-    assert append(rec.records, rec.capacity, ("k", "s", "p", R.HIT, 0), 1, 2) == 0 and len(rec.records) == 1
+    assert append(rec.records, rec.capacity, L.head("k", "s", "p", R.HIT, 0), 1, 2) == 0 and len(rec.records) == 1
 
 
 def test_run_sigterm_writes_the_trace_and_exits_143(tmp_path):
