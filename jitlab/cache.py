@@ -365,7 +365,7 @@ class JitCache:
         rec = _ACTIVE.recorder
         if rec is not None:
             rec.record(self.name, table.scope.name, self.policy.name, outcome, entry.index, t0, t1, _now(),
-                       entry.compile_ns if outcome == _rec.MISS else 0)
+                       entry.compile_ns if outcome == _rec.MISS else 0, device=entry.device)
         return None
 
     def _prepare(self, table: Table, key: tuple, grid: Any, vals: tuple, options: dict) -> Entry | None:
@@ -400,7 +400,7 @@ class JitCache:
                      pack=pack, grid=cached_grid, device=device, spec=spec,
                      options=full_options, frozen=frozen, verify=self.verify_every, tick=itertools.count(1),
                      compile_ns=compile_ns, used=_count(table.hits),
-                     head=_layout.head(self.name, table.scope.name, self.policy.name, _rec.HIT, index))
+                     head=_layout.head(self.name, table.scope.name, self.policy.name, _rec.HIT, index, device))
 
     def _evict(self, table: Table, new_key: tuple) -> None:
         """The table holds one entry more than JITLAB_MAX_ENTRIES (caller holds table.lock): drop the least

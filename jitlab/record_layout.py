@@ -15,14 +15,14 @@ from __future__ import annotations
 from typing import Callable
 
 # The entry's prebuilt head: the part of a hit's record that is the same for every hit of one entry.
-HEAD = ("kernel", "scope", "policy", "outcome", "key")
+HEAD = ("kernel", "scope", "policy", "outcome", "key", "device")
 # A compact (hit) record: the head, then what each hit stamps.
 COMPACT = ("head", "t_enter", "t_args", "t_exit", "thread")
 # A full record, as readers get every record.
 FIELDS = HEAD + ("t_enter", "t_args", "t_exit", "compile_ns", "thread", "reason")
 # Values of the fields a writer may leave out, in the order writers take them positionally after the
 # required ones: a new field goes last here, so positional writers keep working.
-DEFAULTS = {"compile_ns": 0, "reason": -1}
+DEFAULTS = {"compile_ns": 0, "reason": -1, "device": -1}
 COMPACT_DEFAULTS = {name: value for name, value in DEFAULTS.items() if name not in HEAD and name not in COMPACT}
 # Written by the recorder itself (the launching thread), never by a caller.
 RECORDER_FIELDS = ("thread",)

@@ -40,6 +40,7 @@ A_SCOPE = "jitlab.scope"
 A_POLICY = "jitlab.policy"
 A_RESULT = "jitlab.cache.result"
 A_KEY = "jitlab.cache.key"
+A_DEVICE = "jitlab.device"
 A_ARGS_NS = "jitlab.arg_update.duration_ns"
 A_LAUNCH_NS = "jitlab.launch.duration_ns"
 A_COMPILE_NS = "jitlab.compile.duration_ns"
@@ -70,9 +71,9 @@ PROVENANCE_RESOURCE = {
 
 _OUTCOMES = _rec.OUTCOME_NAMES
 # Positions in a record (jitlab.record_layout, the one definition)
-(_KERNEL, _SCOPE, _POLICY, _OUTCOME, _KEY, _T_ENTER, _T_ARGS, _T_EXIT, _COMPILE_NS, _THREAD, _REASON) = (
-    _layout.INDEX[n] for n in ("kernel", "scope", "policy", "outcome", "key", "t_enter", "t_args", "t_exit",
-                               "compile_ns", "thread", "reason"))
+(_KERNEL, _SCOPE, _POLICY, _OUTCOME, _KEY, _DEVICE, _T_ENTER, _T_ARGS, _T_EXIT, _COMPILE_NS, _THREAD, _REASON) = (
+    _layout.INDEX[n] for n in ("kernel", "scope", "policy", "outcome", "key", "device", "t_enter", "t_args",
+                               "t_exit", "compile_ns", "thread", "reason"))
 _INF = float("inf")
 #: Longer text attribute values (a generated kernel name, a pasted file) are cut to this many characters
 #: with a marker saying how many were dropped, so one span stays far below gRPC's 4 MiB message limit
@@ -316,6 +317,8 @@ class SpanBuilder:
         }
         if key is not None and key >= 0:
             a[A_KEY] = int(key)
+        if isinstance(r[_DEVICE], int) and r[_DEVICE] >= 0:
+            a[A_DEVICE] = r[_DEVICE]
         if compile_ns or outcome in (_rec.MISS, _rec.LOCKED_MISS):
             a[A_COMPILE_NS] = int(compile_ns)
         if isinstance(reason, str) or (reason is not None and reason >= 0):

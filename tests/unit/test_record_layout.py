@@ -56,3 +56,16 @@ def test_c_defines_name_every_position():
     flags = dict(f[2:].split("=") for f in L.c_defines())
     assert int(flags["JL_REC_LEN"]) == len(L.FIELDS) and int(flags["JL_REC_COMPACT_LEN"]) == len(L.COMPACT)
     assert all(int(flags[f"JL_REC_{n.upper()}"]) == i for n, i in L.INDEX.items())
+
+
+def test_launch_spans_carry_the_entry_device():
+    """The field added through the one definition (record_layout.HEAD `device`) reaches the span."""
+    pytest.importorskip("opentelemetry.sdk")
+    from jitlab.telemetry.spans import A_DEVICE, SpanBuilder
+
+    builder = SpanBuilder.__new__(SpanBuilder)
+    builder.string = lambda x: x
+    hit = L.expand((L.head("k", "s", "p", R.HIT, 0, 3), 1, 2, 3, 9))
+    fallback = L.full("k", "s", "p", R.FALLBACK, -1, 1, 2, 3, reason="why", thread=9)
+    assert builder.launch_attributes(hit)[A_DEVICE] == 3
+    assert A_DEVICE not in builder.launch_attributes(fallback)
