@@ -357,7 +357,7 @@ class SpanBuilder:
             if ctx is None:
                 self.frame_span(parent)
                 ctx = ctx_of[id(parent)] = parent.ctx
-            span = start_span(LAUNCH_SPAN if r[3] != _rec.EVICT else EVICT_SPAN, context=ctx,
+            span = start_span(LAUNCH_SPAN if r[_OUTCOME] != _rec.EVICT else EVICT_SPAN, context=ctx,
                               attributes=self.launch_attributes(r), start_time=t_enter + offset)
             span.end(end_time=max(t_exit, t_enter) + offset)
             n += 1

@@ -199,18 +199,22 @@ class _Trial:
 
         if rec.flushes != flushes:
             return {"per_launch_note": "recorder flushed during the trial; per-launch times not computed"}
-        recs = [r for r in rec.peek(i0) if r[3] == _rec.HIT and t_start <= r[5] <= t_end]
+        from ... import record_layout as _layout
+
+        kernel, outcome, t_enter, t_args, t_exit = (_layout.INDEX[n] for n in
+                                                    ("kernel", "outcome", "t_enter", "t_args", "t_exit"))
+        recs = [r for r in rec.peek(i0) if r[outcome] == _rec.HIT and t_start <= r[t_enter] <= t_end]
         if not recs:
             return {}
         by: dict[str, list] = {}
         for r in recs:
-            by.setdefault(rec.string(r[0]), []).append(r)
-        per_kernel = {k: {"n": len(rs), "arg_update_ns": statistics.median(r[6] - r[5] for r in rs),
-                          "launch_ns": statistics.median(r[7] - r[6] for r in rs)} for k, rs in by.items()}
+            by.setdefault(rec.string(r[kernel]), []).append(r)
+        per_kernel = {k: {"n": len(rs), "arg_update_ns": statistics.median(r[t_args] - r[t_enter] for r in rs),
+                          "launch_ns": statistics.median(r[t_exit] - r[t_args] for r in rs)} for k, rs in by.items()}
         return {"per_launch_samples": len(recs),
-                "arg_update_ns": statistics.median(r[6] - r[5] for r in recs),
-                "launch_call_ns": statistics.median(r[7] - r[6] for r in recs),
-                "per_launch_us": statistics.median((r[7] - r[5]) / 1e3 for r in recs),
+                "arg_update_ns": statistics.median(r[t_args] - r[t_enter] for r in recs),
+                "launch_call_ns": statistics.median(r[t_exit] - r[t_args] for r in recs),
+                "per_launch_us": statistics.median((r[t_exit] - r[t_enter]) / 1e3 for r in recs),
                 "per_launch_by_kernel": per_kernel}
 
     def gpu_busy(self, n_steps: int, host_ms: float | None) -> dict:
