@@ -221,7 +221,7 @@ from tests.unit.test_trace_files import launch_spans
 sp = launch_spans(2048, "k" * 2500)
 sizes = [sum(export.span_bytes(s) for s in b) for _, b in export.SpanSink()._batches(sp)]
 row("long attributes", "2,500-char kernel name x 2,048 spans", "clear" if max(sizes) < 4 << 20 else "wrong", f"{len(sizes)} batches, largest estimated {max(sizes)} B")
-row("long attributes", "10 MB run attribute", "clear" if len(S.clean_attributes({"a": "x" * 10**7})["a"]) <= S.MAX_ATTRIBUTE_CHARS else "wrong", "capped with a marker")
+row("long attributes", "10 MB run attribute", "clear" if len(S.clean_attributes({"a": "x" * 10**7})["a"]) <= S.MAX_FRAME_ATTRIBUTE_CHARS else "wrong", "capped with a marker")
 
 import collections
 print("| class | tried | clear error | wrong result | crash or hang |\n|---|---|---|---|---|")

@@ -75,18 +75,21 @@ _OUTCOMES = _rec.OUTCOME_NAMES
     _layout.INDEX[n] for n in ("kernel", "scope", "policy", "outcome", "key", "device", "t_enter", "t_args",
                                "t_exit", "compile_ns", "thread", "reason"))
 _INF = float("inf")
-#: Longer text attribute values (a generated kernel name, a pasted file) are cut to this many characters
-#: with a marker saying how many were dropped, so one span stays far below gRPC's 4 MiB message limit
-#: (export.SpanSink splits batches by size). Large enough for a trial's policy JSON (jitlab.policy.json).
+#: Longer text values of a launch span (a generated kernel name, a reason) and span names are cut to this
+#: many characters with a marker saying how many were dropped: a launch span is one of thousands in a batch.
 MAX_ATTRIBUTE_CHARS = 16384
+#: The same for the attributes of runs, trials and steps (one span each, not one per launch): large enough
+#: for an experiment's whole summary rows (`jitlab.results`, which the notebooks parse as JSON), and one span
+#: still far below gRPC's 4 MiB message limit (export.SpanSink splits batches by size).
+MAX_FRAME_ATTRIBUTE_CHARS = 1 << 20
 
 
-def cap_text(v: str) -> str:
-    """`v`, or its first characters and a marker `...[+N chars]` when longer than MAX_ATTRIBUTE_CHARS."""
-    if len(v) <= MAX_ATTRIBUTE_CHARS:
+def cap_text(v: str, limit: int = MAX_ATTRIBUTE_CHARS) -> str:
+    """`v`, or its first characters and a marker `...[+N chars]` when longer than `limit`."""
+    if len(v) <= limit:
         return v
-    marker = f"...[+{len(v) - MAX_ATTRIBUTE_CHARS + 24} chars]"
-    return v[: MAX_ATTRIBUTE_CHARS - 24] + marker
+    marker = f"...[+{len(v) - limit + 24} chars]"
+    return v[: limit - 24] + marker
 
 
 def attribute_value(v: Any):
@@ -95,7 +98,7 @@ def attribute_value(v: Any):
     if v is None:
         return None
     if isinstance(v, str):
-        return cap_text(v)
+        return cap_text(v, MAX_FRAME_ATTRIBUTE_CHARS)
     if isinstance(v, (bool, int, float)):
         return v
     item = getattr(v, "item", None)  # numpy / torch scalars
@@ -114,7 +117,7 @@ def attribute_value(v: Any):
         if kinds <= {int, float}:
             return tuple(float(x) for x in seq)
         return tuple(str(x) for x in seq)
-    return cap_text(str(v))
+    return cap_text(str(v), MAX_FRAME_ATTRIBUTE_CHARS)
 
 
 def clean_attributes(d: dict | None) -> dict:

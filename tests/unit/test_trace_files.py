@@ -125,7 +125,10 @@ def launch_spans(n: int, kernel: str):
     provider, collector = S.collecting_provider(Resource({"service.name": "jitlab"}))
     b = S.SpanBuilder(provider.get_tracer(S.SCOPE_NAME), 0)
     root = S.Frame("run", S.RUN_SPAN, 0, 1)
-    b.add_launches([(kernel, "global", "safe", 0, 3, 10 + i, 11 + i, 12 + i, 0, 1, -1) for i in range(n)], [root], root)
+    from jitlab import record_layout as L
+
+    b.add_launches([L.full(kernel, "global", "safe", 0, 3, 10 + i, 11 + i, 12 + i, thread=1) for i in range(n)],
+                   [root], root)
     b.end_frame(root, 10 + n)
     return collector.take()
 
@@ -138,7 +141,10 @@ def test_long_attribute_values_are_capped_with_a_marker():
     name = got.attributes[S.A_KERNEL]
     assert len(name) <= S.MAX_ATTRIBUTE_CHARS and name.startswith("kkk")
     assert name.endswith(f"...[+{n - S.MAX_ATTRIBUTE_CHARS + 24} chars]")
-    assert S.clean_attributes({"config": "x" * 10**6})["config"].endswith("chars]")
+    assert S.clean_attributes({"config": "x" * 10**7})["config"].endswith("chars]")
+    # a run's summary rows (JSON the notebooks parse) stay whole up to the frame limit
+    results = "[" + ",".join(['{"variant": "jitcache:safe", "median_us": 5.0}'] * 2000) + "]"
+    assert len(results) > S.MAX_ATTRIBUTE_CHARS and S.clean_attributes({"jitlab.results": results})["jitlab.results"] == results
 
 
 @pytest.mark.parametrize("cap", [True, False])
