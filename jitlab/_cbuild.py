@@ -19,7 +19,7 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 FLAGS = ["-O2", "-shared", "-fPIC", "-std=gnu11"]
 CXX_FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
@@ -49,18 +49,27 @@ def shared_library(src: Path, subdir: str, cmd: list[str], after: tuple[str, ...
     out = cache_dir(subdir) / f"{key}{tag}.so"
     if out.exists():
         return out
+    _compile_to(out, lambda tmp: [*cmd, str(src), *after, "-o", tmp], timeout,
+                lambda c, msg: f"{Path(c[0]).name} failed: {msg[-500:]}")
+    return out
+
+
+def _compile_to(out: Path, command: Callable[[str], list[str]], timeout: int,
+                failed: Callable[[list[str], str], str]) -> None:
+    """Run `command(tmp)`, which writes a temporary file beside `out`, then publish it as `out` atomically
+    (concurrent builders race benignly). RuntimeError(`failed(command, compiler output)`) on failure."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(suffix=out.suffix, dir=out.parent)
     os.close(fd)
     try:
-        r = subprocess.run([*cmd, str(src), *after, "-o", tmp], capture_output=True, text=True, timeout=timeout)
+        cmd = command(tmp)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            raise RuntimeError(f"{Path(cmd[0]).name} failed: {(r.stderr or r.stdout)[-500:]}")
+            raise RuntimeError(failed(cmd, r.stderr or r.stdout))
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return out
 
 
 def cache_dir(subdir: str) -> Path:
@@ -87,19 +96,9 @@ def build(modname: str, src: Path, subdir: str, headers: tuple[Path, ...] = (),
     out_dir = cache_dir(subdir) / h.hexdigest()[:20]
     so = out_dir / (modname + suffix)
     if not so.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
-        os.close(fd)
         incs = [f"-I{d}" for d in (*sorted(py_inc), *include_dirs, str(src.parent))]
-        cmd = [cc, *incs, str(src), "-o", tmp, *flags]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            if r.returncode != 0:
-                raise RuntimeError(f"C build failed ({' '.join(cmd)}): {(r.stderr or r.stdout)[-2000:]}")
-            os.replace(tmp, so)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _compile_to(so, lambda tmp: [cc, *incs, str(src), "-o", tmp, *flags], timeout,
+                    lambda c, msg: f"C build failed ({' '.join(c)}): {msg[-2000:]}")
     loader = importlib.machinery.ExtensionFileLoader(modname, str(so))
     spec = importlib.util.spec_from_file_location(modname, str(so), loader=loader)
     mod = importlib.util.module_from_spec(spec)
