@@ -76,25 +76,37 @@ def _imports(path: Path, module: str, module_level_only: bool = False) -> set[st
     return out
 
 
-def test_the_core_imports_only_triton_and_torch():
-    """Everything reachable by import from the decorator and the cache (lazy imports included) uses
-    the standard library, jitlab, Triton and torch: nothing an extra brings."""
-    seen, todo, third_party = set(), ["jitlab", "jitlab.decorator", "jitlab.cache"], {}
+def _import_walk(roots: list[str], follow) -> set[str]:
+    """The jitlab modules reachable by import from `roots` (lazy imports in functions too); `follow(module,
+    imp)` sees every import and says whether to walk into it. jitlab.telemetry (the package) runs when the
+    core imports its recorder: what it imports at module level counts; the process session it registers
+    with the recorder is started (its function body runs) only after the recorder checked the [trace]
+    extra, so that is telemetry's own import."""
+    seen, todo = set(), list(roots)
     while todo:
         module = todo.pop()
         path = _module_file(module)
         if module in seen or path is None:
             continue
         seen.add(module)
-        # jitlab.telemetry (the package) runs when the core imports its recorder: what it imports at module
-        # level counts; the process session it registers with the recorder is started (its function body
-        # runs) only after the recorder checked the [trace] extra, so that is telemetry's own import
         for imp in _imports(path, module, module_level_only=module == "jitlab.telemetry"):
-            top = imp.split(".")[0]
-            if top == "jitlab":
+            if follow(module, imp):
                 todo.append(imp)
-            elif top not in sys.stdlib_module_names:
-                third_party.setdefault(top, []).append(module)
+    return seen
+
+
+def test_the_core_imports_only_triton_and_torch():
+    """Everything reachable by import from the decorator and the cache (lazy imports included) uses
+    the standard library, jitlab, Triton and torch: nothing an extra brings."""
+    third_party: dict[str, list[str]] = {}
+
+    def follow(module: str, imp: str) -> bool:
+        top = imp.split(".")[0]
+        if top != "jitlab" and top not in sys.stdlib_module_names:
+            third_party.setdefault(top, []).append(module)
+        return top == "jitlab"
+
+    seen = _import_walk(["jitlab", "jitlab.decorator", "jitlab.cache"], follow)
     assert "jitlab.telemetry.recorder" in seen and "jitlab._triton.adapter" in seen  # the walk got there
     extra = {k: v for k, v in third_party.items() if k not in CORE_THIRD_PARTY}
     assert not extra, f"the core imports modules of the extras: {extra}"
@@ -163,20 +175,15 @@ def test_the_vllm_extra_needs_only_the_core():
     reads its TOML policies with jitlab.policy), and its modules import nothing of the lab or telemetry."""
     assert _closure("vllm") == {"triton", "vllm"}
     assert {"opentelemetry-sdk", "pandas", "rich"} <= _closure("lab")  # the walk sees what [lab] brings
-    seen, todo, outside = set(), ["jitlab.vllm", "jitlab.vllm.plugin", "jitlab.vllm.policies", "jitlab.vllm.probe"], []
-    while todo:
-        module = todo.pop()
-        path = _module_file(module)
-        if module in seen or path is None:
-            continue
-        seen.add(module)
-        # jitlab.telemetry's package __init__ registers the process session's starter with the recorder; the
-        # starter imports telemetry.process only when tracing is on and the recorder checked [trace]
-        for imp in _imports(path, module, module_level_only=module == "jitlab.telemetry"):
-            if imp.startswith(("jitlab.bench", "jitlab.kernels", "jitlab.telemetry.")) \
-                    and not imp.startswith("jitlab.telemetry.recorder"):
-                outside.append(f"{module} imports {imp}")
-            elif imp.split(".")[0] == "jitlab":
-                todo.append(imp)
+    outside: list[str] = []
+
+    def follow(module: str, imp: str) -> bool:
+        if imp.startswith(("jitlab.bench", "jitlab.kernels", "jitlab.telemetry.")) \
+                and not imp.startswith("jitlab.telemetry.recorder"):
+            outside.append(f"{module} imports {imp}")
+            return False
+        return imp.split(".")[0] == "jitlab"
+
+    seen = _import_walk(["jitlab.vllm", "jitlab.vllm.plugin", "jitlab.vllm.policies", "jitlab.vllm.probe"], follow)
     assert "jitlab.policy" in seen
     assert not outside, outside
