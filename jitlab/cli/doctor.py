@@ -62,8 +62,13 @@ def _native() -> list[str]:
                                  ("native dispatcher", "dispatch", "_jitlab_dispatch")):
         d = _cbuild.cache_dir(subdir)
         built = sorted(d.glob(f"*/{module}{suffix}"), key=lambda p: p.stat().st_mtime) if d.is_dir() else []
-        out.append(f"{what}: built: {built[-1]}" if built else
+        # builds are keyed by jitlab's sources, Python, compiler (and torch, for the dispatcher): the newest one
+        # in the cache is the likeliest to be this installation's, not proof of it
+        out.append(f"{what}: newest build in the cache: {built[-1]} (each jitlab/Python/torch builds its own on "
+                   "first launch)" if built else
                    f"{what}: not built yet (built on first launch, once per torch/Python, under {d})")
+    if importlib.util.find_spec("torch") is None:
+        out.append("native dispatcher: needs torch, which is not installed (launches take the Python hit path)")
     cc, cxx = _cbuild.compiler(), _cbuild.compiler(cxx=True)
     out.append(f"compilers: C {cc or 'none'}, C++ {cxx or 'none'} (without them: Triton's launcher)")
     return out
