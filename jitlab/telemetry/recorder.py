@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 def _append_hit_py(records: list, capacity: int, head: tuple, t_enter: int, t_args: int) -> int:
     """Append a compact hit stamped with t_exit now; 0, or t_exit (nothing appended) when `records`
-    already holds `capacity`. The Python twin of hit_record.c's append_hit: same contract."""
+    already holds `capacity`. The Python twin of hit_record.c's append_hit: same contract, but its check
+    and its append are two steps, so threads switched between them can each land one record past
+    `capacity` (a soft bound: every record is still kept or counted as dropped)."""
     t_exit = time.perf_counter_ns()
     if len(records) >= capacity:
         return t_exit
