@@ -23,7 +23,9 @@ from typing import Any, Callable
 LAUNCH_PATH = ("run", "create_binder", "_pack_args", "_do_compile")
 
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {}  # "cls", "original", "patched" while installed
+#: (cls, original, patched) while installed, else None: one object, replaced whole, so a launch reads it in one
+#: step (pass-through launches run plain_launcher on every launch: no copy, no lock)
+_STATE: tuple | None = None
 
 
 def kernel_interface() -> type | None:
@@ -46,40 +48,42 @@ def patch(hook: Callable[[Any, Any], Callable[..., Any]]) -> str | None:
     """Make `kernel[grid]` return `hook(kernel, grid)` for every Triton kernel (`hook`, a plain
     function, becomes KernelInterface.__getitem__). None when done (or already done), else why it
     cannot be (the caller warns and installs nothing)."""
+    global _STATE
     with _LOCK:
-        if _STATE:
+        if _STATE is not None:
             return None
         cls = kernel_interface()
         if cls is None:
             return "this Triton has no KernelInterface.__getitem__ shared by its kernel classes"
         original = cls.__dict__["__getitem__"]
         # the hook itself becomes the method (no wrapper frame: it runs on every launch)
-        _STATE.update(cls=cls, original=original, patched=hook)
+        _STATE = (cls, original, hook)
         cls.__getitem__ = hook
         return None
 
 
 def unpatch() -> bool:
     """Put back the exact `__getitem__` that `patch` replaced. False if nothing was patched."""
+    global _STATE
     with _LOCK:
-        if not _STATE:
+        if _STATE is None:
             return False
-        cls, original, patched = _STATE["cls"], _STATE["original"], _STATE["patched"]
+        cls, original, patched = _STATE
         if cls.__dict__.get("__getitem__") is patched:
             cls.__getitem__ = original
-        _STATE.clear()
+        _STATE = None
         return True
 
 
 def is_patched() -> bool:
-    return bool(_STATE)
+    return _STATE is not None
 
 
 def plain_launcher(kernel: Any, grid: Any) -> Callable[..., Any]:
     """What `kernel[grid]` returned before the patch (the class's own __getitem__ when it has one)."""
-    state = _STATE.copy()
-    if state and type(kernel).__getitem__ is state["patched"]:
-        return state["original"](kernel, grid)
+    state = _STATE
+    if state is not None and type(kernel).__getitem__ is state[2]:
+        return state[1](kernel, grid)
     return kernel[grid]
 
 
