@@ -273,8 +273,8 @@ def launch(_jl_grid, {signature}):
         _jl_e.launch(_jl_g[0], _jl_g[1] if _jl_n > 1 else 1, _jl_g[2] if _jl_n > 2 else 1, _jl_s, *_jl_vals)
     else:
         _jl_hooked(_jl_e, _jl_g, _jl_s, _jl_vals, _jl_h)
-    if _jl_t0:  # stamp t_exit, append a compact tuple (telemetry.recorder); nonzero: the buffer is full
-        _jl_x = _jl_append_hit(_jl_rec.records, _jl_rec.capacity, _jl_e.head, _jl_t0, _jl_t1)
+    if _jl_t0:  # stamp t_exit, write a row into the recorder's hit block; nonzero: the block is full
+        _jl_x = _jl_append_hit(_jl_rec.hits, _jl_e.head, _jl_t0, _jl_t1)
         if _jl_x:
             _jl_rec.record_hit(_jl_e.head, _jl_t0, _jl_t1, _jl_x)
 '''

@@ -1,9 +1,11 @@
 """The launch record's layout, defined once, by name: Python, C and C++ take positions from here.
 
 A launch record is a tuple. Slow paths (`Recorder.record`) append a full record, fields `FIELDS`. A traced
-hit appends a compact one, fields `COMPACT`, whose first item is the entry's prebuilt head (`HEAD`); the
-hit path writes it in C (telemetry/hit_record.c, _triton/dispatch.cpp) or Python (`_append_hit_py`), and
-readers get it expanded to `FIELDS` (`expand`). C sources get the positions as macros (`c_defines()`,
+hit is a compact one, fields `COMPACT`, whose first item is the entry's prebuilt head (`HEAD`). The hit
+path does not build that tuple: it writes the head into a preallocated list slot and the numbers
+(`HIT_NUMBERS`) as raw int64s into a preallocated array, the recorder's hit block (`HIT_BLOCK_HEADER`
+first, then one row per hit; hit_block.h writes it for C and C++, `_append_hit_py` for Python). Tuples
+are built off the hot path, when the block is taken, and readers get them expanded to `FIELDS` (`expand`). C sources get the positions as macros (`c_defines()`,
 passed to the compiler by `jitlab._cbuild` builds; the sources refuse to build without them), so adding
 a field is one edit here plus its writer: the writers build records by field name (`full`, `head`).
 
@@ -27,6 +29,11 @@ COMPACT_DEFAULTS = {name: value for name, value in DEFAULTS.items() if name not 
 # Written by the recorder itself (the launching thread), never by a caller.
 RECORDER_FIELDS = ("thread",)
 
+# A hit block row: the compact record's numbers, as int64 (thread: the ident's bits, read back unsigned).
+HIT_NUMBERS = tuple(name for name in COMPACT if name != "head")
+# The block's int64 array starts with these counters, then holds the rows: fill = rows written.
+HIT_BLOCK_HEADER = ("fill",)
+
 INDEX = {name: i for i, name in enumerate(FIELDS)}  # position of each field in a full record
 COMPACT_INDEX = {name: i for i, name in enumerate(COMPACT)}
 
@@ -45,6 +52,26 @@ def _make_expand() -> Callable[[tuple], tuple]:
 
 
 expand = _make_expand()
+
+# Hit-block numbers stored as int64 whose value is unsigned (a thread ident is a C unsigned long).
+UNSIGNED = frozenset({"thread"})
+
+
+def _make_expand_row() -> Callable[[tuple, tuple], tuple]:
+    """(head, a hit block row's numbers) -> full, as one generated expression (per hit, at export)."""
+    parts = []
+    for name in FIELDS:
+        if name in HEAD:
+            parts.append(f"h[{HEAD.index(name)}]")
+        elif name in HIT_NUMBERS:
+            item = f"n[{HIT_NUMBERS.index(name)}]"
+            parts.append(f"({item} & 0xFFFFFFFFFFFFFFFF)" if name in UNSIGNED else item)
+        else:
+            parts.append(repr(COMPACT_DEFAULTS[name]))
+    return eval(f"lambda h, n: ({', '.join(parts)},)")  # noqa: S307 - built from the names above only
+
+
+expand_row = _make_expand_row()
 
 
 def _make_writer(fields: tuple[str, ...], name: str) -> Callable[..., tuple]:
@@ -67,8 +94,13 @@ head = _make_writer(HEAD, "head")  # an entry's prebuilt head: head(kernel, scop
 
 def c_defines() -> tuple[str, ...]:
     """Compiler flags defining the layout for C/C++: JL_REC_COMPACT_LEN, JL_REC_COMPACT_<FIELD> (position in
-    a compact record), JL_REC_LEN, JL_REC_<FIELD> (position in a full record)."""
+    a compact record), JL_REC_LEN, JL_REC_<FIELD> (position in a full record); for the hit block
+    (hit_block.h) JL_HIT_STRIDE (int64s per row), JL_HIT_<NUMBER> (position in a row), JL_HIT_HEADER_LEN
+    and JL_HIT_BLOCK_<COUNTER> (position in the header)."""
     out = [f"-DJL_REC_COMPACT_LEN={len(COMPACT)}", f"-DJL_REC_LEN={len(FIELDS)}"]
     out += [f"-DJL_REC_COMPACT_{n.upper()}={i}" for n, i in COMPACT_INDEX.items()]
     out += [f"-DJL_REC_{n.upper()}={i}" for n, i in INDEX.items()]
+    out += [f"-DJL_HIT_STRIDE={len(HIT_NUMBERS)}", f"-DJL_HIT_HEADER_LEN={len(HIT_BLOCK_HEADER)}"]
+    out += [f"-DJL_HIT_{n.upper()}={i}" for i, n in enumerate(HIT_NUMBERS)]
+    out += [f"-DJL_HIT_BLOCK_{n.upper()}={i}" for i, n in enumerate(HIT_BLOCK_HEADER)]
     return tuple(out)

@@ -6,7 +6,8 @@
  * dtype and address read through torch's C++ API instead of Python method calls), finds the entry in
  * the same per-scope table, and launches it (native_launcher.h), with no Python frame.
  *
- * A traced hit records in C as the generated hit path does (the same compact record, the same clock).
+ * A traced hit records in C as the generated hit path does (a row of the recorder's hit block,
+ * jitlab/hit_block.h, on the same clock).
  * Anything else leaves through `slow`, the generated Python hit path (codegen.py), called with the
  * original arguments: a miss, a fallback, verify on, hooks set, a kernel that read globals, a
  * callable grid, an argument binding it does not handle. So the Python path stays the
@@ -23,6 +24,8 @@
 
 #include <stdint.h>
 #include <time.h>
+
+#include "hit_block.h"
 
 /* The address of a CUDA torch.Tensor: 1 (in *p), 0 when `o` is anything else (the generic path
  * decides), -1 on error. Triton's launcher asks data_ptr() and cuPointerGetAttribute; for a CUDA
@@ -97,17 +100,15 @@ typedef struct {
   int has_grid, verify;
 } LastHit;
 
-/* The active recorder's parts the traced hit path uses, read once per recorder: its list object is
- * never replaced (the recorder copies records out in place), capacity/every_hit are fixed, and its
- * sampling state [offered, tick, sample_every] is an int64 array read and updated in place (a recorder
- * may change its rate for a while: Recorder.keeping_every_hit). */
+/* The active recorder's parts the traced hit path uses, read once per recorder: its hit block (heads list
+ * and int64 array, never replaced: the recorder takes rows out in place) when C may write it (c_hits),
+ * every_hit (fixed), and its sampling state [offered, tick, sample_every], an int64 array read and
+ * updated in place (a recorder may change its rate for a while: Recorder.keeping_every_hit). */
 typedef struct {
-  PyObject *rec, *records;
-  Py_ssize_t capacity;
+  PyObject *rec, *heads; /* heads: NULL where the recorder's block is not written from C */
+  Py_buffer nums;        /* the block's int64s; .obj NULL unless heads */
   int every_hit;
   Py_buffer sampling; /* .obj NULL until viewed */
-  unsigned long thread;  /* the last recording thread, and its ident as a Python int */
-  PyObject *thread_obj;
 } RecorderView;
 
 #ifdef JITLAB_BENCH_STOPS
@@ -176,7 +177,7 @@ typedef struct {
   PyObject *empty;      /* () */
 } Dispatcher;
 
-static PyObject *s_records, *s_capacity, *s_head, *s_every_hit, *s_sampling, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
+static PyObject *s_hits_attr, *s_c_hits, *s_head, *s_every_hit, *s_sampling, *s_recorder, *s_entries, *s_hits, *s_used_global_vals, *s_verify, *s_grid, *s_device, *s_launch,
     *s_enter, *s_exit, *s_calls, *s_used;
 
 static void decref_all(PyObject **objs, int n) {
@@ -361,31 +362,41 @@ static long long now_ns(void) {
 }
 
 static void forget_recorder(RecorderView *rv) {
-  Py_CLEAR(rv->rec); Py_CLEAR(rv->records); Py_CLEAR(rv->thread_obj);
+  Py_CLEAR(rv->rec); Py_CLEAR(rv->heads);
   if (rv->sampling.obj) PyBuffer_Release(&rv->sampling);
+  if (rv->nums.obj) PyBuffer_Release(&rv->nums);
 }
 
-/* Point d->rv at `rec` (read its list, capacity, sampling once). 1, or -1 on error. */
+/* Point d->rv at `rec` (read its hit block, every_hit, sampling once). 1, or -1 on error. */
 static int view_recorder(RecorderView *rv, PyObject *rec) {
   if (rv->rec == rec) return 1;
-  PyObject *records = PyObject_GetAttr(rec, s_records), *cap = PyObject_GetAttr(rec, s_capacity),
+  PyObject *hits = PyObject_GetAttr(rec, s_hits_attr), *c_hits = PyObject_GetAttr(rec, s_c_hits),
            *every = PyObject_GetAttr(rec, s_every_hit), *sampling = PyObject_GetAttr(rec, s_sampling);
-  Py_buffer view = {0};
-  int ok = records && cap && every && sampling && PyList_Check(records) &&
-           PyObject_GetBuffer(sampling, &view, PyBUF_WRITABLE) == 0;
-  if (ok && view.len != 3 * (Py_ssize_t)sizeof(int64_t)) PyBuffer_Release(&view), ok = 0;
-  Py_ssize_t capacity = ok ? PyLong_AsSsize_t(cap) : -1;
+  Py_buffer view = {0}, nums = {0};
+  PyObject *heads = NULL;
+  int ok = hits && c_hits && every && sampling && PyObject_GetBuffer(sampling, &view, PyBUF_WRITABLE) == 0;
+  if (ok && view.len != 3 * (Py_ssize_t)sizeof(int64_t)) ok = 0;
+  int native = ok ? PyObject_IsTrue(c_hits) : -1;
+  if (native > 0) { /* the block, checked as hit_record.c's open_block does */
+    ok = PyTuple_Check(hits) && PyTuple_GET_SIZE(hits) >= 2 && PyList_CheckExact(PyTuple_GET_ITEM(hits, 0)) &&
+         PyObject_GetBuffer(PyTuple_GET_ITEM(hits, 1), &nums, PyBUF_WRITABLE | PyBUF_FORMAT) == 0;
+    if (ok) heads = PyTuple_GET_ITEM(hits, 0);
+    if (ok && (nums.itemsize != sizeof(int64_t) ||
+               nums.len != (JL_HIT_HEADER_LEN + PyList_GET_SIZE(heads) * JL_HIT_STRIDE) * (Py_ssize_t)sizeof(int64_t)))
+      ok = 0;
+  }
   int every_hit = ok ? PyObject_IsTrue(every) : -1;
-  Py_XDECREF(cap); Py_XDECREF(every); Py_XDECREF(sampling);
-  if (!ok || PyErr_Occurred() || every_hit < 0) {
+  if (!ok || native < 0 || every_hit < 0 || PyErr_Occurred()) {
     if (view.obj) PyBuffer_Release(&view);
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "jitlab: the active recorder has no records list");
-    Py_XDECREF(records);
+    if (nums.obj) PyBuffer_Release(&nums);
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "jitlab: the active recorder has no hit block");
+    Py_XDECREF(hits); Py_XDECREF(c_hits); Py_XDECREF(every); Py_XDECREF(sampling);
     return -1;
   }
   forget_recorder(rv);
-  rv->records = records, rv->rec = Py_NewRef(rec), rv->sampling = view;
-  rv->capacity = capacity, rv->every_hit = every_hit;
+  rv->rec = Py_NewRef(rec), rv->sampling = view, rv->every_hit = every_hit;
+  if (heads) rv->heads = Py_NewRef(heads), rv->nums = nums;
+  Py_XDECREF(hits); Py_XDECREF(c_hits); Py_XDECREF(every); Py_XDECREF(sampling);
   return 1;
 }
 
@@ -401,35 +412,14 @@ static int sample_hit(RecorderView *rv) {
   return 0;
 }
 
-/* The tail of a traced hit, as the generated hit path's: stamp t_exit and append the compact record
- * `(head, t_enter, t_args, t_exit, thread)` to the recorder's list, or hand it to rec.record_hit when
- * the list holds `capacity` records (telemetry.recorder). 1, or -1 on error. */
-#ifndef JL_REC_COMPACT_LEN
-#error "built without the record layout: pass jitlab.record_layout.c_defines()"
-#endif
+/* The tail of a traced hit, as the generated hit path's: stamp t_exit and write the hit block's next row
+ * (hit_block.h), or hand the hit to rec.record_hit when the block is full or not written from C
+ * (telemetry.recorder). 1, or -1 on error. */
 static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long long t_args) {
   long long t_exit = now_ns();
-  if (PyList_GET_SIZE(rv->records) < rv->capacity) {
-    PyObject *r = PyTuple_New(JL_REC_COMPACT_LEN); /* positions: jitlab/record_layout.py (c_defines) */
-    if (!r) return -1;
-    PyTuple_SET_ITEM(r, JL_REC_COMPACT_HEAD, Py_NewRef(head));
-    unsigned long thread = PyThread_get_thread_ident();
-    if (!rv->thread_obj || rv->thread != thread) { /* one int per thread, not per record */
-      Py_XSETREF(rv->thread_obj, PyLong_FromUnsignedLong(thread));
-      if (!rv->thread_obj) { Py_DECREF(r); return -1; }
-      rv->thread = thread;
-    }
-    PyObject *parts[4] = {PyLong_FromLongLong(t_enter), PyLong_FromLongLong(t_args), PyLong_FromLongLong(t_exit),
-                          Py_NewRef(rv->thread_obj)};
-    const int at[4] = {JL_REC_COMPACT_T_ENTER, JL_REC_COMPACT_T_ARGS, JL_REC_COMPACT_T_EXIT, JL_REC_COMPACT_THREAD};
-    for (int i = 0; i < 4; i++) {
-      if (!parts[i]) { decref_all(parts + i + 1, 3 - i); Py_DECREF(r); return -1; }
-      PyTuple_SET_ITEM(r, at[i], parts[i]);
-    }
-    int rc = PyList_Append(rv->records, r);
-    Py_DECREF(r);
-    return rc == 0 ? 1 : -1;
-  }
+  if (rv->heads && jl_hit_write(rv->heads, (int64_t *)rv->nums.buf, PyList_GET_SIZE(rv->heads), head, t_enter, t_args,
+                                t_exit, PyThread_get_thread_ident()))
+    return 1;
   PyObject *r = PyObject_CallMethod(rv->rec, "record_hit", "OLLL", head, t_enter, t_args, t_exit);
   Py_XDECREF(r);
   return r ? 1 : -1;
@@ -675,7 +665,7 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   for (int s = 0; s < d->nstate; s++) { Py_VISIT(d->state[s].obj); Py_VISIT(d->state[s].obj2); }
   Py_VISIT(d->last.scope); Py_VISIT(d->last.table); Py_VISIT(d->last.key); Py_VISIT(d->last.entry);
   Py_VISIT(d->last.launch); Py_VISIT(d->last.device); Py_VISIT(d->last.hits); Py_VISIT(d->last.head);
-  Py_VISIT(d->rv.rec); Py_VISIT(d->rv.records); Py_VISIT(d->rv.sampling.obj);
+  Py_VISIT(d->rv.rec); Py_VISIT(d->rv.heads); Py_VISIT(d->rv.sampling.obj); Py_VISIT(d->rv.nums.obj);
   for (int i = 0; i < GRID_CODES; i++) Py_VISIT(d->grid_reads[i].code);
 #ifdef JITLAB_BENCH_STOPS
   Py_VISIT(d->bench.stream);
@@ -865,10 +855,10 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, DISPATCH_MODULE, NULL
 PyMODINIT_FUNC DISPATCH_INIT(void) {
   if (init_keyer_type() < 0 || init_dispatcher_type() < 0) return NULL;
   const char *attrs[] = {"recorder", "entries", "hits", "used_global_vals", "verify", "grid", "device", "launch",
-                         "launch_enter_hook", "launch_exit_hook", "calls", "records", "capacity", "head",
+                         "launch_enter_hook", "launch_exit_hook", "calls", "hits", "c_hits", "head",
                          "every_hit", "_sampling", "used"};
   PyObject **slots[] = {&s_recorder, &s_entries, &s_hits, &s_used_global_vals, &s_verify, &s_grid, &s_device,
-                        &s_launch, &s_enter, &s_exit, &s_calls, &s_records, &s_capacity, &s_head, &s_every_hit,
+                        &s_launch, &s_enter, &s_exit, &s_calls, &s_hits_attr, &s_c_hits, &s_head, &s_every_hit,
                         &s_sampling, &s_used};
   for (int i = 0; i < 17; i++)
     if (!(*slots[i] = PyUnicode_InternFromString(attrs[i]))) return NULL;

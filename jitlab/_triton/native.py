@@ -65,6 +65,8 @@ def _cuda_include() -> str | None:
 
 
 _HEADERS = (_SRC.with_name("native_launcher.h"), _SRC.with_name("native_key.h"))
+# the recorder's hit block, written by the dispatcher as by the Python hit path's appender (jitlab/hit_block.h)
+_HIT_BLOCK_H = Path(record_layout.__file__).with_name("hit_block.h")
 
 
 def _build() -> Any:
@@ -271,8 +273,9 @@ def _build_dispatch(bench: bool = False) -> Any:
              "-ltorch_python", "-ltorch", "-ltorch_cpu", "-lc10", *record_layout.c_defines(),
              *(("-DJITLAB_BENCH_STOPS",) if bench else ()))
     mod = _cbuild.build("_jitlab_dispatch_bench" if bench else "_jitlab_dispatch", _DISPATCH_SRC,
-                        "dispatch-bench" if bench else "dispatch", headers=_HEADERS, cxx=True,
-                        include_dirs=(inc, *cpp_extension.include_paths()), extra=extra, timeout=600)
+                        "dispatch-bench" if bench else "dispatch", headers=(*_HEADERS, _HIT_BLOCK_H), cxx=True,
+                        include_dirs=(inc, *cpp_extension.include_paths(), str(_HIT_BLOCK_H.parent)), extra=extra,
+                        timeout=600)
     from . import gridmeta
 
     mod.set_grid_reads(gridmeta.reads)  # what a callable grid reads (dispatch.cpp's GridReads)

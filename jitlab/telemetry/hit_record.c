@@ -1,70 +1,106 @@
-/* The tail of a traced jitcache hit, in one C call: read the launch-done time, append the compact
- * record (head, t_enter, t_args, t_exit, thread) to the recorder's list.
+/* The tail of a traced jitcache hit for the Python hit path, in one C call, and the taker of the hit
+ * block both hit paths write (jitlab/hit_block.h).
  *
- * In Python that tail is a perf_counter_ns() call, a threading.get_ident() call, a capacity check
- * and a tuple append; one C call does the same with less interpreter work per traced launch. The
- * contract is recorder.py's `_append_hit_py` (the fallback where this does not build):
- *   append_hit(records: list, capacity: int, head, t_enter: int, t_args: int) -> int
- *   returns 0 once appended; when the list already holds `capacity` records it appends nothing and
- *   returns t_exit, so the caller can hand the record to Recorder.record_hit (flush or count a drop).
+ *   append_hit(hits, head, t_enter: int, t_args: int) -> int
+ *     hits = the recorder's (heads: list, nums: array('q'), lock). Stamps t_exit and writes the row;
+ *     returns 0 once written. When the block is full it writes nothing and returns t_exit, so the
+ *     caller can hand the hit to Recorder.record_hit (which takes the block, then flushes or counts a
+ *     drop). The contract of recorder.py's `_append_hit_py`, the fallback where this does not build.
+ *   take_hits(hits) -> None | (heads: list, rows: bytes)
+ *     The rows written so far, copied out, and the block emptied, in one step no writer can enter.
+ *   now_ns() -> int
+ *
  * t_exit is CLOCK_MONOTONIC in ns: what time.perf_counter_ns() reads on Linux (checked at load).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <time.h>
 
-/* The compact record's layout comes from jitlab/record_layout.py (c_defines(), passed by the build). */
-#ifndef JL_REC_COMPACT_LEN
-#error "built without the record layout: pass jitlab.record_layout.c_defines()"
-#endif
+#include "hit_block.h"
 
-static PyObject *now_ns(PyObject *self, PyObject *unused) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+static long long monotonic_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static PyObject *now_ns(PyObject *self, PyObject *unused) { return PyLong_FromLongLong(monotonic_ns()); }
+
+/* The block's two parts, checked: 1 with `view` held (release it), or 0 with an error set. */
+static int open_block(PyObject *hits, PyObject **heads, Py_buffer *view) {
+  if (!PyTuple_Check(hits) || PyTuple_GET_SIZE(hits) < 2 || !PyList_CheckExact(PyTuple_GET_ITEM(hits, 0))) {
+    PyErr_SetString(PyExc_TypeError, "hits must be the recorder's (heads: list, nums: array('q'), lock)");
+    return 0;
+  }
+  *heads = PyTuple_GET_ITEM(hits, 0);
+  if (PyObject_GetBuffer(PyTuple_GET_ITEM(hits, 1), view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return 0;
+  Py_ssize_t need = (JL_HIT_HEADER_LEN + PyList_GET_SIZE(*heads) * JL_HIT_STRIDE) * (Py_ssize_t)sizeof(int64_t);
+  if (view->itemsize != sizeof(int64_t) || view->len != need) {
+    PyBuffer_Release(view);
+    PyErr_SetString(PyExc_TypeError, "hits: nums must be an int64 array sized for the heads list");
+    return 0;
+  }
+  return 1;
 }
 
 static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyList_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "append_hit(records: list, capacity: int, head, t_enter, t_args)");
-        return NULL;
+  if (nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, "append_hit(hits, head, t_enter, t_args)");
+    return NULL;
+  }
+  long long t_enter = PyLong_AsLongLong(args[2]), t_args = PyLong_AsLongLong(args[3]);
+  if (PyErr_Occurred()) return NULL;
+  PyObject *heads;
+  Py_buffer view;
+  if (!open_block(args[0], &heads, &view)) return NULL;
+  long long t_exit = monotonic_ns();
+  int written = jl_hit_write(heads, (int64_t *)view.buf, PyList_GET_SIZE(heads), args[1], t_enter, t_args, t_exit,
+                             PyThread_get_thread_ident());
+  PyBuffer_Release(&view);
+  return PyLong_FromLongLong(written ? 0 : t_exit);
+}
+
+static PyObject *take_hits(PyObject *self, PyObject *hits) {
+  PyObject *heads;
+  Py_buffer view;
+  if (!open_block(hits, &heads, &view)) return NULL;
+  int64_t *nums = (int64_t *)view.buf;
+  PyObject *result = NULL;
+  for (;;) {
+    Py_ssize_t n = (Py_ssize_t)nums[JL_HIT_BLOCK_FILL];
+    if (n <= 0) {
+      result = Py_NewRef(Py_None);
+      break;
     }
-    Py_ssize_t capacity = PyLong_AsSsize_t(args[1]);
-    if (capacity == -1 && PyErr_Occurred())
-        return NULL;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long t_exit = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    if (PyList_GET_SIZE(args[0]) >= capacity)
-        return PyLong_FromLongLong(t_exit);
-    PyObject *rec = PyTuple_New(JL_REC_COMPACT_LEN);
-    if (rec == NULL)
-        return NULL;
-    const int at[3] = {JL_REC_COMPACT_HEAD, JL_REC_COMPACT_T_ENTER, JL_REC_COMPACT_T_ARGS};
-    for (int i = 0; i < 3; i++) {
-        Py_INCREF(args[2 + i]);
-        PyTuple_SET_ITEM(rec, at[i], args[2 + i]);
+    /* everything the result needs, allocated before the block is read */
+    PyObject *out_heads = PyList_New(n), *result_pair = PyTuple_New(2);
+    PyObject *rows = PyBytes_FromStringAndSize(NULL, n * JL_HIT_STRIDE * (Py_ssize_t)sizeof(int64_t));
+    if (!out_heads || !result_pair || !rows) {
+      Py_XDECREF(out_heads); Py_XDECREF(result_pair); Py_XDECREF(rows);
+      break;
     }
-    PyObject *exit_obj = PyLong_FromLongLong(t_exit);
-    PyObject *thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (exit_obj == NULL || thread == NULL) {
-        Py_XDECREF(exit_obj);
-        Py_XDECREF(thread);
-        Py_DECREF(rec);
-        return NULL;
+    /* An allocation may have run a collection, and a finalizer may have let another thread write: then
+     * the copy is of a block that moved on; take again. From here on nothing runs Python code. */
+    if (nums[JL_HIT_BLOCK_FILL] != n) {
+      Py_DECREF(out_heads); Py_DECREF(result_pair); Py_DECREF(rows);
+      continue;
     }
-    PyTuple_SET_ITEM(rec, JL_REC_COMPACT_T_EXIT, exit_obj);
-    PyTuple_SET_ITEM(rec, JL_REC_COMPACT_THREAD, thread);
-    int rc = PyList_Append(args[0], rec);
-    Py_DECREF(rec);
-    if (rc != 0)
-        return NULL;
-    return PyLong_FromLong(0);
+    memcpy(PyBytes_AS_STRING(rows), nums + JL_HIT_HEADER_LEN, n * JL_HIT_STRIDE * sizeof(int64_t));
+    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(out_heads, i, Py_NewRef(PyList_GET_ITEM(heads, i)));
+    nums[JL_HIT_BLOCK_FILL] = 0;
+    PyTuple_SET_ITEM(result_pair, 0, out_heads);
+    PyTuple_SET_ITEM(result_pair, 1, rows);
+    result = result_pair;
+    break;
+  }
+  PyBuffer_Release(&view);
+  return result;
 }
 
 static PyMethodDef methods[] = {
     {"append_hit", (PyCFunction)(void (*)(void))append_hit, METH_FASTCALL,
-     "append_hit(records, capacity, head, t_enter, t_args) -> 0, or t_exit when the list is full."},
+     "append_hit(hits, head, t_enter, t_args) -> 0, or t_exit when the block is full (nothing written)."},
+    {"take_hits", take_hits, METH_O, "take_hits(hits) -> None | (heads, rows): the rows written, the block emptied."},
     {"now_ns", now_ns, METH_NOARGS, "CLOCK_MONOTONIC in ns (the clock append_hit stamps t_exit with)."},
     {NULL, NULL, 0, NULL},
 };

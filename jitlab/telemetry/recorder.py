@@ -3,9 +3,10 @@
 The jitcache's generated hit path reads `recorder.ACTIVE.recorder`; when it is not None and the
 hit is kept (`every_hit`, or `wants_hit()` for sampling) it reads `perf_counter_ns()` twice
 (entry, arguments ready) and, after the launch, calls `hit_appender()`'s function, which stamps
-t_exit and appends one compact tuple `(entry.head, t_enter, t_args, t_exit, thread)` (`head` is
-the entry's prebuilt `(kernel, scope, policy, HIT, key)`). At level full that is all it does: no
-Recorder method call and no counter (see `seen`). Misses, locked misses, fallbacks and
+t_exit and writes one row into the recorder's preallocated hit block (`hits`: the entry's prebuilt
+head `(kernel, scope, policy, HIT, key, device)` into a list slot, t_enter, t_args, t_exit and the thread
+as int64s; jitlab/hit_block.h). No object is allocated: tuples are built when the block is taken, off
+the hot path. At level full that is all it does: no Recorder method call and no counter (see `seen`). Misses, locked misses, fallbacks and
 pass-through launches go through `record()` with every field, without asking `wants_hit()`.
 Readers (`drain_raw`, `drain`, `peek`, `on_full`) always get full `FIELDS` tuples. All times are
 `time.perf_counter_ns()`. Everything else (spans, files, exporters)
@@ -35,8 +36,8 @@ OUTCOME_NAMES = ("hit", "miss", "locked_miss", "fallback", "passthrough", "evict
 
 LEVELS = ("off", "summary", "sampled", "full")
 
-# Field order of the tuples readers get (and of `Record`); `Recorder.records` also holds compact hits
-# (`record_layout.COMPACT`). The one definition of both is jitlab.record_layout.
+# Field order of the tuples readers get (and of `Record`); the buffer also holds compact hits
+# (`record_layout.COMPACT`) and hit block rows (`HIT_NUMBERS`). The one definition of all is jitlab.record_layout.
 FIELDS = _layout.FIELDS
 
 _get_ident = threading.get_ident
@@ -45,53 +46,146 @@ _OUTCOME, _REASON = _layout.INDEX["outcome"], _layout.INDEX["reason"]
 _COMPACT = len(_layout.COMPACT)  # len of a compact hit tuple: (head, t_enter, t_args, t_exit, thread)
 log = logging.getLogger(__name__)
 
+# The hit block (jitlab/hit_block.h): rows per block. A traced hit writes one row, with no allocation; a full
+# block costs the hit that finds it full one Python call (record_hit), which takes the rows out.
+HIT_BLOCK_ROWS = 4096
+_FILL = _layout.HIT_BLOCK_HEADER.index("fill")
+_HEADER, _STRIDE = len(_layout.HIT_BLOCK_HEADER), len(_layout.HIT_NUMBERS)
 
-def _append_hit_py(records: list, capacity: int, head: tuple, t_enter: int, t_args: int) -> int:
-    """Append a compact hit stamped with t_exit now; 0, or t_exit (nothing appended) when `records`
-    already holds `capacity`. The Python twin of hit_record.c's append_hit: same contract, but its check
-    and its append are two steps, so threads switched between them can each land one record past
-    `capacity` (a soft bound: every record is still kept or counted as dropped)."""
+
+def new_hit_block(rows: int) -> tuple[list, array, threading.Lock]:
+    """(heads, nums, lock): `rows` head slots, the int64 header and rows, and the lock the Python writer and
+    every taker hold (C writers need none: they hold the GIL and run no Python code while writing)."""
+    return [None] * rows, array("q", bytes(8 * (_HEADER + rows * _STRIDE))), threading.Lock()
+
+
+def _append_hit_py(hits: tuple, head: tuple, t_enter: int, t_args: int) -> int:
+    """Write a hit stamped with t_exit now into the hit block `hits`; 0, or t_exit (nothing written) when the
+    block is full. The Python twin of hit_record.c's append_hit (same contract, slower: it takes the
+    block's lock, since its reads and writes are separate steps)."""
     t_exit = time.perf_counter_ns()
-    if len(records) >= capacity:
-        return t_exit
-    records.append((head, t_enter, t_args, t_exit, _get_ident()))
+    heads, nums, lock = hits
+    ident = _get_ident()
+    numbers = {"t_enter": t_enter, "t_args": t_args, "t_exit": t_exit,
+               "thread": ident - (1 << 64) if ident >= 1 << 63 else ident}
+    with lock:
+        i = nums[_FILL]
+        if i >= len(heads):
+            return t_exit
+        j = _HEADER + i * _STRIDE
+        nums[j:j + _STRIDE] = array("q", [numbers[name] for name in _layout.HIT_NUMBERS])
+        heads[i] = head
+        nums[_FILL] = i + 1
     return 0
 
 
-_APPENDER: tuple[Callable, str] | None = None
+def _take_hits_py(hits: tuple) -> tuple[list, bytes] | None:
+    """hit_record.c's take_hits in Python: the rows written and the block emptied. The caller holds the
+    block's lock, and only the Python writer writes (the C ones write only where take_hits is C)."""
+    heads, nums, _ = hits
+    n = nums[_FILL]
+    if not n:
+        return None
+    out = heads[:n], nums[_HEADER:_HEADER + n * _STRIDE].tobytes()
+    nums[_FILL] = 0
+    return out
+
+
+class HitRows:
+    """Rows taken out of a hit block: the heads and the rows' int64s, turned into tuples only when read."""
+
+    __slots__ = ("heads", "rows")
+
+    def __init__(self, heads: list, rows: bytes):
+        self.heads, self.rows = heads, rows
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def first(self, n: int) -> "HitRows":
+        return HitRows(self.heads[:n], self.rows[:n * _STRIDE * 8])
+
+    def expand(self) -> list[tuple]:
+        """FIELDS tuples (record_layout.expand_row), in the order the hits were written."""
+        nums = array("q")
+        nums.frombytes(self.rows)
+        it = iter(nums)
+        return list(map(_layout.expand_row, self.heads, zip(*[it] * _STRIDE)))
+
+
+def _expand(recs: list) -> list[tuple]:
+    """Buffered records -> FIELDS tuples: HitRows and compact hits expanded, full tuples unchanged."""
+    expand, out = _layout.expand, []
+    for r in recs:
+        if isinstance(r, HitRows):
+            out.extend(r.expand())
+        else:
+            out.append(r if len(r) != _COMPACT else expand(r))
+    return out
+
+
+class Chunk:
+    """A full buffer handed to `on_full`: its records, as FIELDS tuples when iterated. Taking it costs the
+    launching thread no tuple building; the exporter thread that iterates it builds them."""
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: list, n: int):
+        self._items, self._n = items, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(_expand(self._items))
+
+    def __repr__(self) -> str:
+        return f"Chunk({self._n} records)"
+
+
+_APPENDER: tuple[Callable, Callable, str] | None = None
 _APPENDER_LOCK = threading.Lock()
 
 
 def hit_appender() -> tuple[Callable, str]:
     """(append_hit, what it is): hit_record.c's one-call tail of a traced hit where it builds and its
-    clock reads as perf_counter_ns, else `_append_hit_py`. Chosen once, by the first hit path made."""
+    clock reads as perf_counter_ns, else `_append_hit_py`. Chosen once, by the first recorder or hit path."""
+    append, _, what = _hit_functions()
+    return append, what
+
+
+def _hit_functions() -> tuple[Callable, Callable, str]:
+    """(append_hit, take_hits, what): both from hit_record.c, or both the Python twins."""
     global _APPENDER
     if _APPENDER is None:
         with _APPENDER_LOCK:
             if _APPENDER is None:
                 _APPENDER = _load_appender()
-                log.debug("jitlab: hit records appended by %s", _APPENDER[1])
+                log.debug("jitlab: hit records appended by %s", _APPENDER[2])
     return _APPENDER
 
 
-def _load_appender() -> tuple[Callable, str]:
+def _load_appender() -> tuple[Callable, Callable, str]:
     from .. import _cbuild
 
     if not _settings.native_parts().c_code:  # JITLAB_LAUNCHER=triton: no jitlab C code at all
-        return _append_hit_py, "python (JITLAB_LAUNCHER=triton)"
+        return _append_hit_py, _take_hits_py, "python (JITLAB_LAUNCHER=triton)"
     try:
-        mod = _cbuild.build("_jitlab_hit_record", Path(__file__).with_name("hit_record.c"), "hit_record",
-                            extra=_layout.c_defines())
+        src = Path(__file__).with_name("hit_record.c")
+        header = Path(_layout.__file__).with_name("hit_block.h")
+        mod = _cbuild.build("_jitlab_hit_record", src, "hit_record", headers=(header,),
+                            include_dirs=(str(header.parent),), extra=_layout.c_defines())
         a, c, b = time.perf_counter_ns(), mod.now_ns(), time.perf_counter_ns()
         if not a <= c <= b:
             raise RuntimeError(f"its clock is not perf_counter_ns here ({a} <= {c} <= {b} fails)")
-        probe: list = []
-        if mod.append_hit(probe, 1, (), 1, 2) != 0 or mod.append_hit(probe, 1, (), 1, 2) == 0 or len(probe) != 1:
-            raise RuntimeError("append_hit does not keep its contract")
+        probe = new_hit_block(1)
+        if mod.append_hit(probe, (), 1, 2) != 0 or mod.append_hit(probe, (), 1, 2) == 0 \
+                or mod.take_hits(probe)[0] != [()] or mod.take_hits(probe) is not None:
+            raise RuntimeError("append_hit/take_hits do not keep their contract")
     except Exception as e:  # noqa: BLE001 - the Python twin is exact, only slower
         log.info("jitlab: hit records appended in Python (%s: %s)", type(e).__name__, e)
-        return _append_hit_py, f"python ({type(e).__name__})"
-    return mod.append_hit, "c"
+        return _append_hit_py, _take_hits_py, f"python ({type(e).__name__})"
+    return mod.append_hit, mod.take_hits, "c"
 
 
 def _record_class() -> type:
@@ -120,12 +214,18 @@ class Recorder:
     (misses, locked misses, fallbacks and pass-through launches are always kept: the hot path
     records them without asking `wants_hit()`).
 
-    When the buffer holds `capacity` records, the next `record()` either hands the full buffer to
-    `on_full(list_of_tuples)` (called once per full buffer, on the launching thread, under a lock;
-    the records are taken out of the buffer first) or, without `on_full`, counts the record in
-    `dropped`. `on_full` must be quick (a hand-off to a background exporter: `telemetry.worker`);
-    when it raises, the chunk is counted in `dropped`. Nothing is lost silently: with any number of
-    launching threads, `recorded + dropped` equals the records offered.
+    Traced hits are written into the hit block `hits` (`HIT_BLOCK_ROWS` rows of raw int64s and head slots,
+    preallocated); the rest (`record()`) and the block's rows, once taken out, queue in the buffer in
+    launch order. Readers (`drain_raw`, `drain`, `peek`, `on_full`) always get full `FIELDS` tuples.
+
+    When the buffer holds `capacity` records, the next `record()` or full block either hands the buffer
+    to `on_full(chunk)` (a `Chunk`: its len() and, iterated, its FIELDS tuples, built by whoever iterates;
+    called once per full buffer, on the launching thread; the records are taken out first, and a chunk
+    may exceed `capacity` by up to one block) or, without `on_full`, counts
+    what does not fit in `dropped` (the newest records are the ones dropped). `on_full` must be quick (a
+    hand-off to a background exporter: `telemetry.worker`); when it raises, the chunk is counted in
+    `dropped`. Nothing is lost silently: with any number of launching threads, `recorded + dropped`
+    equals the records offered, once the block is taken (every reader takes it).
     """
 
     def __init__(
@@ -140,7 +240,6 @@ class Recorder:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.level = level
-        # the hit path compares len(records) with this as a Py_ssize_t (hit_record.c): keep it sane
         self.capacity = min(int(capacity), _settings.RECORDER_CAPACITY_MAX)
         # [offered, tick, sample_every]: wants_hit() calls, the sampling phase and the rate, as int64s the
         # native dispatcher reads and updates in place too (dispatch.cpp samples without calling
@@ -148,17 +247,28 @@ class Recorder:
         self._sampling = array("q", [0, 0, 0])
         # summary keeps no hits; sampled keeps every Nth; full keeps all.
         self.sample_every = {"full": 1, "sampled": max(1, int(sample_every)), "summary": 0, "off": 0}[level]
-        # The hit path reads this flag and, when set, appends every hit's compact tuple without a
-        # wants_hit() call (so `seen` is derived from the records, not counted per launch).
+        # The hit path reads this flag and, when set, writes every hit without a wants_hit() call (so
+        # `seen` is derived from the records, not counted per launch).
         self.every_hit = self.sample_every == 1
         self.on_full = on_full
-        self.records: list[tuple] = []
+        # The hit block both hit paths write (jitlab/hit_block.h), and whether C writes it: the dispatcher
+        # writes rows itself only where the taker is C too (else it calls record_hit).
+        # (summary keeps no hits: one row, never written)
+        self.hits = new_hit_block(min(self.capacity, HIT_BLOCK_ROWS) if level in ("sampled", "full") else 1)
+        if level == "off":
+            self.c_hits = False
+            self._take_hits = _take_hits_py
+        else:
+            _, self._take_hits, what = _hit_functions()
+            self.c_hits = what == "c"
+        self._buffer: list = []  # full tuples (record), compact tuples (record_hit) and HitRows, in order
+        self._listed = 0  # records in _buffer (a HitRows counts its rows)
+        self._hits_listed = 0  # of them, hits (compact tuples and rows)
         self.dropped = 0  # records refused because the buffer was full and there is no on_full
         self.flushes = 0  # times on_full was called
         self.flush_ns = 0  # time spent inside on_full (it runs on the hot path: report it)
         self.taken = 0  # records handed out by drain()/on_full so far
-        self._hits_out = 0  # compact hits handed out or dropped
-        self._full_buffered = 0  # full-field tuples (record()) in the buffer now
+        self._hits_out = 0  # hits handed out or dropped
         self._strings: dict[str, int] = {}
         self._names: list[str] = []
         self._lock = threading.Lock()
@@ -214,73 +324,99 @@ class Recorder:
         return False
 
     @property
+    def in_block(self) -> int:
+        """Hits written into the hit block and not taken out yet."""
+        return self.hits[1][_FILL]
+
+    @property
+    def buffered(self) -> int:
+        """Records held now (the buffer and the hit block): `peek(buffered)` starts after them."""
+        return self._listed + self.in_block
+
+    @property
     def seen(self) -> int:
         """Launches offered for sampling through the hit path (kept or not). Below level full these
         are the wants_hit() calls made at entry; at full, where the hit path calls nothing, they are
-        the compact hits (kept or dropped) plus the misses/fallbacks it sent to record()."""
+        the hits (kept or dropped) plus the misses/fallbacks it sent to record()."""
         offered = self._sampling[0]
         if not self.every_hit:
             return offered
-        return offered + self._hits_out + len(self.records) - self._full_buffered
+        return offered + self._hits_out + self._hits_listed + self.in_block
 
     def record(self, *fields, **by_name):
         """One launch with every field: `record(kernel, scope, policy, outcome, key, t_enter, t_args, t_exit,
         compile_ns=0, reason=-1)`, or any field by name (`record_layout.full` builds the tuple)."""
         r = _full_record(*fields, thread=_get_ident(), **by_name)
         if self.every_hit and r[_REASON] != "passthrough" and r[_OUTCOME] != EVICT:  # see `seen` (an eviction is no launch)
-            self._sampling[0] += 1
-        if len(self.records) >= self.capacity and not self._make_room(False):
-            return
-        self._full_buffered += 1
-        self.records.append(r)
+            with self._lock:
+                self._sampling[0] += 1
+        self._add(r, False)
 
     def record_hit(self, head: tuple, t_enter: int, t_args: int, t_exit: int) -> None:
-        """A compact hit: what the hit path calls when the buffer is full."""
-        if len(self.records) >= self.capacity and not self._make_room(True):
-            return
-        self.records.append((head, t_enter, t_args, t_exit, _get_ident()))
+        """A hit the hit path could not write into the block (it is full): take the block, then keep the hit."""
+        self._add((head, t_enter, t_args, t_exit, _get_ident()), True)
 
     # -- slow path --------------------------------------------------------------------------------
-    def _make_room(self, compact: bool) -> bool:
-        """The buffer is full: hand it to on_full (True) or count one drop (False). Counters change
-        under the lock, so concurrent launches never lose an increment."""
-        if self.on_full is None:
-            with self._lock:
-                self.dropped += 1
-                self._hits_out += compact
-            return False
-        self._flush_full()
-        return True
-
-    def _take(self) -> list[tuple]:
-        """Take the buffered records (caller holds the lock), as FIELDS tuples.
-
-        The list object itself is never replaced: a launching thread may hold it between reading
-        `records` and appending (the C appender, `_append_hit_py`), so the records are copied out
-        and deleted in place; whatever is appended meanwhile stays for the next taker. Each of the
-        two list operations is one C call under the GIL."""
-        recs = self.records
-        out = recs[:]
-        del recs[: len(out)]
-        n_full = sum(1 for r in out if len(r) != _COMPACT)
-        self._full_buffered = max(0, self._full_buffered - n_full)
-        self.taken += len(out)
-        self._hits_out += len(out) - n_full
-        return out if n_full == len(out) else self._expand(out)
-
-    @staticmethod
-    def _expand(recs: list[tuple]) -> list[tuple]:
-        """Compact hits -> FIELDS tuples; full tuples unchanged."""
-        expand = _layout.expand
-        return [r if len(r) != _COMPACT else expand(r) for r in recs]
-
-    def _flush_full(self) -> None:
-        t0 = time.perf_counter_ns()
+    def _add(self, r: tuple, hit: bool) -> None:
+        """Queue `r` after the block's rows (taken first, so the buffer stays in launch order); when the
+        buffer is full, hand it to on_full first, or count `r` as dropped. Counters change under the lock,
+        so concurrent launches never lose an increment."""
         with self._lock:
-            if len(self.records) < self.capacity:  # another thread flushed meanwhile
+            self._take_block()
+            if self._listed < self.capacity:
+                self._append(r, hit)
                 return
-            out = self._take()
+            if self.on_full is None:
+                self.dropped += 1
+                self._hits_out += hit
+                return
+            out = Chunk(*self._take())
             self.flushes += 1
+        self._hand_off(out)
+        with self._lock:
+            self._append(r, hit)  # (another thread may have filled the buffer again meanwhile: one past it)
+
+    def _append(self, r: tuple, hit: bool) -> None:
+        self._buffer.append(r)
+        self._listed += 1
+        self._hits_listed += hit
+
+    def _take_block(self) -> None:
+        """Move the hit block's rows to the buffer (caller holds the recorder's lock). Without on_full, rows
+        past `capacity` are counted as dropped, so `capacity` bounds the buffer as it did for each record."""
+        with self.hits[2]:
+            taken = self._take_hits(self.hits)
+        if taken is None:
+            return
+        rows = HitRows(*taken)
+        n = len(rows)
+        room = self.capacity - self._listed
+        if self.on_full is None and n > room:
+            keep = max(0, room)
+            self.dropped += n - keep
+            self._hits_out += n - keep
+            if not keep:
+                return
+            rows, n = rows.first(keep), keep
+        self._buffer.append(rows)
+        self._listed += n
+        self._hits_listed += n
+
+    def _take(self) -> tuple[list, int]:
+        """Take every buffered record (caller holds the lock), as they are buffered, and their number.
+
+        The hit block is taken in one step no writer can enter (take_hits); the buffer is replaced, as only
+        holders of the lock touch it. No tuple is built here: this runs on a launching thread when the
+        buffer is full (the records become tuples where they are read: `Chunk`, `drain_raw`)."""
+        self._take_block()
+        out, n, self._buffer = self._buffer, self._listed, []
+        self.taken += n
+        self._hits_out += self._hits_listed
+        self._listed = self._hits_listed = 0
+        return out, n
+
+    def _hand_off(self, out: "Chunk") -> None:
+        t0 = time.perf_counter_ns()
         try:  # outside the lock: on_full may wait for the exporter (back-pressure), which drains under it
             self.on_full(out)  # type: ignore[misc]
         except Exception:  # a broken or backlogged sink must never break a launch; count what it lost
@@ -293,7 +429,8 @@ class Recorder:
     def drain_raw(self) -> list[tuple]:
         """Take every buffered record as tuples (field order `FIELDS`); the buffer is emptied."""
         with self._lock:
-            return self._take()
+            out, _ = self._take()
+        return _expand(out)
 
     def drain(self) -> list[Record]:
         """Take every buffered record as `Record`s; the buffer is emptied."""
@@ -301,7 +438,10 @@ class Recorder:
 
     def peek(self, start: int = 0) -> list[tuple]:
         """The buffered records from position `start` on, as FIELDS tuples, without taking them."""
-        return self._expand(self.records[start:])
+        with self._lock:
+            self._take_block()
+            recs = list(self._buffer)
+        return _expand(recs)[start:]
 
     @contextmanager
     def keeping_every_hit(self) -> Iterator["Recorder"]:
@@ -320,8 +460,8 @@ class Recorder:
 
     @property
     def recorded(self) -> int:
-        """Records accepted so far (handed out + still buffered); excludes `dropped`."""
-        return self.taken + len(self.records)
+        """Records accepted so far (handed out + still buffered or in the block); excludes `dropped`."""
+        return self.taken + self.buffered
 
     def stats(self) -> dict:
         return {
@@ -333,7 +473,7 @@ class Recorder:
             "dropped": self.dropped,
             "flushes": self.flushes,
             "flush_ns": self.flush_ns,
-            "appender": _APPENDER[1] if _APPENDER is not None else "none (no hit path made)",
+            "appender": _APPENDER[2] if _APPENDER is not None else "none (no hit path made)",
         }
 
 

@@ -517,7 +517,7 @@ def test_driver_missing_symbols_is_a_reason(built, tmp_path):
 
 
 DISPATCH_SCRIPT = r"""
-import contextvars, ctypes, inspect, itertools, struct, sys
+import contextvars, ctypes, inspect, itertools, struct, sys, threading
 import torch
 from jitlab import keys, record_layout as L
 from jitlab._triton import native
@@ -599,19 +599,23 @@ Fn.debug = True; d((3,), DEV, 17); Fn.debug = None           # Triton state chan
 assert len(slow_calls) == 5
 from jitlab.telemetry.recorder import Recorder
 rec = Active.recorder = Recorder("full", capacity=2)            # traced at level full: recorded in C
-d((3,), DEV, 17); d((3,), DEV, 17); d((3,), DEV, 17)            # the third finds the buffer full: dropped
-assert [r[0] for r in rec.records] == [e.head] * 2 and rec.dropped == 1 and len(slow_calls) == 5, rec.records
-assert all(r[1] <= r[2] <= r[3] for r in rec.records) and rec.records[0][4] > 0
+d((3,), DEV, 17); d((3,), DEV, 17)                              # two rows of the recorder's hit block
+assert rec.c_hits and rec.in_block == 2 and rec.hits[0] == [e.head] * 2, rec.hits[0]
+d((3,), DEV, 17)                                                # the third finds the buffer full: dropped
+out = rec.drain_raw()
+assert [r[:len(L.HEAD)] for r in out] == [e.head] * 2 and rec.dropped == 1 and len(slow_calls) == 5, out
+I = L.INDEX
+assert all(r[I["t_enter"]] <= r[I["t_args"]] <= r[I["t_exit"]] for r in out) and out[0][I["thread"]] == threading.get_ident()
 rec = Active.recorder = Recorder("sampled", capacity=10, sample_every=2)   # sampled: wants_hit()'s rule, in C
 rec.wants_hit = None                                            # (on the recorder's own counters: no call)
 for _ in range(4):
     d((3,), DEV, 17)
-assert len(rec.records) == 2 and rec.seen == 4 and len(slow_calls) == 5, (rec.records, rec.seen)
+assert rec.buffered == 2 and rec.seen == 4 and len(slow_calls) == 5, (rec.buffered, rec.seen)
 assert [Recorder.wants_hit(rec) for _ in range(2)] == [False, True]  # the Python path continues the same phase
 rec = Active.recorder = Recorder("summary", capacity=10)        # summary: counted, nothing recorded
 for _ in range(3):
     d((3,), DEV, 17)
-assert not rec.records and rec.seen == 3 and len(slow_calls) == 5, (rec.records, rec.seen)
+assert not rec.buffered and rec.seen == 3 and len(slow_calls) == 5, (rec.buffered, rec.seen)
 Active.recorder = None
 Hooks.launch_enter_hook = print; d((3,), DEV, 17); Hooks.launch_enter_hook = None  # a profiler hook
 G = {"G": 1}

@@ -258,11 +258,11 @@ def test_settings_values_and_clamp(monkeypatch, caplog):
     finally:
         monkeypatch.delenv("JITLAB_RECORDER_CAPACITY")
         settings.reload()
-    # a recorder asked for 2**63 records keeps working (the C appender compares a Py_ssize_t)
+    # a recorder asked for 2**63 records keeps working (clamped; its hit block has HIT_BLOCK_ROWS rows)
     rec = R.Recorder("full", capacity=2**63)
-    assert rec.capacity == settings.RECORDER_CAPACITY_MAX
+    assert rec.capacity == settings.RECORDER_CAPACITY_MAX and len(rec.hits[0]) == R.HIT_BLOCK_ROWS
     append, _ = R.hit_appender()
-    assert append(rec.records, rec.capacity, L.head("k", "s", "p", R.HIT, 0), 1, 2) == 0 and len(rec.records) == 1
+    assert append(rec.hits, L.head("k", "s", "p", R.HIT, 0), 1, 2) == 0 and rec.buffered == 1
 
 
 def test_run_sigterm_writes_the_trace_and_exits_143(tmp_path):

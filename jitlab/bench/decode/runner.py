@@ -148,7 +148,7 @@ class _Trial:
         cuda = e.cuda
         ops = Ops(self.ks)
         rec = run.recorder
-        rec_i0, rec_flushes = (len(rec.records), rec.flushes) if rec is not None else (0, 0)
+        rec_i0, rec_flushes = (rec.buffered, rec.flushes) if rec is not None else (0, 0)
         c0 = self.ks.counters() if self.ks.jit() else None
         evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n_steps)] if cuda else [None] * n_steps
         base = self.ctx.step_index
