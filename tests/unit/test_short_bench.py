@@ -113,12 +113,52 @@ def test_tutorials_run_cut_by_default_and_whole_with_full():
     add = cut[0]
     assert add.argv()[:2] == list(short_bench.MODULE) and "--points" in add.argv() and add.argv()[-1] == str(add.file)
     assert "first 2 x values" in add.cut_description()
+    # 06's test_op (96 cases at v3.6.0) cut to its one case (1, 2, 1024, 64) causal, fp16 forward+backward
     attention = [p for p in cut if p.run == "pytest"][0]
-    assert attention.argv()[:2] == ["-m", "pytest"] and attention.cut_description() == "nothing to cut"
+    one_case = ["-k", "triton-fp16-bwd-False-True-64-1024-2-1"]
+    assert attention.argv()[:2] == ["-m", "pytest"] and attention.argv()[-3:] == [str(attention.file), *one_case]
+    assert attention.cut_description() == "extra arguments -k triton-fp16-bwd-False-True-64-1024-2-1"
     whole = programs.with_cut(m, m.programs, full=True)
     assert all(p.argv()[-1 - len(p.args)] == str(p.file) and p.cut_description() == "" for p in whole)
     assert all("short_bench" not in " ".join(p.argv()) for p in whole)
 
+
+# Collection only: 06 asks Triton's active driver for the device at import and the test's parametrization
+# reads the compute capability; this stands in for a CUDA device of capability FAKE_CC (no kernel runs).
+FAKE_GPU = """
+import os, torch, triton
+from triton.backends.compiler import GPUTarget
+major, minor = (int(x) for x in os.environ["FAKE_CC"].split(","))
+class FakeDriver:
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+    def get_current_target(self):
+        return GPUTarget("cuda", major * 10 + minor, 32)
+triton.runtime.driver.set_active(FakeDriver())
+torch.cuda.get_device_capability = lambda *a, **k: (major, minor)
+"""
+
+
+@pytest.mark.parametrize("cc, ids", [("9,0", 96), ("10,0", 192)])  # Hopper; Blackwell (x2 warp_specialize)
+def test_fused_attention_cut_args_select_one_case_of_the_file(tmp_path, cc, ids):
+    """The manifest's cut_args against the unmodified 06-fused-attention.py (git-ignored: skipped when
+    absent or not the manifest's file): pytest collects exactly the one intended test_op case, as the
+    experiment starts it (its PYTEST_ARGS, in a scratch directory)."""
+    m = programs.load(MANIFEST)
+    attention = programs.with_cut(m, tuple(p for p in m.programs if p.run == "pytest"), full=False)[0]
+    try:
+        programs.verify(m, (attention,))
+    except programs.ManifestError as e:
+        pytest.skip(f"06-fused-attention.py not in place: {e}")
+    (tmp_path / "fake_gpu.py").write_text(FAKE_GPU)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), FAKE_CC=cc)
+    argv = [sys.executable, *attention.argv()]
+    argv[argv.index(str(attention.file)):argv.index(str(attention.file))] = ["--collect-only", "-p", "fake_gpu"]
+    p = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    selected = [ln.rsplit("::", 1)[1] for ln in p.stdout.splitlines() if "::test_op[" in ln]
+    assert selected == ["test_op[triton-fp16-bwd-False-True-64-1024-2-1]"], p.stdout
+    assert f"1/{ids} tests collected ({ids - 1} deselected)" in p.stdout, p.stdout
 
 def test_cut_args_apply_only_when_cut(tmp_path):
     f = tmp_path / "t.py"
