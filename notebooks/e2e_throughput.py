@@ -30,7 +30,7 @@
 # **Reads** one trace file, `traces/e2e_decode-<run_id>.jsonl` (parameter `trace`; default: the
 # newest such file directly under `traces/`): trial spans (one per config × mode, attributes
 # `jitlab.e2e.*`: `tokens_per_s`, `host_ms`, `gpu_busy_ms`, `step_ms`, launch counts, `gap_closed`,
-# `speedup_vs_stock`, ...) and their step spans (`jitlab.e2e.wall_ms`, `host_ms`, `gpu_busy_ms`).
+# `speedup_vs_stock`, `host_unstable`, ...) and their step spans (`jitlab.e2e.wall_ms`, `host_ms`, `gpu_busy_ms`).
 # Host ms: host time per step until the last launch returned (incl. input staging); GPU ms: device
 # time per step measured with the GPU held busy; step ms: wall time per step incl. the token
 # read-back. It never launches a kernel.
@@ -59,6 +59,8 @@ figure_dir = None  # a folder: every figure is also saved there as <name>.png
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from jitlab.telemetry import stability  # noqa: E402  (the experiment's flat-steps rule, standard library only)
 
 C.script_args(globals(), ["trace", "focus_config", "gain_threshold", "figure_dir"])
 C.setup_matplotlib()
@@ -137,6 +139,58 @@ chk = E[E["ok"]].groupby("mode").agg(trials=("config", "size"),
 C.table(chk, digits=4)
 if len(chk) and (chk["check_ok"] < chk["trials"]).any():
     C.say("**Some measured trials failed their correctness check**: their tokens/s are not comparable.")
+
+# %% [markdown]
+# ### Flat step times before comparing modes
+# Each mode is timed as one block of steps and summarised by its median. This host changes speed by
+# 1.5-2x for hundreds of ms at a time, so one mode's block can land in a fast stretch and the next in a
+# slow one. A trial is **not flat** when the medians of its two halves differ by more than 20% of its
+# median host ms (`host_shift`), or when at least 10% of its steps ran 1.5x slower or faster than the
+# median (`host_spread` = max(p90 / median, median / p10)); the experiment records this as
+# `jitlab.e2e.host_unstable`, and for traces written before it the same rule is computed here from the
+# step spans. Compare modes only between flat trials; rerun the others.
+
+# %%
+def host_stability(host):
+    """Per-step host ms in step order -> (host_shift, host_spread, not flat?); (nan, nan, None) if too few
+    steps (the experiment's own rule: jitlab.telemetry.stability)."""
+    r = stability.host_stability([float(x) for x in host if pd.notna(x)])
+    return r.get("host_shift", np.nan), r.get("host_spread", np.nan), r.get("host_unstable")
+
+
+def _missing(x):
+    return x is None or (isinstance(x, float) and np.isnan(x))
+
+
+# recorded by the experiment (jitlab.e2e.host_*), else computed from the trial's measured step spans
+_st = C.kind(df, "step")
+_st = _st[C.col(_st, "jitlab.e2e.phase", None) == "measure"]
+_calc = {pid: host_stability(C.num(C.col(g, "jitlab.e2e.host_ms")).tolist()) for pid, g in _st.groupby("parent_id")}
+_rec = trials.set_index("span_id")
+for i, k in enumerate(("host_shift", "host_spread", "host_unstable")):
+    rec = C.col(_rec, f"jitlab.e2e.{k}", None).reindex(E["span_id"]).to_numpy()
+    calc = [_calc.get(sid, (np.nan, np.nan, None))[i] for sid in E["span_id"]]
+    E[k] = [c if _missing(r) else r for r, c in zip(rec, calc)]
+E["host_unstable"] = E["host_unstable"].map(lambda x: None if _missing(x) else bool(x))
+for k in ("host_shift", "host_spread"):
+    E[k] = C.num(E[k])
+
+
+def flat(x):
+    return "-" if x is None else ("NOT FLAT" if x else "yes")
+
+
+E["host flat"] = E["host_unstable"].map(flat)
+U = E[E["ok"] & (E["host_unstable"] == True)]  # noqa: E712 (None: not judged)
+judged = int((E["ok"] & E["host_unstable"].map(lambda x: x is not None)).sum())
+if not judged:
+    C.say("_Step-time flatness not judged (fewer than 8 measured steps per trial, or no step spans)._")
+elif U.empty:
+    C.say(f"Host time per step was flat in all {judged} judged trials.")
+else:
+    C.say(f"**Host time per step not flat in {len(U)} of {judged} trials**: comparisons that involve them (tokens/s, "
+          "speedups, gap closed below) may compare a fast stretch with a slow one. Rerun those configs.")
+    C.table(U.set_index(["config", "mode"])[["host_ms", "host_shift", "host_spread", "tokens_per_s"]], digits=2)
 
 # %% [markdown]
 # ## 1. Tokens/s per mode over batch, context and layers
@@ -247,7 +301,7 @@ if len(F):
     ax.grid(axis="x", visible=False)
     fig.tight_layout()
     C.show(fig, "e2e_focus_times", figure_dir)
-    C.table(F[["tokens_per_s", "step_ms", "host_ms", "gpu_busy_ms", "speedup_vs_stock", "x_full_graph"]])
+    C.table(F[["tokens_per_s", "step_ms", "host_ms", "host flat", "gpu_busy_ms", "speedup_vs_stock", "x_full_graph"]])
 
 # %% [markdown]
 # ## 3. How much of the eager → full-graph gap eager jitlab closes

@@ -77,6 +77,7 @@ C.script_args(globals(), ["launch_trace", "e2e_trace", "kernel_workload", "mode_
                           "figure_dir"])
 C.setup_matplotlib()
 from jitlab.kernels import decode_workloads, launch_sweep  # noqa: E402  (the registry: no Triton, no torch)
+from jitlab.telemetry import stability  # noqa: E402  (the experiment's flat-steps rule, standard library only)
 
 SWEEP = launch_sweep()
 if kernel_workload is None:
@@ -153,6 +154,19 @@ frac3d = (st.assign(is3d=C.col(st, "jitlab.e2e.is_3d", None).map(lambda x: bool(
           .groupby("parent_id")["is3d"].mean()) if len(st) else pd.Series(dtype=float)
 E["frac_3d"] = E["span_id"].map(frac3d).fillna(0.0)
 
+# Were a trial's host times per step flat? (the experiment's own rule, jitlab.telemetry.stability: not flat when
+# the host changed speed during the trial, so its median may compare a fast stretch with another mode's slow
+# one). Recorded as jitlab.e2e.host_unstable; computed from the step spans for traces written before it.
+def host_unstable(host):
+    return stability.host_stability([float(x) for x in host if pd.notna(x)]).get("host_unstable")
+
+
+_calc = {pid: host_unstable(C.num(C.col(g, "jitlab.e2e.host_ms")).tolist()) for pid, g in st.groupby("parent_id")} \
+    if len(st) else {}
+_rec = C.col(et.set_index("span_id"), "jitlab.e2e.host_unstable", None).reindex(E["span_id"]).to_numpy()
+E["host_unstable"] = [_calc.get(sid) if r is None or (isinstance(r, float) and np.isnan(r)) else bool(r)
+                      for sid, r in zip(E["span_id"], _rec)]
+
 
 def saved_ms(by_kernel, frac_3d, policy):
     """Predicted host ms saved per step: Σ launches per step × µs saved per launch."""
@@ -203,6 +217,9 @@ for cfg, g in E.groupby("config", sort=False):
                      "saved_ms_meas": S["host_ms"] - M["host_ms"], "host_ms_stock": S["host_ms"], "host_ms": M["host_ms"],
                      "gpu_ms": gpu, "triton_ms": triton_ms(S["by_kernel"], S["frac_3d"]),
                      "tps_stock": S["tokens_per_s"], "tps_meas": M["tokens_per_s"],
+                     "not_flat": ("-" if S["host_unstable"] is None or M["host_unstable"] is None else
+                                  {(True, True): "both", (True, False): "stock", (False, True): "jitlab"}.get(
+                                      (S["host_unstable"], M["host_unstable"]), "no")),
                      "tps_pred": S["tokens_per_s"] * step_s / step_pred if pd.notna(step_pred) else np.nan,
                      "tps_pred_unbounded": S["tokens_per_s"] * step_s / max(1e-9, step_s - sv),
                      **{f"saved_ms.{k}": v for k, v in parts.items()}})
@@ -295,14 +312,21 @@ C.show(fig, "link_tokens_per_s", figure_dir)
 
 # %%
 T = X[["config", "mode", "policy", "triton_launches", "saved_ms_pred", "saved_ms_meas", "host_ms_stock", "gpu_ms",
-       "tps_stock", "tps_meas", "tps_pred", "gain_meas", "gain_pred", "gain_pred_unbounded"]].copy()
+       "tps_stock", "tps_meas", "tps_pred", "gain_meas", "gain_pred", "gain_pred_unbounded", "not_flat"]].copy()
 for c in ("gain_meas", "gain_pred", "gain_pred_unbounded"):
     T[c] = 100 * T[c]
 T = T.rename(columns={"triton_launches": "Triton launches/step", "saved_ms_pred": "saved ms pred",
                       "saved_ms_meas": "saved ms meas", "host_ms_stock": "stock host ms", "gpu_ms": "GPU ms",
                       "tps_stock": "stock tok/s", "tps_meas": "tok/s meas", "tps_pred": "tok/s pred",
-                      "gain_meas": "gain % meas", "gain_pred": "gain % pred", "gain_pred_unbounded": "gain % unbounded"})
+                      "gain_meas": "gain % meas", "gain_pred": "gain % pred", "gain_pred_unbounded": "gain % unbounded",
+                      "not_flat": "host not flat"})
 C.table(T.set_index(["config", "mode"]), digits=1)
+nf = X[X["not_flat"].isin(["stock", "jitlab", "both"])]
+if len(nf):
+    C.say(f"**host not flat**: in {len(nf)} of {len(X)} pairs the stock trial, the jitlab trial or both had host times "
+          "per step that were not flat (the host changed speed during the trial): their measured saving and gain "
+          "may compare a fast stretch with a slow one; rerun those configs before reading them. `-`: too few steps "
+          "to judge.")
 b = X.dropna(subset=["tps_pred"])
 if len(b):
     err = (b["tps_pred"] / b["tps_meas"] - 1).abs()

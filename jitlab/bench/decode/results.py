@@ -6,9 +6,10 @@ import json
 import sys
 from typing import Any
 
+# host stability: one rule, in jitlab.telemetry.stability (the notebooks judge old traces with it too)
+from ...telemetry.stability import HOST_SHIFT_MAX, HOST_SPREAD_MAX, HOST_STABILITY_MIN_STEPS, host_stability  # noqa: F401
 from ..fmt import caption, num
 from .config import EXPERIMENT, GRAPH_MODE, MODES, REFERENCE_MODE, SweepConfig
-
 
 
 _ATTR_SKIP = ("config", "kind", "batch", "context", "layers", "mode", "mode_kind", "kernels")
@@ -76,9 +77,13 @@ def summarize(results: list[dict]) -> dict:
                      ("piecewise_jitlab", "piecewise_stock")):
             if ms.get(a, {}).get("tokens_per_s") and ms.get(b, {}).get("tokens_per_s"):
                 item[f"{a}/{b}"] = ms[a]["tokens_per_s"] / ms[b]["tokens_per_s"]
+                if ms[a].get("host_unstable") or ms[b].get("host_unstable"):
+                    item[f"{a}/{b}.host_unstable"] = True  # one of the two trials' steps were not flat
         for m in ("eager_stock", "full_graph"):
             if ms.get(m, {}).get("host_ms") is not None:
                 item[f"{m}.host_ms"] = ms[m]["host_ms"]
+                if ms[m].get("host_unstable"):
+                    item[f"{m}.host_unstable"] = True
             if ms.get(m, {}).get("gpu_busy_ms") is not None:
                 item[f"{m}.gpu_busy_ms"] = ms[m]["gpu_busy_ms"]
         cross.append(item)
@@ -104,9 +109,28 @@ def _one_line(r: dict) -> str:
         return f"  {r['config']} {r['mode']}: skipped ({r['skip']})"
     if r.get("error"):
         return f"  {r['config']} {r['mode']}: [red]error[/] {escape(r['error'][:300])}"
+    flag = UNSTABLE_MARK + " (steps not flat)" if r.get("host_unstable") else ""
     return (f"  {r['config']} {r['mode']}: {num(r.get('tokens_per_s'), '{:.0f}', '-')} tok/s, "
-            f"host {num(r.get('host_ms'), missing='-')} ms, GPU {num(r.get('gpu_busy_ms'), missing='-')} ms, "
+            f"host {num(r.get('host_ms'), missing='-')} ms{flag}, GPU {num(r.get('gpu_busy_ms'), missing='-')} ms, "
             f"{num(r.get('launches_per_step'), '{:.0f}', '-')} launches/step, check {escape(str(r.get('check', '?')))}")
+
+
+UNSTABLE_MARK = "[bold yellow]![/]"
+
+
+def host_cell(r: dict) -> str:
+    """A row's host ms for the table: the median, then "!" when its per-step host times were not flat."""
+    return num(r.get("host_ms")) + (UNSTABLE_MARK if r.get("host_unstable") else "")
+
+
+def unstable_footnote(n: int) -> str:
+    """The line under the table when `n` rows are flagged `host_unstable`."""
+    return (f"{UNSTABLE_MARK} host ms per step not flat in {n} trial{'s' if n != 1 else ''} (the medians of the "
+            f"trial's two halves differ by > {HOST_SHIFT_MAX:.0%} of its median, or >= 10% of its steps ran "
+            f"{HOST_SPREAD_MAX:g}x slower or faster than the median: the host changed speed during the trial). Such "
+            "a row's medians (host ms, tok/s, x stock, gap closed) may come from a fast stretch and another mode's "
+            "from a slow one: compare modes only between rows without !, and rerun the flagged configs (a narrower "
+            "sweep, or more --steps) before trusting them. Per step: `jitlab.e2e.host_ms` of the step spans.")
 
 
 def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any = None) -> None:
@@ -136,7 +160,7 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
             check = f"[bold red]{check}[/]"
         t.add_row(r["config"], r["mode"], num(r.get("tokens_per_s"), "{:.1f}" if not sweep.cuda else "{:.0f}"),
                   num(r.get("speedup_vs_stock"), "{:.2f}x"), num(r.get("gap_closed"), "{:.0%}"),
-                  num(r.get("x_full_graph"), "{:.2f}"), num(r.get("host_ms")), num(r.get("gpu_busy_ms")),
+                  num(r.get("x_full_graph"), "{:.2f}"), host_cell(r), num(r.get("gpu_busy_ms")),
                   num(r.get("step_ms")), num(r.get("launches_per_step"), "{:.0f}"), num(r.get("per_launch_us")), check)
     console.print(t)
     console.print("host ms: median host time per step until the last launch returned (incl. input staging); "
@@ -144,6 +168,9 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
                   "token read-back sync; launches: host-issued kernels + copies + graph replays per step; "
                   "µs/launch: jitlab's median (argument update + launcher call) from sampled records; "
                   "gap closed = (mode - eager_stock) / (full_graph - eager_stock) in tokens/s.")
+    flagged = [r for r in results if r.get("host_unstable")]
+    if flagged:
+        console.print(unstable_footnote(len(flagged)))
     s = summarize(results)
     if s.get("goal_config"):
         console.print(f"[bold]Goals at {s['goal_config']}[/]: eager_jitlab_tuned closes "
@@ -163,11 +190,19 @@ def print_table(results: list[dict], sweep: SweepConfig, meta: dict, file: Any =
                     return ""
                 return f"{x:.2f}" if x >= 1.05 else f"[dim]{x:.2f}[/]"
 
+            def flag(key):
+                return UNSTABLE_MARK if c.get(f"{key}.host_unstable") else ""
+
             ct.add_row(str(c["layers"]), str(c["context"]), str(c["batch"]),
-                       mark(c.get("eager_jitlab_tuned/eager_stock")), mark(c.get("eager_jitlab_safe/eager_stock")),
-                       mark(c.get("piecewise_jitlab/piecewise_stock")), num(c.get("eager_stock.host_ms")),
+                       *(mark(c.get(k)) + flag(k) for k in ("eager_jitlab_tuned/eager_stock",
+                                                            "eager_jitlab_safe/eager_stock",
+                                                            "piecewise_jitlab/piecewise_stock")),
+                       num(c.get("eager_stock.host_ms")) + flag("eager_stock"),
                        num(c.get("full_graph.gpu_busy_ms") or c.get("eager_stock.gpu_busy_ms")))
         console.print(ct)
+        if any(k.endswith(".host_unstable") for c in cross for k in c):
+            console.print(f"{UNSTABLE_MARK}: a ratio or host ms that involves a trial whose step times were not flat "
+                          "(see the footnote of the table above)")
         if sweep.cuda:
             console.print("dim: < 5% gain (launch overhead no longer turns into tokens/s: the GPU time per step "
                           "exceeds the host time)")

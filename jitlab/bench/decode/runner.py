@@ -19,7 +19,8 @@ from .engine import Engine, Views, reference_logits
 from .model import DecodeSchedule, MixedSchedule, Model
 from .ops import CountingOps, Ops, TUNED_POLICY_NAME, make_kernel_sets
 from .vllm_attention import PLUGIN_POLICY
-from .results import _attrs, _one_line, attention_label, derive, escape, estimate, print_profile, print_table, summarize
+from .results import (_attrs, _one_line, attention_label, derive, escape, estimate, host_stability, print_profile,
+                      print_table, summarize)
 
 _now = time.perf_counter_ns
 
@@ -182,6 +183,7 @@ class _Trial:
             "step_ms": _median(wall), "host_ms": _median(host), "prep_ms": _median(prep),
             "gpu_span_ms": _median(gpu), "step_ms_mean": sum(wall) / len(wall),
             "host_ms_p90": sorted(host)[int(0.9 * (len(host) - 1))],
+            **host_stability(host),  # host_ms_p10, host_shift, host_spread, host_unstable: were the steps flat?
         }
         if c0 is not None:
             c1 = self.ks.counters()
