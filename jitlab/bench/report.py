@@ -138,9 +138,14 @@ def e2e_markdown(path: str, layers: int | None = None, context: int | None = Non
         cells = []
         for b in batches:
             r = by.get((b, m))
-            cells.append(f"{r['tokens_per_s']:.0f} ({_ms(r.get('host_ms'))} / {_ms(r.get('gpu_busy_ms'))})" if r else "")
+            flag = "!" if r and r.get("host_unstable") else ""  # the trial's steps were not flat (telemetry.stability)
+            cells.append(f"{r['tokens_per_s']:.0f} ({_ms(r.get('host_ms'))}{flag} / {_ms(r.get('gpu_busy_ms'))})"
+                         if r else "")
         if any(cells):
             out.append(f"| {m} | " + " | ".join(cells) + " |")
+    if any(r.get("host_unstable") for r in rows):
+        out += ["", "`!`: that trial's host time per step was not flat (the host changed speed during it), so "
+                "comparing it with another mode may set a fast stretch against a slow one; rerun it."]
     summary = json.loads(attrs.get("jitlab.e2e.summary") or "{}") if _present(attrs.get("jitlab.e2e.summary")) else {}
     if summary.get("goal_config") and all(isinstance(summary.get(k), (int, float)) for k in (
             "eager_jitlab_tuned.gap_closed", "eager_jitlab_safe.gap_closed", "piecewise_jitlab.x_full_graph")):

@@ -7,6 +7,7 @@ flagged where it should be and nowhere else."""
 from __future__ import annotations
 
 import ast
+import json
 import io
 import statistics
 import subprocess
@@ -243,3 +244,23 @@ def test_cpu_demo_records_the_flag(tmp_path):
     run = df[df["jitlab.span.kind"] == "run"].iloc[0]
     row = next(r for r in json.loads(run["jitlab.results"]) if r["mode"] == "eager_stock")
     assert row["host_unstable"] == t["jitlab.e2e.host_unstable"] and row["host_ms_p10"] <= row["host_ms"]
+
+
+def test_report_marks_a_trial_whose_steps_were_not_flat():
+    """`jitlab report` on an e2e trace: a flagged trial's host ms carries `!`, with one line saying why."""
+    import pandas as pd
+
+    from jitlab.bench import report
+
+    def row(mode, host, unstable):
+        return {"kind": "decode", "batch": 1, "layers": 32, "context": 1024, "mode": mode, "tokens_per_s": 100.0,
+                "host_ms": host, "gpu_busy_ms": 2.0, **({"host_unstable": unstable} if unstable is not None else {})}
+
+    def table(rows):
+        df = pd.DataFrame([{"name": "jitlab.run", "jitlab.results": json.dumps(rows)}])
+        return report.e2e_markdown("t.jsonl", df=df)
+
+    flagged = table([row("eager_stock", 12.0, False), row("eager_jitlab_safe", 6.9, True)])
+    assert "(12.0 / 2.0)" in flagged and "(6.9! / 2.0)" in flagged and "was not flat" in flagged
+    plain = table([row("eager_stock", 12.0, None), row("eager_jitlab_safe", 6.9, False)])
+    assert "!" not in plain.replace("|---|", "") and "was not flat" not in plain
