@@ -109,3 +109,22 @@ def test_with_the_core_install_load_traces_names_the_extra():
                         "try:\n    from jitlab.telemetry import load_traces\n    load_traces('x.jsonl')\nexcept ImportError as e:\n    print(type(e).__name__, e)\n"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env())
     assert r.stdout.startswith("MissingExtra ") and 'pip install -e ".[trace]"' in r.stdout, r.stdout + r.stderr
+
+
+def test_the_readme_any_program_line_runs_as_written(tmp_path):
+    """"Use on any program": the demo without @jitcache, under `jitlab run` as the README writes it: the
+    program's output unchanged, and the exit table naming its kernel with 3 launches passed through."""
+    m = re.search(r"<!-- any-program[^>]*-->\s*```bash\n([^\n]*)", README)
+    assert m, "README: the any-program block (after <!-- any-program -->) is missing"
+    line = m.group(1).split("#")[0].strip()
+    assert line == "TRITON_INTERPRET=1 jitlab run -- python app.py", line
+    (tmp_path / "app.py").write_text(_demo_source().replace("@jitcache                      # goes above @triton.jit\n", "")
+                                     .replace("from jitlab import jitcache\n", "")
+                                     .replace('print("ok", add_one.counters())', 'print("ok")'))
+    assert "jitlab" not in (tmp_path / "app.py").read_text(), "app.py should be a plain Triton program"
+    r = subprocess.run([sys.executable, "-m", "jitlab", "run", "--", sys.executable, "app.py"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env=_env(TRITON_INTERPRET="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "ok", r.stdout
+    row = [ln for ln in r.stderr.splitlines() if ln.startswith("__main__.add_one")]
+    assert row and row[0].split()[1] == "3" and "pass-through" in row[0], r.stderr[-2000:]
