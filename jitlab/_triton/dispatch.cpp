@@ -143,10 +143,31 @@ typedef struct {
  * is filled to Triton's before the error leaves. */
 #define GRID_CODES 4 /* code objects remembered per dispatcher */
 #define GRID_READS 8 /* at most this many names read: more get the whole dict */
+#ifdef JITLAB_BENCH_STOPS
+/* AB_GRID_CACHE (bench build only, not yet measured on a GPU): a pure grid's last result, reused while the
+ * values it depends on are the same. gridmeta.purity proves from the bytecode what a grid's result can
+ * depend on: the items it reads, its closure cells and the global chains it loads (a name, then attributes
+ * of modules); each launch checks that every chain resolves to a pure callable (gridmeta.pure_callables)
+ * or to an int, bool or None, and that every value read and every cell is an int, bool or None. The key is
+ * those values (type and value); a grid that is not proven pure, or a value outside those types, is called. */
+#define GRID_KEYS (GRID_READS + 16) /* values read + cells + int-valued chains (gridmeta.MAX_CELLS, MAX_CHAINS) */
+typedef struct {
+  int pure;        /* -1: not analysed yet, 0: not pure, 1: pure (chains, ncells) */
+  PyObject *chains; /* tuple of tuples of str */
+  int ncells;
+  PyObject *memo[GRID_KEYS]; /* the last key (strong), memo_n items; -1: none */
+  int memo_n;
+  int32_t memo_g[3];
+} GridMemo;
+static PyObject *grid_purity_fn, *grid_pure_callables; /* gridmeta.purity, gridmeta.pure_callables() */
+#endif
 typedef struct {
   PyObject *code; /* strong (so its address is not reused); NULL: a free slot */
   int n;          /* names read, -1: the whole dict */
   int16_t idx[GRID_READS]; /* their parameter positions (a name the kernel lacks is left out: KeyError) */
+#ifdef JITLAB_BENCH_STOPS
+  GridMemo memo;
+#endif
 } GridReads;
 static PyObject *grid_reads_fn; /* gridmeta.reads(code) -> tuple of names, or None */
 
@@ -232,13 +253,24 @@ static int fill_meta(Dispatcher *d, PyObject *meta, PyObject *const *vals) {
   return 0;
 }
 
-/* The parameter positions a grid function reads (into idx), or -1 for the whole dict (see GridReads). */
-static int grid_reads_of(Dispatcher *d, PyObject *grid, int16_t idx[GRID_READS]) {
+#ifdef JITLAB_BENCH_STOPS
+static void forget_memo(GridMemo *m) {
+  for (int i = 0; i < m->memo_n; i++) Py_CLEAR(m->memo[i]);
+  Py_CLEAR(m->chains);
+  m->memo_n = -1, m->pure = -1, m->ncells = 0;
+}
+#endif
+
+/* The parameter positions a grid function reads (into idx), or -1 for the whole dict (see GridReads);
+ * *at: its slot (NULL when none). */
+static int grid_reads_of(Dispatcher *d, PyObject *grid, int16_t idx[GRID_READS], GridReads **at) {
+  *at = NULL;
   if (!grid_reads_fn || !PyFunction_Check(grid)) return -1;
   PyObject *code = PyFunction_GET_CODE(grid);
   for (int i = 0; i < GRID_CODES; i++)
     if (d->grid_reads[i].code == code) {
       memcpy(idx, d->grid_reads[i].idx, sizeof d->grid_reads[i].idx);
+      *at = &d->grid_reads[i];
       return d->grid_reads[i].n;
     }
   Py_INCREF(code); /* the analysis runs Python code: the function's code may be replaced meanwhile */
@@ -260,9 +292,96 @@ static int grid_reads_of(Dispatcher *d, PyObject *grid, int16_t idx[GRID_READS])
   slot->code = code; /* the reference taken above */
   slot->n = n;
   if (n > 0) memcpy(slot->idx, idx, sizeof slot->idx);
+#ifdef JITLAB_BENCH_STOPS
+  forget_memo(&slot->memo);
+#endif
+  *at = slot;
   Py_XDECREF(old);
   return n;
 }
+
+#ifdef JITLAB_BENCH_STOPS
+static int memo_value(PyObject *v) { return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v); }
+
+/* The key of a pure grid's call into key[] (new references): 1, or 0 when this call cannot be memoised
+ * (not proven pure, a value of another type, a chain that resolves to something else; no error set). */
+static int grid_key(GridReads *slot, PyObject *grid, PyObject *const *vals, int nread, const int16_t *idx,
+                    PyObject **key, int *nkey) {
+  GridMemo *m = &slot->memo;
+  *nkey = 0;
+  if (m->pure < 0) { /* analyse once per slot (Python code: may run anything, so the slot is re-read) */
+    PyObject *code = Py_NewRef(slot->code);
+    PyObject *r = grid_purity_fn ? PyObject_CallOneArg(grid_purity_fn, code) : NULL;
+    int ok = r && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 && PyTuple_Check(PyTuple_GET_ITEM(r, 0)) &&
+             PyLong_Check(PyTuple_GET_ITEM(r, 1)) && slot->code == code && m->pure < 0;
+    if (ok) {
+      m->chains = Py_NewRef(PyTuple_GET_ITEM(r, 0));
+      m->ncells = (int)PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+      ok = m->ncells >= 0 && nread + m->ncells + PyTuple_GET_SIZE(m->chains) <= GRID_KEYS;
+    }
+    if (PyErr_Occurred()) PyErr_Clear(), ok = 0;
+    if (slot->code == code) m->pure = ok;
+    Py_XDECREF(r);
+    Py_DECREF(code);
+    if (!ok) return 0;
+  }
+  if (m->pure != 1) return 0;
+  for (int i = 0; i < nread; i++) {
+    if (!memo_value(vals[idx[i]])) goto no;
+    key[(*nkey)++] = Py_NewRef(vals[idx[i]]);
+  }
+  {
+    PyObject *cl = PyFunction_GET_CLOSURE(grid);
+    Py_ssize_t ncl = cl ? PyTuple_GET_SIZE(cl) : 0;
+    if (ncl != m->ncells) goto no;
+    for (Py_ssize_t k = 0; k < ncl; k++) {
+      PyObject *v = PyCell_GET(PyTuple_GET_ITEM(cl, k));
+      if (!v || !memo_value(v)) goto no;
+      key[(*nkey)++] = Py_NewRef(v);
+    }
+  }
+  {
+    PyObject *globals = PyFunction_GET_GLOBALS(grid), *builtins = ((PyFunctionObject *)grid)->func_builtins;
+    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(m->chains); c++) {
+      PyObject *chain = PyTuple_GET_ITEM(m->chains, c);
+      PyObject *o = PyDict_GetItemWithError(globals, PyTuple_GET_ITEM(chain, 0));
+      if (!o && !PyErr_Occurred() && builtins && PyDict_Check(builtins))
+        o = PyDict_GetItemWithError(builtins, PyTuple_GET_ITEM(chain, 0));
+      if (!o) goto no;
+      Py_INCREF(o);
+      for (Py_ssize_t a = 1; a < PyTuple_GET_SIZE(chain); a++) { /* attributes of modules only */
+        PyObject *next = PyModule_CheckExact(o) ? PyObject_GetAttr(o, PyTuple_GET_ITEM(chain, a)) : NULL;
+        Py_DECREF(o);
+        if (!(o = next)) goto no;
+      }
+      if (memo_value(o)) { key[(*nkey)++] = o; continue; } /* an int global: part of the key */
+      int pure = 0; /* by identity: hashing may run Python code (Triton's JITCallable hashes its cache_key) */
+      for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(grid_pure_callables) && !pure; k++)
+        pure = PyTuple_GET_ITEM(grid_pure_callables, k) == o;
+      Py_DECREF(o);
+      if (!pure) goto no;
+    }
+  }
+  return 1;
+no:
+  if (PyErr_Occurred()) PyErr_Clear();
+  for (int i = 0; i < *nkey; i++) Py_DECREF(key[i]);
+  *nkey = 0;
+  return 0;
+}
+
+/* 1 when key[] is the memo's key (same types, equal values). */
+static int memo_matches(const GridMemo *m, PyObject *const *key, int nkey) {
+  if (m->memo_n != nkey) return 0;
+  for (int i = 0; i < nkey; i++) {
+    if (m->memo[i] == key[i]) continue;
+    if (Py_TYPE(m->memo[i]) != Py_TYPE(key[i])) return 0;
+    int eq = PyObject_RichCompareBool(m->memo[i], key[i], Py_EQ); /* ints: no Python code */
+    if (eq != 1) { if (eq < 0) PyErr_Clear(); return 0; }
+  }
+  return 1;
+}
+#endif
 
 /* A grid tuple/list of 1-3 ints -> g[3] (1 where absent), as the hit path reads it; 0 if not one. */
 static int grid_dims(PyObject *grid, int32_t g[3]) {
@@ -317,7 +436,8 @@ static int call_grid(Dispatcher *d, PyObject *grid, PyObject *const *vals, int32
   if (!PyCallable_Check(grid)) return 0;
   /* the dict: Triton's whole dict, or the items of it the grid reads (GridReads) */
   int16_t idx[GRID_READS];
-  int nread = grid_reads_of(d, grid, idx);
+  GridReads *slot;
+  int nread = grid_reads_of(d, grid, idx, &slot);
 #ifdef JITLAB_BENCH_STOPS
   if (d->bench.ab & AB_GRID_WHOLE_DICT) nread = -1;
 #endif
@@ -325,9 +445,28 @@ static int call_grid(Dispatcher *d, PyObject *grid, PyObject *const *vals, int32
     PyThreadState *ts = PyThreadState_Get();
     if (ts->c_tracefunc || ts->c_profilefunc) nread = -1;
   }
+#ifdef JITLAB_BENCH_STOPS
+  PyObject *key[GRID_KEYS];
+  int nkey = 0, memoise = (d->bench.ab & AB_GRID_CACHE) && nread >= 0 && slot &&
+                          grid_key(slot, grid, vals, nread, idx, key, &nkey);
+  if (memoise && (slot->code != PyFunction_GET_CODE(grid))) { /* the analysis ran Python code: re-check */
+    for (int i = 0; i < nkey; i++) Py_DECREF(key[i]);
+    memoise = 0, nkey = 0;
+  }
+  if (memoise && memo_matches(&slot->memo, key, nkey)) {
+    memcpy(g, slot->memo.memo_g, sizeof slot->memo.memo_g);
+    for (int i = 0; i < nkey; i++) Py_DECREF(key[i]);
+    return 1;
+  }
+#endif
   PyObject *meta = PyDict_New(), *r = NULL;
   int rc = -1;
-  if (!meta) return -1;
+  if (!meta) {
+#ifdef JITLAB_BENCH_STOPS
+    for (int i = 0; i < nkey; i++) Py_DECREF(key[i]);
+#endif
+    return -1;
+  }
   if (nread < 0) {
     if (fill_meta(d, meta, vals) < 0) goto done;
   } else {
@@ -346,6 +485,16 @@ static int call_grid(Dispatcher *d, PyObject *grid, PyObject *const *vals, int32
 done:
   Py_DECREF(meta);
   Py_XDECREF(r);
+#ifdef JITLAB_BENCH_STOPS
+  if (memoise && rc == 1 && slot->code == PyFunction_GET_CODE(grid)) { /* the key's references move in */
+    for (int i = 0; i < slot->memo.memo_n; i++) Py_CLEAR(slot->memo.memo[i]);
+    memcpy(slot->memo.memo, key, nkey * sizeof key[0]);
+    slot->memo.memo_n = nkey;
+    memcpy(slot->memo.memo_g, g, sizeof slot->memo.memo_g);
+  } else {
+    for (int i = 0; i < nkey; i++) Py_DECREF(key[i]);
+  }
+#endif
   return rc;
 }
 
@@ -668,6 +817,10 @@ static int dispatcher_traverse(PyObject *o, visitproc visit, void *arg) {
   Py_VISIT(d->rv.rec); Py_VISIT(d->rv.heads); Py_VISIT(d->rv.sampling.obj); Py_VISIT(d->rv.nums.obj);
   for (int i = 0; i < GRID_CODES; i++) Py_VISIT(d->grid_reads[i].code);
 #ifdef JITLAB_BENCH_STOPS
+  for (int i = 0; i < GRID_CODES; i++) {
+    Py_VISIT(d->grid_reads[i].memo.chains);
+    for (int k = 0; k < d->grid_reads[i].memo.memo_n; k++) Py_VISIT(d->grid_reads[i].memo.memo[k]);
+  }
   Py_VISIT(d->bench.stream);
 #endif
   return 0;
@@ -682,6 +835,7 @@ static int dispatcher_clear(PyObject *o) {
   forget_recorder(&d->rv);
   for (int i = 0; i < GRID_CODES; i++) Py_CLEAR(d->grid_reads[i].code);
 #ifdef JITLAB_BENCH_STOPS
+  for (int i = 0; i < GRID_CODES; i++) forget_memo(&d->grid_reads[i].memo);
   Py_CLEAR(d->bench.stream);
 #endif
   for (Py_ssize_t j = 0; j < d->n; j++) { Py_CLEAR(d->names[j]); Py_CLEAR(d->defaults[j]); }
@@ -789,6 +943,16 @@ static PyObject *set_grid_reads(PyObject *mod, PyObject *fn) {
 }
 
 #ifdef JITLAB_BENCH_STOPS
+/* set_grid_purity(purity, pure_callables): gridmeta.purity and gridmeta.pure_callables(), a tuple (AB_GRID_CACHE). */
+static PyObject *set_grid_purity(PyObject *mod, PyObject *args) {
+  PyObject *fn, *callables;
+  if (!PyArg_ParseTuple(args, "OO!", &fn, &PyTuple_Type, &callables)) return NULL;
+  if (!PyCallable_Check(fn)) return PyErr_Format(PyExc_TypeError, "set_grid_purity needs a callable");
+  Py_XSETREF(grid_purity_fn, Py_NewRef(fn));
+  Py_XSETREF(grid_pure_callables, Py_NewRef(callables));
+  Py_RETURN_NONE;
+}
+
 /* set_stop(dispatcher, stage): make its hits stop after `stage` (0..STOP_LAST; see STOP_*), for
  * jitlab.bench.launch_parts: a stopped dispatcher launches nothing. */
 static PyObject *set_stop(PyObject *mod, PyObject *args) {
@@ -837,6 +1001,7 @@ static PyObject *launch_loop(PyObject *mod, PyObject *args) {
 #define BENCH_METHODS                                                                                         \
   {"set_stop", set_stop, METH_VARARGS, "set_stop(dispatcher, stage): the bench's stage stops (STOP_*)"},      \
   {"set_ab", set_ab, METH_VARARGS, "set_ab(dispatcher, bits): the bench's launch variants (AB_*)"},          \
+  {"set_grid_purity", set_grid_purity, METH_VARARGS, "set_grid_purity(purity, pure_callables) (AB_GRID_CACHE)"}, \
   {"launch_loop", launch_loop, METH_VARARGS, "launch_loop(launcher, n, gx, gy, gz, stream, vals, bits=0) -> ns"},
 #else
 #define BENCH_METHODS

@@ -119,3 +119,81 @@ def _reads_in(meta: str, ins: list) -> tuple[str, ...] | None:
         if name not in names:
             names.append(name)
     return tuple(names) if len(names) <= MAX_READS else None
+
+
+# -- pure grids: what the bench's grid memo (dispatch.cpp AB_GRID_CACHE) may reuse ---------------------------
+# A grid whose result is a function of the values it reads and nothing else can be evaluated once per
+# distinct value set. `purity(code)` proves that from the bytecode: besides reading items of its argument
+# (`reads`), the code only loads constants, its own temporaries, closure cells and global names (followed
+# by attribute loads on modules), does arithmetic, comparisons and tuple/list building, jumps forward,
+# and calls. Purity of the calls is checked per launch, not here: every global chain must resolve to a
+# pure callable (`pure_callables()`: triton.cdiv, min, max, ...) or to an int, bool or None (then part of
+# the key), every value read and every cell must be an int, bool or None (compared by type and value), so
+# whatever the code computes from them is determined by them. Any other instruction: None.
+_PURE_OPS = frozenset({
+    "RESUME", "LOAD_CONST", "LOAD_SMALL_INT", "RETURN_CONST", "RETURN_VALUE", "STORE_FAST", "POP_TOP", "COPY",
+    "SWAP", "PUSH_NULL", "PRECALL", "CALL", "BINARY_OP", "BINARY_SUBSCR", "COMPARE_OP", "IS_OP", "CONTAINS_OP",
+    "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "TO_BOOL", "BUILD_TUPLE", "BUILD_LIST", "LIST_TO_TUPLE",
+    "POP_JUMP_IF_FALSE", "POP_JUMP_IF_TRUE", "POP_JUMP_IF_NONE", "POP_JUMP_IF_NOT_NONE", "JUMP_FORWARD",
+    "POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE", "POP_JUMP_FORWARD_IF_NONE",
+    "POP_JUMP_FORWARD_IF_NOT_NONE", "COPY_FREE_VARS", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_ATTR", "LOAD_METHOD",
+    "NOT_TAKEN", "POP_ITER",
+}) | _LOADS | _LOADS2
+#: At most this many closure cells and global chains (dispatch.cpp's GRID_KEYS bounds the key).
+MAX_CELLS, MAX_CHAINS = 8, 8
+
+
+@functools.lru_cache(maxsize=1024)
+def purity(code: types.CodeType) -> tuple[tuple[tuple[str, ...], ...], int] | None:
+    """(global chains, closure cells) of a pure grid's code, or None: see above. A chain is a global name
+    and the attributes loaded from it, e.g. ("triton", "cdiv"); cells are the code's free variables in
+    order (the function's __closure__)."""
+    try:
+        return _purity(code)
+    except Exception:  # noqa: BLE001 - an analysis that fails proves nothing
+        return None
+
+
+def _purity(code: types.CodeType) -> tuple[tuple[tuple[str, ...], ...], int] | None:
+    if reads(code) is None or code.co_argcount != 1 or code.co_kwonlyargcount or code.co_flags & 0x0C:
+        return None  # (0x0C: *args, **kwargs)
+    if code.co_cellvars or len(code.co_freevars) > MAX_CELLS:
+        return None
+    meta = code.co_varnames[0]
+    ins = [x for x in dis.get_instructions(code) if x.opname not in _SKIP]
+    chains: list[tuple[str, ...]] = []
+    i = 0
+    while i < len(ins):
+        x = ins[i]
+        if x.opname not in _PURE_OPS:
+            return None
+        if x.opname == "STORE_FAST" and x.argval == meta:
+            return None
+        if x.opname in ("LOAD_ATTR", "LOAD_METHOD"):  # only `meta.get` (reads() proved its shape)
+            prev = ins[i - 1] if i else None
+            if not (x.argval == "get" and prev is not None and prev.opname in _LOADS and prev.argval == meta):
+                return None
+        if x.opname == "LOAD_GLOBAL":
+            chain = [x.argval]
+            while i + 1 < len(ins) and ins[i + 1].opname in ("LOAD_ATTR", "LOAD_METHOD") and not _target(ins[i + 1]):
+                i += 1
+                chain.append(ins[i].argval)
+            if tuple(chain) not in chains:
+                chains.append(tuple(chain))
+        i += 1
+    return (tuple(chains), len(code.co_freevars)) if len(chains) <= MAX_CHAINS else None
+
+
+def pure_callables() -> tuple:
+    """The callables a pure grid may call (their results are functions of their int arguments), a tuple: the
+    dispatcher compares by identity (hashing one may run Python code: Triton's JITCallable hashes its cache_key)."""
+    import builtins
+
+    out = {builtins.min, builtins.max, builtins.abs, builtins.int, builtins.bool, builtins.divmod, builtins.pow}
+    try:
+        import triton
+
+        out |= {f for f in (getattr(triton, "cdiv", None), getattr(triton, "next_power_of_2", None)) if f is not None}
+    except Exception:  # noqa: BLE001 - without Triton, builtins only
+        pass
+    return tuple(out)

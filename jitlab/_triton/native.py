@@ -279,6 +279,8 @@ def _build_dispatch(bench: bool = False) -> Any:
     from . import gridmeta
 
     mod.set_grid_reads(gridmeta.reads)  # what a callable grid reads (dispatch.cpp's GridReads)
+    if bench:  # the grid memo A/B (AB_GRID_CACHE): which grids are pure, and the callables they may call
+        mod.set_grid_purity(gridmeta.purity, gridmeta.pure_callables())
     return mod
 
 
@@ -358,6 +360,7 @@ AB_VARIANTS = {
     "params-once": (4, "parameter pointer array built once per entry, not per launch"),
     "stream-once": (8, "the stream read once, not per launch"),
     "grid-whole-dict": (16, "a callable grid gets Triton's whole dict, not the items it reads"),
+    "grid-cache": (32, "a pure callable grid's last result reused while what it reads is equal (gridmeta.purity)"),
 }
 
 

@@ -267,10 +267,11 @@ static int launch_values(Launcher *self, const int32_t g[3], uint64_t stream, Py
  * around the driver call; AB_LAUNCH_EX calls cuLaunchKernelEx with no attributes, as Triton's launcher does
  * for these kernels; AB_PARAMS_ONCE converts into one buffer per launcher whose pointer array is built once
  * (not thread-safe: bench only); the dispatcher's own bits: AB_STREAM_ONCE reuses the first stream read,
- * AB_GRID_WHOLE_DICT gives every callable grid Triton's whole dict (dispatch.cpp's GridReads off). With no
- * bit set this is launch_values. */
+ * AB_GRID_WHOLE_DICT gives every callable grid Triton's whole dict (dispatch.cpp's GridReads off),
+ * AB_GRID_CACHE reuses a pure grid's last result while the values it depends on are equal (GridMemo). With
+ * no bit set this is launch_values. */
 enum { AB_NO_GIL_RELEASE = 1, AB_LAUNCH_EX = 2, AB_PARAMS_ONCE = 4, AB_STREAM_ONCE = 8, AB_GRID_WHOLE_DICT = 16,
-       AB_ALL = 31 };
+       AB_GRID_CACHE = 32, AB_ALL = 63 };
 
 static int launch_values_ab(Launcher *self, const int32_t g[3], uint64_t stream, PyObject *const *vals, int ab) {
   if (!ensure_context(self->device)) return 0;

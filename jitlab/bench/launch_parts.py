@@ -81,11 +81,11 @@ def variants(case: Any, policy: Any) -> list[Variant]:
 
 def ab_variants(case: Any, policy: Any) -> list[Variant]:
     """The bench build's stock whole launch (`ab:launch`) and one whole launch per A/B variant
-    (`native.AB_VARIANTS`; grid-whole-dict only for a callable grid), each checked like any launch."""
+    (`native.AB_VARIANTS`; the grid variants only for a callable grid), each checked like any launch."""
     from .._triton import native
 
     g, a, kw = case.grid, case.args, case.kwargs
-    names = [STOCK] + [n for n in native.AB_VARIANTS if n != "grid-whole-dict" or callable(g)]
+    names = [STOCK] + [n for n in native.AB_VARIANTS if not n.startswith("grid-") or callable(g)]
     out = []
     for ab in names:
         mod, jk, why = _bench_wrapper(case, policy)

@@ -13,8 +13,10 @@ import sys
 
 import pytest
 import torch
+import triton
 
 from jitlab import jitcache
+from jitlab._triton import gridmeta
 from jitlab._triton.gridmeta import reads
 
 from .kernels_for_tests import many_kinds
@@ -181,3 +183,44 @@ def test_superinstructions_of_newer_pythons():
     assert _reads_in("meta", member) is None  # `k in meta`, with a constant lying lower on the stack
     jumped = [_ins("LOAD_FAST", "meta"), _ins("LOAD_CONST", "B", target=True), _ins("BINARY_SUBSCR")]
     assert _reads_in("meta", jumped) is None
+
+
+_K = 7  # a module-level int a grid may read (part of the memo's key)
+
+
+def _closure(k):
+    return lambda meta: (triton.cdiv(k, meta["BLOCK"]), 1)
+
+
+def _loop(meta):
+    n = 0
+    for _ in range(meta["n"]):
+        n += 1
+    return (n,)
+
+
+@pytest.mark.parametrize("grid, want", [
+    (lambda meta: (triton.cdiv(meta["n"], meta["BLOCK"]),), ((("triton", "cdiv"),), 0)),
+    (_closure(3), ((("triton", "cdiv"),), 1)),
+    (lambda meta: (meta.get("BLOCK", 4) * 2, 1 if "X" in meta else 2), ((), 0)),
+    (lambda meta: (max(1, meta["n"] // 64) if meta["n"] > 3 else _K,), ((("max",), ("_K",)), 0)),
+    (lambda meta: (meta["x"].shape[0],), None),                   # an attribute of a value read
+    (lambda meta: (_SEEN.append(1) or 1,), None),                  # a method of a global object
+    (lambda meta: (sum(i for i in range(meta["n"])),), None),     # a nested code object (generator)
+    (lambda meta, extra=1: (extra,), None),                        # a second parameter (a default)
+    (lambda *meta: (1,), None),                                    # *args
+    (_loop, None),                                                 # a backward jump
+])
+def test_purity_proves_what_a_grid_result_can_depend_on(grid, want):
+    """The grid memo's analysis (bench A/B grid-cache): the global chains and closure cells a pure grid's
+    result depends on, or None for code that may do anything else."""
+    assert gridmeta.purity(grid.__code__) == want
+
+
+_SEEN: list = []
+
+
+def test_pure_callables_are_compared_by_identity():
+    """Triton's cdiv hashes by its cache_key (Python code): the dispatcher gets a tuple and compares identities."""
+    allowed = gridmeta.pure_callables()
+    assert type(allowed) is tuple and triton.cdiv in allowed and min in allowed and print not in allowed

@@ -678,6 +678,39 @@ d((3, 2), DEV, 17); d((3, 2), DEV, 18)                        # params-once: the
 assert record() == struct.pack("<Qii", DEV, 18, 1) + b"\0" * 16
 d(lambda meta: (spy(), meta["BLOCK"]), DEV, 17)               # grid-whole-dict: Triton's dict
 assert state()[6:9] == [4, 64, 1], state()[6:9]
+from jitlab._triton import gridmeta                           # grid-cache: a pure grid's result reused while
+native.ab_launches(m, d, ["grid-cache"])                      # what it depends on is equal
+ticks = []
+def tick(x):                                                  # a counting stand-in, declared pure to see reuse
+    ticks.append(x)
+    return x
+m.set_grid_purity(gridmeta.purity, (tick,))
+g_n = lambda meta: (tick(meta["n"] // 8), 2)
+d(g_n, DEV, 17); d(g_n, DEV, 17)
+assert ticks == [2] and state()[6:9] == [2, 2, 1], (ticks, state()[6:9])
+d(g_n, DEV, 18)                                               # another value read (same entry): called again
+d(g_n, DEV, 33)
+assert ticks == [2, 2, 4] and state()[6:9] == [4, 2, 1], (ticks, state()[6:9])
+def make(k):
+    return lambda meta: (tick(k), 1)
+d(make(3), DEV, 17); d(make(3), DEV, 17); d(make(5), DEV, 17)  # closure cells are part of the key
+assert ticks[3:] == [3, 5] and state()[6:9] == [5, 1, 1], (ticks, state()[6:9])
+SCALE = 6
+g_s = lambda meta: (tick(SCALE), 1)
+d(g_s, DEV, 17); d(g_s, DEV, 17); SCALE = 7; d(g_s, DEV, 17)  # an int global too
+assert ticks[5:] == [6, 7] and state()[6:9] == [7, 1, 1], (ticks, state()[6:9])
+calls = []
+g_list = lambda meta: (calls.append(1) or 3, 1)               # a method of a list: not pure, called each time
+d(g_list, DEV, 17); d(g_list, DEV, 17)
+assert calls == [1, 1] and state()[6:9] == [3, 1, 1]
+counted, tick = tick, (lambda x: calls.append(x) or x)        # `tick` rebound to a callable not declared pure
+d(g_n, DEV, 17); d(g_n, DEV, 17)
+assert calls[2:] == [2, 2] and ticks[7:] == [], (calls, ticks)
+tick = counted
+native.ab_launches(m, d, [])                                  # off: the grid is called on every launch
+d(g_n, DEV, 17); d(g_n, DEV, 17)
+assert ticks[7:] == [2, 2], ticks
+assert len(slow_calls) == 11, slow_calls
 native.ab_launches(m, d, ["stream-once"])
 get_stream_calls = []
 d2, why = native.make_dispatcher(
