@@ -124,6 +124,19 @@ def _expand(recs: list) -> list[tuple]:
     return out
 
 
+def _keep_first(items: list, n: int) -> None:
+    """Cut buffered items (tuples, HitRows) to their first `n` records, in place."""
+    total = sum(len(r) if isinstance(r, HitRows) else 1 for r in items)
+    while total > n:
+        last = items[-1]
+        size = len(last) if isinstance(last, HitRows) else 1
+        if size > total - n:
+            items[-1] = last.first(size - (total - n))
+            return
+        items.pop()
+        total -= size
+
+
 class Chunk:
     """A full buffer handed to `on_full`: its records, as FIELDS tuples when iterated. Taking it costs the
     launching thread no tuple building; the exporter thread that iterates it builds them."""
@@ -255,15 +268,19 @@ class Recorder:
         # writes rows itself only where the taker is C too (else it calls record_hit).
         # (summary keeps no hits: one row, never written)
         self.hits = new_hit_block(min(self.capacity, HIT_BLOCK_ROWS) if level in ("sampled", "full") else 1)
+        self._block_nums = self.hits[1]
         if level == "off":
             self.c_hits = False
             self._take_hits = _take_hits_py
         else:
             _, self._take_hits, what = _hit_functions()
             self.c_hits = what == "c"
-        self._buffer: list = []  # full tuples (record), compact tuples (record_hit) and HitRows, in order
-        self._listed = 0  # records in _buffer (a HitRows counts its rows)
-        self._hits_listed = 0  # of them, hits (compact tuples and rows)
+        # Full tuples (record), compact tuples (record_hit) and HitRows, in launch order. The list object is
+        # never replaced: record() appends a full tuple without the lock when the hit block is empty (a
+        # pass-through launch under `observe` costs what it did), so takers copy out and delete in place.
+        self._buffer: list = []
+        self._extra_rows = 0  # sum of len(rows) - 1 over the HitRows in _buffer (changed under the lock)
+        self._hits_listed = 0  # hits in _buffer: compact tuples and rows (changed under the lock)
         self.dropped = 0  # records refused because the buffer was full and there is no on_full
         self.flushes = 0  # times on_full was called
         self.flush_ns = 0  # time spent inside on_full (it runs on the hot path: report it)
@@ -326,12 +343,17 @@ class Recorder:
     @property
     def in_block(self) -> int:
         """Hits written into the hit block and not taken out yet."""
-        return self.hits[1][_FILL]
+        return self._block_nums[_FILL]
 
     @property
     def buffered(self) -> int:
         """Records held now (the buffer and the hit block): `peek(buffered)` starts after them."""
         return self._listed + self.in_block
+
+    @property
+    def _listed(self) -> int:
+        """Records in the buffer (a HitRows counts its rows)."""
+        return len(self._buffer) + self._extra_rows
 
     @property
     def seen(self) -> int:
@@ -348,8 +370,11 @@ class Recorder:
         compile_ns=0, reason=-1)`, or any field by name (`record_layout.full` builds the tuple)."""
         r = _full_record(*fields, thread=_get_ident(), **by_name)
         if self.every_hit and r[_REASON] != "passthrough" and r[_OUTCOME] != EVICT:  # see `seen` (an eviction is no launch)
-            with self._lock:
-                self._sampling[0] += 1
+            self._sampling[0] += 1
+        buf = self._buffer
+        if not self._block_nums[_FILL] and len(buf) + self._extra_rows < self.capacity:  # nothing to take first
+            buf.append(r)  # no lock: one C call under the GIL (a racing thread may land one past capacity)
+            return
         self._add(r, False)
 
     def record_hit(self, head: tuple, t_enter: int, t_args: int, t_exit: int) -> None:
@@ -378,7 +403,6 @@ class Recorder:
 
     def _append(self, r: tuple, hit: bool) -> None:
         self._buffer.append(r)
-        self._listed += 1
         self._hits_listed += hit
 
     def _take_block(self) -> None:
@@ -399,20 +423,28 @@ class Recorder:
                 return
             rows, n = rows.first(keep), keep
         self._buffer.append(rows)
-        self._listed += n
+        self._extra_rows += n - 1
         self._hits_listed += n
 
     def _take(self) -> tuple[list, int]:
         """Take every buffered record (caller holds the lock), as they are buffered, and their number.
 
-        The hit block is taken in one step no writer can enter (take_hits); the buffer is replaced, as only
-        holders of the lock touch it. No tuple is built here: this runs on a launching thread when the
-        buffer is full (the records become tuples where they are read: `Chunk`, `drain_raw`)."""
+        The hit block is taken in one step no writer can enter (take_hits); only
+        holders of the lock add HitRows and compact hits to it. No tuple is built here: this runs on a
+        launching thread when the buffer is full (the records become tuples where they are read: `Chunk`,
+        `drain_raw`). A full tuple appended without the lock meanwhile lands after the copy and stays."""
         self._take_block()
-        out, n, self._buffer = self._buffer, self._listed, []
+        buf = self._buffer
+        out = buf[:]
+        del buf[:len(out)]
+        n = len(out) + self._extra_rows  # every HitRows and compact hit is in `out` (added under the lock)
+        if self.on_full is None and n > self.capacity:  # record()s that raced past capacity: the newest go
+            self.dropped += n - self.capacity
+            n = self.capacity
+            _keep_first(out, n)
         self.taken += n
         self._hits_out += self._hits_listed
-        self._listed = self._hits_listed = 0
+        self._extra_rows = self._hits_listed = 0
         return out, n
 
     def _hand_off(self, out: "Chunk") -> None:

@@ -338,3 +338,20 @@ def test_a_traced_hit_allocates_no_tracked_object(append_hit):
     if append_hit is not R._append_hit_py:
         assert grown < 10, f"{grown} tracked objects allocated by 1,000 traced hits"
     assert len(rec.drain_raw()) == 1010
+
+
+def test_drop_mode_keeps_exactly_capacity_when_record_races_past_it():
+    """record() appends without the lock when the block is empty, so threads at the boundary can land
+    records past `capacity`; without on_full the taker drops the newest down to `capacity`, counted."""
+    rec = R.Recorder("full", capacity=3)
+    head = L.head("k", "s", "p", R.HIT, 0)
+    rec.record_hit(head, 1, 2, 3)  # a compact hit, then rows taken from the block (as a full block does)
+    rec._buffer.append(R.HitRows([head, head], bytes(8 * len(L.HIT_NUMBERS) * 2)))
+    rec._extra_rows, rec._hits_listed = 1, 3
+    rec._buffer.append(L.full("k", "s", "p", R.MISS, 0, 1, 2, 3, thread=1))  # two records raced in past capacity
+    out = rec.drain_raw()
+    assert len(out) == 3 and rec.dropped == 1 and rec.recorded + rec.dropped == 4, (len(out), rec.dropped)
+    assert [r[L.INDEX["outcome"]] for r in out] == [R.HIT] * 3 and rec.seen == 3
+    rec = R.Recorder("full", capacity=2)
+    rec._buffer.extend([L.full("k", "s", "p", R.MISS, i, 1, 2, 3, thread=1) for i in range(4)])
+    assert [r[L.INDEX["key"]] for r in rec.drain_raw()] == [0, 1] and rec.dropped == 2
