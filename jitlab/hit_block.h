@@ -18,6 +18,24 @@
 #error "built without the record layout: pass jitlab.record_layout.c_defines()"
 #endif
 
+/* Open the recorder's block `hits` = (heads: list, nums: array('q'), lock): 1 with *heads (borrowed) and
+ * *view held (release it), or 0 with a TypeError set (or the buffer error). */
+static inline int jl_hit_open(PyObject *hits, PyObject **heads, Py_buffer *view) {
+  if (!PyTuple_Check(hits) || PyTuple_GET_SIZE(hits) < 2 || !PyList_CheckExact(PyTuple_GET_ITEM(hits, 0))) {
+    PyErr_SetString(PyExc_TypeError, "hits must be the recorder's (heads: list, nums: array('q'), lock)");
+    return 0;
+  }
+  *heads = PyTuple_GET_ITEM(hits, 0);
+  if (PyObject_GetBuffer(PyTuple_GET_ITEM(hits, 1), view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return 0;
+  Py_ssize_t need = (JL_HIT_HEADER_LEN + PyList_GET_SIZE(*heads) * JL_HIT_STRIDE) * (Py_ssize_t)sizeof(int64_t);
+  if (view->itemsize != sizeof(int64_t) || view->len != need) {
+    PyBuffer_Release(view);
+    PyErr_SetString(PyExc_TypeError, "hits: nums must be an int64 array sized for the heads list");
+    return 0;
+  }
+  return 1;
+}
+
 /* Store one hit as row nums[fill]; 1, or 0 when the block is full (nothing written). `heads` must be an
  * exact list of `rows` slots and `nums` hold JL_HIT_HEADER_LEN + rows * JL_HIT_STRIDE int64s. */
 static inline int jl_hit_write(PyObject *heads, int64_t *nums, Py_ssize_t rows, PyObject *head, long long t_enter,

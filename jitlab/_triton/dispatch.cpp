@@ -526,14 +526,7 @@ static int view_recorder(RecorderView *rv, PyObject *rec) {
   int ok = hits && c_hits && every && sampling && PyObject_GetBuffer(sampling, &view, PyBUF_WRITABLE) == 0;
   if (ok && view.len != 3 * (Py_ssize_t)sizeof(int64_t)) ok = 0;
   int native = ok ? PyObject_IsTrue(c_hits) : -1;
-  if (native > 0) { /* the block, checked as hit_record.c's open_block does */
-    ok = PyTuple_Check(hits) && PyTuple_GET_SIZE(hits) >= 2 && PyList_CheckExact(PyTuple_GET_ITEM(hits, 0)) &&
-         PyObject_GetBuffer(PyTuple_GET_ITEM(hits, 1), &nums, PyBUF_WRITABLE | PyBUF_FORMAT) == 0;
-    if (ok) heads = PyTuple_GET_ITEM(hits, 0);
-    if (ok && (nums.itemsize != sizeof(int64_t) ||
-               nums.len != (JL_HIT_HEADER_LEN + PyList_GET_SIZE(heads) * JL_HIT_STRIDE) * (Py_ssize_t)sizeof(int64_t)))
-      ok = 0;
-  }
+  if (native > 0 && !jl_hit_open(hits, &heads, &nums)) ok = 0, heads = NULL, nums.obj = NULL;
   int every_hit = ok ? PyObject_IsTrue(every) : -1;
   if (!ok || native < 0 || every_hit < 0 || PyErr_Occurred()) {
     if (view.obj) PyBuffer_Release(&view);

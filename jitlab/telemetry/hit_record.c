@@ -26,23 +26,6 @@ static long long monotonic_ns(void) {
 
 static PyObject *now_ns(PyObject *self, PyObject *unused) { return PyLong_FromLongLong(monotonic_ns()); }
 
-/* The block's two parts, checked: 1 with `view` held (release it), or 0 with an error set. */
-static int open_block(PyObject *hits, PyObject **heads, Py_buffer *view) {
-  if (!PyTuple_Check(hits) || PyTuple_GET_SIZE(hits) < 2 || !PyList_CheckExact(PyTuple_GET_ITEM(hits, 0))) {
-    PyErr_SetString(PyExc_TypeError, "hits must be the recorder's (heads: list, nums: array('q'), lock)");
-    return 0;
-  }
-  *heads = PyTuple_GET_ITEM(hits, 0);
-  if (PyObject_GetBuffer(PyTuple_GET_ITEM(hits, 1), view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return 0;
-  Py_ssize_t need = (JL_HIT_HEADER_LEN + PyList_GET_SIZE(*heads) * JL_HIT_STRIDE) * (Py_ssize_t)sizeof(int64_t);
-  if (view->itemsize != sizeof(int64_t) || view->len != need) {
-    PyBuffer_Release(view);
-    PyErr_SetString(PyExc_TypeError, "hits: nums must be an int64 array sized for the heads list");
-    return 0;
-  }
-  return 1;
-}
-
 static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
   if (nargs != 4) {
     PyErr_SetString(PyExc_TypeError, "append_hit(hits, head, t_enter, t_args)");
@@ -52,7 +35,7 @@ static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t na
   if (PyErr_Occurred()) return NULL;
   PyObject *heads;
   Py_buffer view;
-  if (!open_block(args[0], &heads, &view)) return NULL;
+  if (!jl_hit_open(args[0], &heads, &view)) return NULL;
   long long t_exit = monotonic_ns();
   int written = jl_hit_write(heads, (int64_t *)view.buf, PyList_GET_SIZE(heads), args[1], t_enter, t_args, t_exit,
                              PyThread_get_thread_ident());
@@ -63,7 +46,7 @@ static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *take_hits(PyObject *self, PyObject *hits) {
   PyObject *heads;
   Py_buffer view;
-  if (!open_block(hits, &heads, &view)) return NULL;
+  if (!jl_hit_open(hits, &heads, &view)) return NULL;
   int64_t *nums = (int64_t *)view.buf;
   PyObject *result = NULL;
   for (;;) {
