@@ -17,10 +17,15 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_library_is_built_once_and_loads(cache):
-    cc = _cbuild.compiler()
-    if cc is None:
+@pytest.fixture
+def cc():
+    found = _cbuild.compiler()
+    if found is None:
         pytest.skip("no C compiler")
+    return found
+
+
+def test_a_library_is_built_once_and_loads(cache, cc):
     src = cache / "add.c"
     src.write_text("int jitlab_add(int a, int b) { return a + b; }\n")
     out = _cbuild.shared_library(src, "floor", [cc, "-O2", "-shared", "-fPIC"], tag="-t")
@@ -32,10 +37,7 @@ def test_a_library_is_built_once_and_loads(cache):
     assert _cbuild.shared_library(src, "floor", [cc, "-O1", "-shared", "-fPIC"], tag="-t") != out  # command keyed
 
 
-def test_a_failed_build_is_one_runtime_error_and_leaves_nothing(cache):
-    cc = _cbuild.compiler()
-    if cc is None:
-        pytest.skip("no C compiler")
+def test_a_failed_build_is_one_runtime_error_and_leaves_nothing(cache, cc):
     src = cache / "bad.c"
     src.write_text("this is not C\n")
     with pytest.raises(RuntimeError, match="failed"):
