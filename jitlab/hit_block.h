@@ -13,10 +13,19 @@
 #define JITLAB_HIT_BLOCK_H
 #include <Python.h>
 #include <stdint.h>
+#include <time.h>
 
 #if !defined(JL_HIT_STRIDE) || !defined(JL_HIT_HEADER_LEN) || !defined(JL_HIT_BLOCK_FILL)
 #error "built without the record layout: pass jitlab.record_layout.c_defines()"
 #endif
+
+/* The clock of every recorded time: CLOCK_MONOTONIC in ns, what time.perf_counter_ns() reads on Linux
+ * (telemetry/recorder.py checks that at load). */
+static inline long long jl_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* Open the recorder's block `hits` = (heads: list, nums: array('q'), lock): 1 with *heads (borrowed) and
  * *view held (release it), or 0 with a TypeError set (or the buffer error). */

@@ -503,13 +503,6 @@ static void forget_last(LastHit *h) {
   Py_CLEAR(h->device); Py_CLEAR(h->hits); Py_CLEAR(h->head);
 }
 
-/* time.perf_counter_ns() on Linux: CLOCK_MONOTONIC, which is what the recorder's timestamps use. */
-static long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void forget_recorder(RecorderView *rv) {
   Py_CLEAR(rv->rec); Py_CLEAR(rv->heads);
   if (rv->sampling.obj) PyBuffer_Release(&rv->sampling);
@@ -558,7 +551,7 @@ static int sample_hit(RecorderView *rv) {
  * (hit_block.h), or hand the hit to rec.record_hit when the block is full or not written from C
  * (telemetry.recorder). 1, or -1 on error. */
 static int record_hit(RecorderView *rv, PyObject *head, long long t_enter, long long t_args) {
-  long long t_exit = now_ns();
+  long long t_exit = jl_now_ns();
   if (rv->heads && jl_hit_write(rv->heads, (int64_t *)rv->nums.buf, PyList_GET_SIZE(rv->heads), head, t_enter, t_args,
                                 t_exit, PyThread_get_thread_ident()))
     return 1;
@@ -680,7 +673,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
   int traced = rec != Py_None;
   if (traced && view_recorder(&d->rv, rec) < 0) return Py_DECREF(rec), -1;
   /* stamped like the Python path's t_enter, unless the recorder keeps no hits (summary) */
-  long long t_enter = traced && ((int64_t *)d->rv.sampling.buf)[2] ? now_ns() : 0;
+  long long t_enter = traced && ((int64_t *)d->rv.sampling.buf)[2] ? jl_now_ns() : 0;
   PyObject *vals[MAX_PARAMS], *opt[2 * MAX_OPTIONS], *tail[2 + MAX_STATE] = {NULL};
   PyObject *scope = NULL, *ugv = NULL, *stream_obj = NULL, *count = NULL;
   LastHit h = {NULL};
@@ -743,7 +736,7 @@ static int hit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs, PyObject 
       t_enter = 0;
     }
     /* From here on it is a hit: count it, then launch (as the Python path does). */
-    long long t_args = t_enter ? now_ns() : 0;
+    long long t_args = t_enter ? jl_now_ns() : 0;
     if (!(count = PyIter_Next(h.hits)) || PyObject_SetAttr(h.entry, s_used, count) < 0) goto done;
 #ifdef JITLAB_BENCH_STOPS
     if ((d->bench.ab & AB_STREAM_ONCE) && d->bench.stream) stream_obj = Py_NewRef(d->bench.stream);
@@ -986,10 +979,10 @@ static PyObject *launch_loop(PyObject *mod, PyObject *args) {
                         PyTuple_GET_SIZE(vals), ((Launcher *)l)->nargs, n, bits);
   if (!load_driver()) return PyErr_Format(PyExc_RuntimeError, "%s", driver_err);
   PyObject *const *items = ((PyTupleObject *)vals)->ob_item;
-  long long t0 = now_ns();
+  long long t0 = jl_now_ns();
   for (long long i = 0; i < n; i++)
     if (!launch_values_ab((Launcher *)l, g, (uint64_t)stream, items, bits)) return NULL;
-  return PyLong_FromLongLong(now_ns() - t0);
+  return PyLong_FromLongLong(jl_now_ns() - t0);
 }
 #define BENCH_METHODS                                                                                         \
   {"set_stop", set_stop, METH_VARARGS, "set_stop(dispatcher, stage): the bench's stage stops (STOP_*)"},      \

@@ -14,17 +14,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <time.h>
-
 #include "hit_block.h"
 
-static long long monotonic_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static PyObject *now_ns(PyObject *self, PyObject *unused) { return PyLong_FromLongLong(monotonic_ns()); }
+static PyObject *now_ns(PyObject *self, PyObject *unused) { return PyLong_FromLongLong(jl_now_ns()); }
 
 static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
   if (nargs != 4) {
@@ -36,7 +28,7 @@ static PyObject *append_hit(PyObject *self, PyObject *const *args, Py_ssize_t na
   PyObject *heads;
   Py_buffer view;
   if (!jl_hit_open(args[0], &heads, &view)) return NULL;
-  long long t_exit = monotonic_ns();
+  long long t_exit = jl_now_ns();
   int written = jl_hit_write(heads, (int64_t *)view.buf, PyList_GET_SIZE(heads), args[1], t_enter, t_args, t_exit,
                              PyThread_get_thread_ident());
   PyBuffer_Release(&view);
